@@ -1,0 +1,1 @@
+"""The clinicians' dashboard (Django) and its MQTT ingest worker."""

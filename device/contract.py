@@ -1,0 +1,189 @@
+"""The MQTT message contract, imported by the device and the dashboard alike.
+
+Topics are versioned and per device::
+
+    steth/v1/devices/{device_id}/results          result JSON (schemas/result.v1.json), QoS 1
+    steth/v1/devices/{device_id}/status           status JSON (schemas/status.v1.json), QoS 1, retained
+    steth/v1/devices/{device_id}/audio/{result_id} FLAC bytes of that result's recording, QoS 1
+    steth/v1/devices/{device_id}/commands         commands to the device (JSON), QoS 1
+
+The broker's ACLs give a device write access to its own subtree and read access to its own commands
+topic only (see deploy/mosquitto). Receivers de-duplicate results by ``result_id``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from importlib import resources
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+
+from device.errors import ContractError
+
+SCHEMA_VERSION = 1
+TOPIC_ROOT = f"steth/v{SCHEMA_VERSION}/devices"
+MAX_RESULT_BYTES = 256 * 1024  # a 1-hour recording's per-window track fits with room to spare
+MAX_STATUS_BYTES = 16 * 1024
+MAX_AUDIO_BYTES = 16 * 1024 * 1024
+DEVICE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+SITES = ("aortic", "pulmonic", "tricuspid", "mitral")
+SCREENING_LABELS = ("normal", "abnormal", "unsure")
+SHARED_GROUP = "ingest"
+
+
+def _check_device_id(device_id: str) -> str:
+    if not DEVICE_ID_RE.match(device_id):
+        raise ContractError(
+            f"invalid device id {device_id!r}",
+            "use 1-63 lower-case letters, digits, '-' or '_', starting with a letter or digit",
+        )
+    return device_id
+
+
+def results_topic(device_id: str) -> str:
+    return f"{TOPIC_ROOT}/{_check_device_id(device_id)}/results"
+
+
+def status_topic(device_id: str) -> str:
+    return f"{TOPIC_ROOT}/{_check_device_id(device_id)}/status"
+
+
+def audio_topic(device_id: str, result_id: str) -> str:
+    return f"{TOPIC_ROOT}/{_check_device_id(device_id)}/audio/{result_id}"
+
+
+def commands_topic(device_id: str) -> str:
+    return f"{TOPIC_ROOT}/{_check_device_id(device_id)}/commands"
+
+
+# Subscriptions for receivers; the shared form lets several ingest workers split one stream.
+ALL_RESULTS = f"{TOPIC_ROOT}/+/results"
+ALL_STATUS = f"{TOPIC_ROOT}/+/status"
+ALL_AUDIO = f"{TOPIC_ROOT}/+/audio/+"
+
+
+def shared(topic_filter: str, group: str = SHARED_GROUP) -> str:
+    """MQTT 5 shared subscription: the broker hands each message to one member of ``group``."""
+    return f"$share/{group}/{topic_filter}"
+
+
+_TOPIC_RE = re.compile(
+    rf"^{re.escape(TOPIC_ROOT)}/(?P<device>[^/]+)/(?P<kind>results|status|commands|audio)(?:/(?P<rest>[^/]+))?$"
+)
+
+
+def parse_topic(topic: str) -> tuple[str, str, str | None]:
+    """'steth/v1/devices/pi-7/audio/<uuid>' -> ('pi-7', 'audio', '<uuid>'); raises ContractError."""
+    m = _TOPIC_RE.match(topic)
+    if not m or (m["kind"] == "audio") != (m["rest"] is not None):
+        raise ContractError(f"topic {topic!r} is not part of the contract", f"expected {TOPIC_ROOT}/<device>/...")
+    return _check_device_id(m["device"]), m["kind"], m["rest"]
+
+
+@functools.cache
+def schema(name: str) -> dict[str, Any]:
+    """The JSON Schema 'result' or 'status' (as shipped in device/schemas)."""
+    text = resources.files("device").joinpath("schemas", f"{name}.v{SCHEMA_VERSION}.json").read_text()
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+@functools.cache
+def _validator(name: str) -> Draft202012Validator:
+    return Draft202012Validator(schema(name), format_checker=FormatChecker())
+
+
+def errors(name: str, message: Any) -> list[str]:
+    """Readable validation errors ('field.path: what is wrong'), empty when the message is valid."""
+    out = []
+    for err in sorted(_validator(name).iter_errors(message), key=lambda e: list(map(str, e.path))):
+        where = ".".join(str(p) for p in err.path) or "(message)"
+        text = err.message if len(err.message) <= 200 else err.message[:200] + "..."
+        out.append(f"{where}: {text}")
+    return out
+
+
+def decode(name: str, payload: bytes | str, max_bytes: int | None = None) -> dict[str, Any]:
+    """Parse and validate a message; raises ContractError listing every problem."""
+    limit = max_bytes or (MAX_RESULT_BYTES if name == "result" else MAX_STATUS_BYTES)
+    if len(payload) > limit:
+        raise ContractError(f"{name} message of {len(payload)} bytes exceeds the {limit}-byte limit")
+    try:
+        message = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ContractError(f"{name} message is not JSON: {exc}") from exc
+    if not isinstance(message, dict):
+        raise ContractError(f"{name} message must be a JSON object, got {type(message).__name__}")
+    version = message.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ContractError(
+            f"{name} message has schema_version {version!r}; this receiver speaks {SCHEMA_VERSION}",
+            "upgrade the older side",
+            errors=[f"schema_version: {version!r} is not {SCHEMA_VERSION}"],
+        )
+    problems = errors(name, message)
+    if problems:
+        raise ContractError(f"invalid {name} message: " + "; ".join(problems[:5]), errors=problems)
+    return message
+
+
+def validate(name: str, message: dict[str, Any]) -> None:
+    """Raise ContractError unless ``message`` (already parsed) is valid."""
+    problems = errors(name, message)
+    if problems:
+        raise ContractError(f"invalid {name} message: " + "; ".join(problems[:5]), errors=problems)
+
+
+def encode(name: str, message: dict[str, Any]) -> bytes:
+    """Validate and serialise compactly: a device never publishes what a receiver would refuse."""
+    validate(name, message)
+    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
+
+
+def offline_will(device_id: str) -> bytes:
+    """The last-will payload the broker publishes when the device's connection drops."""
+    return encode("status", {"schema_version": SCHEMA_VERSION, "device_id": device_id, "state": "offline"})
+
+
+EXAMPLE_RESULT: dict[str, Any] = {
+    "schema_version": 1,
+    "result_id": "0b7f3c1e-8a53-4f7e-9d1c-2f6a4b5c6d7e",
+    "device_id": "clinic-a-pi-01",
+    "recorded_at": "2026-11-25T09:30:12.250Z",
+    "patient_ref": "P-000123",
+    "site": "mitral",
+    "duration_s": 15.0,
+    "sample_rate": 4000,
+    "task": "screening",
+    "model": {"name": "screening-lstm", "version": "1.0.0", "sha256": "0" * 64},
+    "label": "abnormal",
+    "probabilities": {"normal": 0.18, "abnormal": 0.82},
+    "windows": [
+        {"start_s": 0.0, "probabilities": {"normal": 0.22, "abnormal": 0.78}},
+        {"start_s": 2.5, "probabilities": {"normal": 0.15, "abnormal": 0.85}},
+    ],
+    "heart_rate_bpm": 72.5,
+    "quality": {"score": 0.91, "ok": True, "issues": []},
+    "audio": None,
+    "software_version": "0.1.0",
+}
+
+EXAMPLE_STATUS: dict[str, Any] = {
+    "schema_version": 1,
+    "device_id": "clinic-a-pi-01",
+    "state": "online",
+    "at": "2026-11-25T09:30:00Z",
+    "software_version": "0.1.0",
+    "models": [{"name": "screening-lstm", "version": "1.0.0", "sha256": "0" * 64}],
+    "outbox": {
+        "pending_results": 0,
+        "pending_audio": 0,
+        "bytes": 0,
+        "dropped_results": 0,
+        "dropped_audio": 0,
+    },
+    "uptime_s": 3600.0,
+}

@@ -1,0 +1,246 @@
+"""The signal pipeline: one recording in, a stack of per-window feature matrices out.
+
+Training (converter/), the device and the dashboard all call these functions with the same
+``FeatureParams``, which is saved beside every model, so a model can never be run with features it was
+not trained on. Every step is deterministic: the same samples give the same features, bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+from dataclasses import dataclass
+from math import gcd
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+import numpy as np
+from scipy import signal
+
+from device.audio_io import Audio, read_audio
+from device.errors import ClippedAudioError, ConfigError, SilentAudioError, TooShortError
+
+FeatureKind = Literal["mfcc", "logmel"]
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    """Every setting that turns samples into model input. Frozen, serialisable, hashable."""
+
+    sample_rate: int = 2000  # model rate; heart sounds and murmurs live below 1 kHz
+    band_low_hz: float = 25.0  # removes breathing/motion rumble and DC
+    band_high_hz: float = 400.0  # removes hiss and most speech; keeps S1/S2 and murmurs
+    filter_order: int = 4
+    window_s: float = 5.0  # several heart cycles even at 40 bpm
+    hop_s: float = 2.5
+    n_fft: int = 256
+    hop_length: int = 50  # 25 ms frames at 2 kHz: S1/S2 (~100 ms) span several frames
+    n_mels: int = 32
+    fmin: float = 20.0
+    fmax: float = 500.0
+    n_mfcc: int = 16
+    kind: FeatureKind = "mfcc"
+    top_db: float = 80.0
+    # Per-window cepstral mean and variance normalisation: removes a fixed channel (the stethoscope's
+    # frequency response, the gain) from the features, which is what lets a model trained on one
+    # device's recordings work on another's.
+    cmvn: bool = True
+    silence_rms: float = 1e-4  # RMS of the raw input below this (-80 dBFS) is "no signal"
+    max_clipped_fraction: float = 0.05  # more samples than this at the recording's peak: clipped
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.sample_rate < 500:
+            problems.append(f"sample_rate={self.sample_rate}: must be at least 500 Hz")
+        if not 0 < self.band_low_hz < self.band_high_hz < self.sample_rate / 2:
+            problems.append(
+                f"band {self.band_low_hz}-{self.band_high_hz} Hz must satisfy 0 < low < high < "
+                f"sample_rate/2 = {self.sample_rate / 2}"
+            )
+        if not 0 < self.hop_s <= self.window_s:
+            problems.append(f"hop_s={self.hop_s} must be > 0 and <= window_s={self.window_s}")
+        if self.n_fft > self.window_samples:
+            problems.append(f"n_fft={self.n_fft} is longer than one window ({self.window_samples} samples)")
+        if self.kind == "mfcc" and not 0 < self.n_mfcc <= self.n_mels:
+            problems.append(f"n_mfcc={self.n_mfcc} must be in 1..n_mels={self.n_mels}")
+        if self.kind not in ("mfcc", "logmel"):
+            problems.append(f"kind={self.kind!r} must be 'mfcc' or 'logmel'")
+        if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
+            problems.append(f"mel range {self.fmin}-{self.fmax} Hz must lie within 0..{self.sample_rate / 2}")
+        if problems:
+            raise ConfigError("invalid FeatureParams: " + "; ".join(problems))
+
+    @property
+    def window_samples(self) -> int:
+        return round(self.window_s * self.sample_rate)
+
+    @property
+    def hop_samples(self) -> int:
+        return round(self.hop_s * self.sample_rate)
+
+    @property
+    def frames_per_window(self) -> int:
+        return 1 + self.window_samples // self.hop_length  # librosa framing with center=True
+
+    @property
+    def n_features(self) -> int:
+        return self.n_mfcc if self.kind == "mfcc" else self.n_mels
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        return (self.frames_per_window, self.n_features)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureParams:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown FeatureParams keys: {', '.join(unknown)}",
+                "the model was made by a newer version of stethoscope-edge; upgrade",
+            )
+        return cls(**data)
+
+    def fingerprint(self) -> str:
+        """Short hash of the settings; stored with a model and checked when it is loaded."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Features:
+    """A recording after the pipeline."""
+
+    features: np.ndarray  # float32 (n_windows, frames, n_features)
+    window_starts_s: np.ndarray  # float64 (n_windows,)
+    signal: np.ndarray  # float32, the preprocessed signal at params.sample_rate
+    params: FeatureParams
+    source_rate: int
+    duration_s: float
+
+    @property
+    def n_windows(self) -> int:
+        return int(self.features.shape[0])
+
+
+def check_signal(audio: Audio, params: FeatureParams) -> None:
+    """Refuse a recording with no signal or one so clipped that its shape is lost."""
+    x = audio.samples.astype(np.float64)
+    x = x - x.mean()
+    rms = float(np.sqrt(np.mean(x * x)))
+    if rms < params.silence_rms:
+        raise SilentAudioError(
+            f"{audio.source}: silent (RMS {20 * np.log10(max(rms, 1e-12)):.0f} dBFS)",
+            "check that the stethoscope is on the chest, connected and not muted, then record again",
+        )
+    peak = float(np.max(np.abs(audio.samples)))
+    at_peak = float(np.mean(np.abs(audio.samples) >= 0.99 * peak))
+    if at_peak > params.max_clipped_fraction:
+        raise ClippedAudioError(
+            f"{audio.source}: heavily clipped ({at_peak:.0%} of samples at the peak level)",
+            "lower the input gain or hold the stethoscope more lightly, then record again",
+        )
+
+
+@functools.lru_cache(maxsize=16)
+def _bandpass_sos(params: FeatureParams) -> np.ndarray:
+    return np.asarray(
+        signal.butter(
+            params.filter_order,
+            [params.band_low_hz, params.band_high_hz],
+            btype="bandpass",
+            fs=params.sample_rate,
+            output="sos",
+        )
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _mel_basis(params: FeatureParams) -> np.ndarray:
+    import librosa  # imported here: it is slow to import and only feature extraction needs it
+
+    basis = librosa.filters.mel(
+        sr=params.sample_rate, n_fft=params.n_fft, n_mels=params.n_mels, fmin=params.fmin, fmax=params.fmax
+    )
+    return np.asarray(basis, dtype=np.float32)
+
+
+def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    """Polyphase resampling by the exact rational ratio (deterministic, no phase drift)."""
+    if source_rate == target_rate:
+        return samples.astype(np.float32, copy=False)
+    g = gcd(int(source_rate), int(target_rate))
+    out = signal.resample_poly(samples.astype(np.float64), target_rate // g, source_rate // g)
+    return np.asarray(out, dtype=np.float32)
+
+
+def preprocess(samples: np.ndarray, source_rate: int, params: FeatureParams) -> np.ndarray:
+    """Resample to the model rate, band-pass (zero phase) and scale to unit RMS."""
+    x = resample(samples, source_rate, params.sample_rate).astype(np.float64)
+    x -= x.mean()
+    padlen = 3 * (2 * len(_bandpass_sos(params)) + 1)
+    if len(x) > padlen:
+        x = signal.sosfiltfilt(_bandpass_sos(params), x)
+    rms = float(np.sqrt(np.mean(x * x)))
+    if rms > 0:
+        x = x / rms
+    return np.asarray(x, dtype=np.float32)
+
+
+def frame_windows(x: np.ndarray, params: FeatureParams, source: str = "recording") -> np.ndarray:
+    """Split into (n_windows, window_samples) with the params' hop; the tail shorter than a hop is dropped."""
+    n, win, hop = len(x), params.window_samples, params.hop_samples
+    if n < win:
+        raise TooShortError(
+            f"{source}: {n / params.sample_rate:.2f} s is shorter than one {params.window_s:g} s analysis window",
+            f"record at least {params.window_s:g} s",
+        )
+    count = 1 + (n - win) // hop
+    return np.lib.stride_tricks.sliding_window_view(x, win)[::hop][:count].copy()
+
+
+def window_features(windows: np.ndarray, params: FeatureParams) -> np.ndarray:
+    """(n, window_samples) -> (n, frames, n_features) float32."""
+    import librosa
+
+    windows = np.atleast_2d(windows).astype(np.float32, copy=False)
+    spec = np.abs(librosa.stft(windows, n_fft=params.n_fft, hop_length=params.hop_length, center=True)) ** 2
+    mel = np.einsum("mf,nft->nmt", _mel_basis(params), spec)
+    log_mel = 10.0 * np.log10(np.maximum(mel, 1e-10))
+    # top_db per window (librosa's power_to_db would take the max over the whole batch).
+    log_mel = np.maximum(log_mel, log_mel.max(axis=(1, 2), keepdims=True) - params.top_db)
+    feats = librosa.feature.mfcc(S=log_mel, n_mfcc=params.n_mfcc) if params.kind == "mfcc" else log_mel
+    feats = np.transpose(feats, (0, 2, 1))  # (n, frames, coefficients): time-major for the RNN
+    if params.cmvn:
+        feats = (feats - feats.mean(axis=1, keepdims=True)) / (feats.std(axis=1, keepdims=True) + 1e-5)
+    return np.ascontiguousarray(feats, dtype=np.float32)
+
+
+def extract(audio: Audio, params: FeatureParams, check: bool = True) -> Features:
+    """The whole pipeline on decoded audio."""
+    if check:
+        check_signal(audio, params)
+    x = preprocess(audio.samples, audio.sample_rate, params)
+    windows = frame_windows(x, params, audio.source)
+    starts = np.arange(len(windows), dtype=np.float64) * params.hop_s
+    return Features(
+        features=window_features(windows, params),
+        window_starts_s=starts,
+        signal=x,
+        params=params,
+        source_rate=audio.sample_rate,
+        duration_s=audio.duration_s,
+    )
+
+
+def extract_file(source: str | Path | bytes | BinaryIO, params: FeatureParams, check: bool = True) -> Features:
+    """Read a WAV/FLAC and run the pipeline; raises the AudioError subclasses."""
+    return extract(read_audio(source), params, check=check)

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from device.audio_io import Audio, read_audio
+from device.errors import ClippedAudioError, ConfigError, SilentAudioError, TooShortError
+from device.features import FeatureParams, extract, extract_file, preprocess
+
+PARAMS = FeatureParams()
+
+
+def test_it_gives_one_feature_matrix_per_window(samples_dir):
+    feats = extract_file(samples_dir / "a0405.flac", PARAMS)  # 12.53 s: windows at 0, 2.5, 5, 7.5 s
+    expected_windows = 4
+    assert feats.features.shape == (expected_windows, *PARAMS.input_shape)
+    assert feats.features.dtype == np.float32
+    assert np.all(np.isfinite(feats.features))
+    np.testing.assert_allclose(feats.window_starts_s, np.arange(expected_windows) * PARAMS.hop_s)
+
+
+def test_it_is_deterministic(samples_dir):
+    a = extract_file(samples_dir / "d0017.flac", PARAMS)
+    b = extract_file(samples_dir / "d0017.flac", PARAMS)
+    assert np.array_equal(a.features, b.features)
+
+
+def test_each_window_is_normalised_on_its_own(samples_dir):
+    feats = extract_file(samples_dir / "e00152.flac", PARAMS).features
+    np.testing.assert_allclose(feats.mean(axis=1), 0, atol=1e-4)
+    np.testing.assert_allclose(feats.std(axis=1), 1, atol=1e-2)
+
+
+def test_gain_does_not_change_the_features(samples_dir):
+    audio = read_audio(samples_dir / "a0296.flac")
+    quiet = dataclasses.replace(audio, samples=audio.samples * 0.1)
+    np.testing.assert_allclose(extract(quiet, PARAMS).features, extract(audio, PARAMS).features, atol=1e-3)
+
+
+def test_a_44k_stereo_24bit_copy_gives_nearly_the_same_features(tmp_path, samples_dir):
+    audio = read_audio(samples_dir / "d0016.flac")
+    import librosa
+
+    up = librosa.resample(audio.samples, orig_sr=2000, target_sr=44100, res_type="soxr_hq")
+    sf.write(tmp_path / "x.wav", np.stack([up, up], axis=1), 44100, subtype="PCM_24")
+    original = extract(audio, PARAMS).features
+    converted = extract_file(tmp_path / "x.wav", PARAMS).features
+    assert converted.shape == original.shape
+    # resampling twice is not lossless, but the cepstra must agree closely
+    assert np.corrcoef(original.ravel(), converted.ravel())[0, 1] > 0.98
+
+
+def test_the_band_pass_removes_mains_hum_and_hiss():
+    rate = 8000
+    t = np.arange(rate * 6) / rate
+    inside = np.sin(2 * np.pi * 100 * t)
+    hum = np.sin(2 * np.pi * 10 * t) + np.sin(2 * np.pi * 1500 * t)
+    out = preprocess((inside + hum).astype(np.float32), rate, PARAMS)
+    ref = preprocess(inside.astype(np.float32), rate, PARAMS)
+    assert np.corrcoef(out[2000:-2000], ref[2000:-2000])[0, 1] > 0.99
+
+
+def test_a_recording_shorter_than_a_window_is_refused_with_its_length(samples_dir):
+    audio = read_audio(samples_dir / "a0405.flac")
+    short = dataclasses.replace(audio, samples=audio.samples[:1000])  # 0.5 s
+    with pytest.raises(TooShortError, match=r"0\.50 s is shorter than one 5 s analysis window"):
+        extract(short, PARAMS)
+
+
+def test_silence_is_refused_with_a_hint():
+    silent = Audio(np.zeros(20000, dtype=np.float32), 2000, "silent.wav")
+    with pytest.raises(SilentAudioError) as err:
+        extract(silent, PARAMS)
+    assert "stethoscope is on the chest" in str(err.value)
+
+
+def test_heavy_clipping_is_refused(samples_dir):
+    audio = read_audio(samples_dir / "a0405.flac")
+    loud = np.clip(audio.samples * 50, -1, 1)
+    with pytest.raises(ClippedAudioError, match="clipped"):
+        extract(dataclasses.replace(audio, samples=loud), PARAMS)
+
+
+def test_params_round_trip_through_json_and_refuse_unknown_keys():
+    again = FeatureParams.from_dict(PARAMS.to_dict())
+    assert again == PARAMS and again.fingerprint() == PARAMS.fingerprint()
+    assert FeatureParams(n_mfcc=13).fingerprint() != PARAMS.fingerprint()
+    with pytest.raises(ConfigError, match="unknown FeatureParams keys: colour"):
+        FeatureParams.from_dict({**PARAMS.to_dict(), "colour": "red"})
+
+
+def test_params_refuse_impossible_settings():
+    with pytest.raises(ConfigError, match="band"):
+        FeatureParams(band_low_hz=500, band_high_hz=400)
+    with pytest.raises(ConfigError, match="n_mfcc"):
+        FeatureParams(n_mfcc=64)
+
+
+def test_logmel_kind_gives_mel_bands(samples_dir):
+    params = FeatureParams(kind="logmel")
+    feats = extract_file(samples_dir / "a0405.flac", params)
+    assert feats.features.shape[1:] == (params.frames_per_window, params.n_mels)
