@@ -40,3 +40,13 @@ def data_dir() -> Path:
             "physionet2016/ and pascal2011/ (see README, 'Data')"
         )
     return found
+
+
+@pytest.fixture
+def mqtt_broker(tmp_path):
+    """A fresh anonymous Mosquitto on a free loopback port; stopped after the test."""
+    from tests.support.broker import Broker
+
+    broker = Broker(tmp_path / "broker").start()
+    yield broker
+    broker.stop()

@@ -1,0 +1,90 @@
+"""A real Mosquitto broker per test (or per module), on a free loopback port, with its own config.
+
+Tests never share the system broker on 1883: each starts its own, can stop and restart it to simulate
+an outage, and gives it whatever listeners, passwords and ACLs the test needs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout} s")
+
+
+@dataclass
+class Broker:
+    """A mosquitto process. ``extra_config`` lines are appended to a loopback listener config."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    extra_config: str = "allow_anonymous true\n"
+    listener: str = ""  # replaces the default plain listener when given (e.g. a TLS listener block)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> str:
+        path = self.workdir / "mosquitto.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def write_config(self) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / "mosquitto.conf"
+        listener = self.listener or f"listener {self.port} 127.0.0.1\n"
+        conf.write_text(
+            "per_listener_settings false\n"
+            f"persistence true\npersistence_location {self.workdir}/\n"
+            f"log_dest file {self.workdir}/mosquitto.log\nlog_type all\n"
+            "autosave_interval 1\n"
+            f"{listener}{self.extra_config}"
+        )
+        return conf
+
+    def start(self) -> Broker:
+        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.proc = subprocess.Popen(
+            [exe, "-c", str(self.write_config())], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            wait_for_port(self.port)
+        except TimeoutError as exc:
+            self.stop()
+            raise RuntimeError(f"mosquitto did not start:\n{self.log[-2000:]}") from exc
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
