@@ -1,0 +1,528 @@
+"""The durable outbox: every result is stored here before anything tries to send it.
+
+One SQLite file in WAL mode. ``synchronous=FULL``: in WAL mode that fsyncs the log at every commit, so
+a result the nurse has been told is saved survives a power cut; NORMAL would keep the file consistent
+but could lose the last commits. Results are rare (one a minute at most) so the fsync costs nothing
+that matters, even on an SD card.
+
+A message leaves the outbox only when the broker has acknowledged it (the publisher calls ``ack``), so
+a crash between publish and acknowledgement means it is sent again, never lost; receivers de-duplicate
+by ``result_id``.
+
+Audio for upload is kept as FLAC files in a RAM-backed folder (tmpfs), not in the SQLite file on the SD
+card: patient audio never rests on removable storage, and it is the first thing shed when space runs
+short. A reboot clears it; the rows whose audio is gone are dropped, logged and counted.
+
+Above ``max_bytes`` (results + audio waiting) the oldest audio is shed first, then the oldest results;
+every dropped result is logged at ERROR with its id and counted in ``dropped_results``, which the status
+message reports. A corrupt file is set aside at open (renamed with a timestamp), whatever can be read
+from it is salvaged into a fresh one, and the loss is logged at CRITICAL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from device import contract
+from device.errors import ContractError, StethError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+Kind = Literal["result", "audio"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL CHECK (kind IN ('result', 'audio')),
+    result_id TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB,               -- result JSON; NULL for audio, whose FLAC is a file in the audio folder
+    bytes INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    UNIQUE (kind, result_id)
+);
+CREATE INDEX IF NOT EXISTS messages_kind ON messages (kind, seq);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+-- recordings already turned into results (replay, long-file segments): a restart never analyses one twice
+CREATE TABLE IF NOT EXISTS sources (key TEXT PRIMARY KEY, result_ids TEXT, error TEXT, at REAL NOT NULL);
+"""
+_CORRUPTION_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+_COUNTERS = ("dropped_results", "dropped_audio", "delivered_results", "delivered_audio")
+
+
+class OutboxError(StethError):
+    """The outbox cannot store or read messages."""
+
+
+class OutboxFullError(OutboxError):
+    """The disk is full: the new result was not stored (everything stored before is intact)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One result to store, with the FLAC of its recording when audio is uploaded."""
+
+    result: dict[str, Any]
+    flac: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Pending:
+    seq: int
+    kind: Kind
+    result_id: str
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class AddReport:
+    result_ids: list[str]
+    duplicates: list[str]  # already stored (a retry): nothing new written
+    dropped_results: list[str]  # older results shed to make room (each also logged at ERROR)
+    dropped_audio: int
+
+
+@dataclass(frozen=True)
+class Stats:
+    pending_results: int
+    pending_audio: int
+    bytes: int
+    dropped_results: int
+    dropped_audio: int
+    delivered_results: int
+    delivered_audio: int
+
+    def for_status(self) -> dict[str, int]:
+        """The ``outbox`` object of the status message."""
+        return {
+            "pending_results": self.pending_results,
+            "pending_audio": self.pending_audio,
+            "bytes": self.bytes,
+            "dropped_results": self.dropped_results,
+            "dropped_audio": self.dropped_audio,
+        }
+
+
+def _utc_stamp() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "full" in str(exc).lower()
+
+
+class Outbox:
+    """One connection to the outbox; use one per thread (SQLite connections are not shared)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        audio_dir: str | Path,
+        max_bytes: int,
+        *,
+        check: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        self.audio_dir = Path(audio_dir)
+        self.max_bytes = max_bytes
+        self.recovered_from: Path | None = None  # where a corrupt file was set aside, if it was
+        self.salvaged = 0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.audio_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutboxError(
+                f"cannot create the outbox folders {self.path.parent} / {self.audio_dir}: {exc.strerror}",
+                "check outbox.path and audio.transient_dir and that the steth user may write there",
+            ) from exc
+        self._lock = threading.Lock()
+        self._db = self._open(check)
+
+    # -- opening and recovery ---------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA busy_timeout = 10000")
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise sqlite3.DatabaseError(f"journal_mode is {mode}, not wal")
+        db.execute("PRAGMA synchronous = FULL")
+        return db
+
+    def _open(self, check: bool) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = None
+        try:
+            db = self._connect()
+            problem = self._integrity_problem(db) if check else None
+            if problem is None:
+                self._migrate(db)
+                self._reconcile_audio(db)
+                return db
+        except sqlite3.Error as exc:
+            if db is not None:
+                db.close()
+            if _is_full(exc):
+                raise OutboxFullError(f"cannot open the outbox {self.path}: the disk is full") from exc
+            if getattr(exc, "sqlite_errorcode", None) not in _CORRUPTION_CODES:
+                raise OutboxError(
+                    f"cannot open the outbox {self.path}: {exc}",
+                    "check outbox.path, the folder's permissions and free space",
+                ) from exc
+            problem = str(exc)
+        if db is not None:
+            db.close()
+        return self._set_aside_and_recreate(problem)
+
+    @staticmethod
+    def _integrity_problem(db: sqlite3.Connection) -> str | None:
+        rows = [str(r[0]) for r in db.execute("PRAGMA integrity_check(20)").fetchall()]
+        return None if rows == ["ok"] else "; ".join(rows[:5])
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        db.executescript(_SCHEMA)
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        elif version != SCHEMA_VERSION:
+            db.close()
+            raise OutboxError(
+                f"outbox {self.path} has schema version {version}; this software knows {SCHEMA_VERSION}",
+                "upgrade stethoscope-edge, or move the file aside to start a fresh outbox",
+            )
+
+    def _set_aside_and_recreate(self, problem: str) -> sqlite3.Connection:
+        salvaged = self._salvage()
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{_utc_stamp()}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(self.path) + suffix)
+            if src.exists():
+                os.replace(src, Path(str(aside) + suffix))
+        self.recovered_from = aside
+        log.critical(
+            "OUTBOX CORRUPT: %s (%s). Set it aside as %s and started a fresh outbox; salvaged %d result(s). "
+            "Results that could not be read from it are lost unless recovered by hand from that file.",
+            self.path,
+            problem,
+            aside,
+            len(salvaged),
+        )
+        db = self._connect()
+        self._migrate(db)
+        self._db = db
+        for payload in salvaged:
+            try:
+                self.add([Entry(json.loads(payload))])
+                self.salvaged += 1
+            except (StethError, ValueError) as exc:
+                log.error("could not salvage a result from the corrupt outbox: %s", exc)
+        self._reconcile_audio(db)
+        return db
+
+    def _salvage(self) -> list[bytes]:
+        """Whatever result rows can still be read from a damaged outbox."""
+        out: list[bytes] = []
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=1.0)) as db:
+                for (payload,) in db.execute("SELECT payload FROM messages WHERE kind = 'result' ORDER BY seq"):
+                    if payload:
+                        out.append(bytes(payload))
+        except sqlite3.Error as exc:
+            log.warning("salvage from the damaged outbox stopped: %s", exc)
+        return out
+
+    def _reconcile_audio(self, db: sqlite3.Connection) -> None:
+        """Audio rows whose file a reboot cleared are dropped; files without a row are deleted."""
+        rows = db.execute("SELECT seq, result_id FROM messages WHERE kind = 'audio'").fetchall()
+        known = set()
+        for seq, result_id in rows:
+            known.add(result_id)
+            if not self._audio_file(result_id).exists():
+                log.warning("audio of result %s is gone (transient storage was cleared); not sending it", result_id)
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("DELETE FROM messages WHERE seq = ?", (seq,))
+                self._bump(db, "dropped_audio")
+                db.execute("COMMIT")
+        for file in self.audio_dir.glob("*.flac*"):
+            if file.name.split(".", 1)[0] not in known:
+                with contextlib.suppress(OSError):
+                    file.unlink()
+
+    # -- writing ----------------------------------------------------------------------------------------
+
+    def _audio_file(self, result_id: str) -> Path:
+        return self.audio_dir / f"{result_id}.flac"
+
+    @staticmethod
+    def _bump(db: sqlite3.Connection, name: str, by: int = 1) -> None:
+        db.execute(
+            "INSERT INTO counters (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+            (name, by),
+        )
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def _stage_audio(self, result_id: str, flac: bytes) -> bool:
+        """Write the FLAC to the RAM folder (atomically); False when there is no room."""
+        target = self._audio_file(result_id)
+        tmp = target.with_suffix(".flac.tmp")
+        try:
+            tmp.write_bytes(flac)
+            os.replace(tmp, target)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                return False
+            raise OutboxError(f"cannot write audio to {self.audio_dir}: {exc.strerror}") from exc
+        return True
+
+    def add(self, entries: Sequence[Entry], source_key: str | None = None) -> AddReport:
+        """Store results (and their audio) in one transaction; validated against the contract first.
+
+        Idempotent: a result_id already stored is not stored again. With ``source_key`` the recording
+        is remembered as done in the same transaction, so a crash never analyses it twice.
+        Raises ContractError for an invalid result, OutboxFullError when the disk is full.
+        """
+        encoded = [(entry, contract.encode("result", entry.result)) for entry in entries]
+        for entry, payload in encoded:
+            if len(payload) > contract.MAX_RESULT_BYTES:
+                raise ContractError(f"result {entry.result['result_id']} is {len(payload)} bytes, over the limit")
+        staged, dropped_audio = self._stage_all(entries)
+        now = time.time()
+        try:
+            with self._write() as db:
+                ids, duplicates = self._insert(db, encoded, staged, now)
+                if dropped_audio:
+                    self._bump(db, "dropped_audio", dropped_audio)
+                if source_key is not None:
+                    db.execute(
+                        "INSERT OR REPLACE INTO sources (key, result_ids, error, at) VALUES (?, ?, NULL, ?)",
+                        (source_key, json.dumps([e.result["result_id"] for e in entries]), now),
+                    )
+                shed_files, dropped_results = self._enforce_cap(db, keep=set(ids))
+        except sqlite3.Error as exc:
+            self._unlink_audio(staged)
+            wanted = ", ".join(e.result["result_id"] for e in entries)
+            if _is_full(exc):
+                raise OutboxFullError(
+                    f"the disk holding the outbox {self.path} is full: result(s) {wanted} were NOT stored",
+                    "free space on the device (results already stored are safe); the answer shown is still valid",
+                ) from exc
+            raise OutboxError(f"cannot store result(s) {wanted} in the outbox {self.path}: {exc}") from exc
+        # A retry rewrote the audio file of a result already stored: keep it only if its row still waits.
+        with self._lock:
+            unused = [
+                rid
+                for rid in set(staged) & set(duplicates)
+                if self._db.execute("SELECT 1 FROM messages WHERE kind = 'audio' AND result_id = ?", (rid,)).fetchone()
+                is None
+            ]
+        self._unlink_audio(unused + shed_files)
+        return AddReport(ids, duplicates, dropped_results, dropped_audio + len(shed_files))
+
+    def _stage_all(self, entries: Sequence[Entry]) -> tuple[list[str], int]:
+        staged: list[str] = []
+        dropped = 0
+        for entry in entries:
+            rid = entry.result["result_id"]
+            if entry.flac is None:
+                continue
+            if len(entry.flac) > min(contract.MAX_AUDIO_BYTES, self.max_bytes // 2):
+                log.warning("audio of result %s is %d bytes, too big to queue; not sending it", rid, len(entry.flac))
+                dropped += 1
+            elif self._stage_audio(rid, entry.flac):
+                staged.append(rid)
+            else:
+                log.warning("no room in %s for the audio of result %s; not sending it", self.audio_dir, rid)
+                dropped += 1
+        return staged, dropped
+
+    def _insert(
+        self, db: sqlite3.Connection, encoded: list[tuple[Entry, bytes]], staged: list[str], now: float
+    ) -> tuple[list[str], list[str]]:
+        ids, duplicates = [], []
+        for entry, payload in encoded:
+            rid = entry.result["result_id"]
+            device_id = entry.result["device_id"]
+            cur = db.execute(
+                "INSERT OR IGNORE INTO messages (kind, result_id, topic, payload, bytes, created_at) "
+                "VALUES ('result', ?, ?, ?, ?, ?)",
+                (rid, contract.results_topic(device_id), payload, len(payload), now),
+            )
+            if cur.rowcount == 0:
+                duplicates.append(rid)
+                continue
+            ids.append(rid)
+            if rid in staged and entry.flac is not None:
+                db.execute(
+                    "INSERT OR IGNORE INTO messages (kind, result_id, topic, payload, bytes, created_at) "
+                    "VALUES ('audio', ?, ?, NULL, ?, ?)",
+                    (rid, contract.audio_topic(device_id, rid), len(entry.flac), now),
+                )
+        return ids, duplicates
+
+    def _unlink_audio(self, result_ids: Sequence[str]) -> None:
+        for rid in result_ids:
+            with contextlib.suppress(OSError):
+                self._audio_file(rid).unlink()
+
+    def _enforce_cap(self, db: sqlite3.Connection, keep: set[str]) -> tuple[list[str], list[str]]:
+        """Shed the oldest audio, then the oldest results, until the waiting bytes fit the cap."""
+        total = db.execute("SELECT COALESCE(SUM(bytes), 0) FROM messages").fetchone()[0]
+        shed_audio: list[str] = []
+        dropped: list[str] = []
+        while total > self.max_bytes:
+            row = db.execute("SELECT seq, result_id, bytes FROM messages WHERE kind = 'audio' ORDER BY seq LIMIT 1")
+            found = row.fetchone()
+            if found is not None:
+                seq, rid, size = found
+                db.execute("DELETE FROM messages WHERE seq = ?", (seq,))
+                self._bump(db, "dropped_audio")
+                log.warning("outbox over its %d-byte cap: shed the audio of result %s", self.max_bytes, rid)
+                shed_audio.append(rid)
+                total -= size
+                continue
+            found = db.execute(
+                "SELECT seq, result_id, bytes FROM messages WHERE kind = 'result' ORDER BY seq"
+            ).fetchall()
+            victim = next((r for r in found if r[1] not in keep), None)
+            if victim is None:
+                break  # only what we are adding is left: keep it rather than drop it unseen
+            seq, rid, size = victim
+            db.execute("DELETE FROM messages WHERE seq = ?", (seq,))
+            self._bump(db, "dropped_results")
+            log.error(
+                "RESULT DROPPED: outbox over its %d-byte cap while offline; dropped the oldest result %s "
+                "(raise outbox.max_bytes or restore the link)",
+                self.max_bytes,
+                rid,
+            )
+            dropped.append(rid)
+            total -= size
+        return shed_audio, dropped
+
+    def note_failure(self, source_key: str, error: str) -> None:
+        """Remember that a recording could not be analysed, so it is reported once, not retried forever."""
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO sources (key, result_ids, error, at) VALUES (?, NULL, ?, ?)",
+                (source_key, error[:1000], time.time()),
+            )
+
+    def source_done(self, source_key: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM sources WHERE key = ?", (source_key,)).fetchone()
+        return row is not None
+
+    def note_dropped_result(self, result_id: str, reason: str) -> None:
+        """Count a result that never made it into the outbox (e.g. disk full), if we can still write."""
+        log.error("RESULT DROPPED: %s was not stored: %s", result_id, reason)
+        try:
+            with self._write() as db:
+                self._bump(db, "dropped_results")
+        except sqlite3.Error as exc:
+            log.error("could not count the dropped result either: %s", exc)
+
+    # -- reading and acknowledging ----------------------------------------------------------------------
+
+    def pending(self, limit: int, exclude: Sequence[int] = ()) -> list[Pending]:
+        """The next messages to send: results before audio, oldest first, skipping those in flight."""
+        marks = ",".join("?" * len(exclude))
+        where = f"WHERE seq NOT IN ({marks})" if exclude else ""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT seq, kind, result_id, topic, payload FROM messages {where} "  # noqa: S608 - placeholders only
+                "ORDER BY kind = 'audio', seq LIMIT ?",
+                (*exclude, limit),
+            ).fetchall()
+        out = []
+        for seq, kind, rid, topic, stored in rows:
+            payload = stored
+            if kind == "audio":
+                try:
+                    payload = self._audio_file(rid).read_bytes()
+                except OSError:
+                    log.warning("audio of result %s is gone from %s; not sending it", rid, self.audio_dir)
+                    self._delete(seq, kind, rid, counter="dropped_audio")
+                    continue
+            out.append(Pending(seq, kind, rid, topic, bytes(payload)))
+        return out
+
+    def _delete(self, seq: int, kind: str, result_id: str, counter: str) -> bool:
+        with self._write() as db:
+            gone = db.execute("DELETE FROM messages WHERE seq = ?", (seq,)).rowcount
+            if gone:
+                self._bump(db, counter)
+        if kind == "audio":
+            with contextlib.suppress(OSError):
+                self._audio_file(result_id).unlink()
+        return bool(gone)
+
+    def ack(self, item: Pending) -> bool:
+        """The broker has the message: remove it. False if it was already gone (another sender)."""
+        counter = "delivered_results" if item.kind == "result" else "delivered_audio"
+        return self._delete(item.seq, item.kind, item.result_id, counter)
+
+    def stats(self) -> Stats:
+        with self._lock:
+            counts = dict.fromkeys(("result", "audio"), (0, 0))
+            for kind, n, size in self._db.execute(
+                "SELECT kind, COUNT(*), COALESCE(SUM(bytes), 0) FROM messages GROUP BY kind"
+            ):
+                counts[kind] = (n, size)
+            counters = dict.fromkeys(_COUNTERS, 0)
+            counters.update(dict(self._db.execute("SELECT name, value FROM counters").fetchall()))
+        return Stats(
+            pending_results=counts["result"][0],
+            pending_audio=counts["audio"][0],
+            bytes=counts["result"][1] + counts["audio"][1],
+            dropped_results=counters["dropped_results"],
+            dropped_audio=counters["dropped_audio"],
+            delivered_results=counters["delivered_results"],
+            delivered_audio=counters["delivered_audio"],
+        )
+
+    def result_ids(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT result_id FROM messages WHERE kind = 'result' ORDER BY seq")]
+
+    def close(self) -> None:
+        """Fold the WAL into the main file and close (the next open starts clean and fast)."""
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                log.warning("outbox checkpoint at close failed (harmless, done at next open): %s", exc)
+            self._db.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

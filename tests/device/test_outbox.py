@@ -1,0 +1,255 @@
+"""The durable outbox: persistence, idempotence, the size cap, corruption and a full disk."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from device import contract
+from device.errors import ContractError
+from device.outbox import Entry, Outbox, OutboxFullError
+from tests.device.outbox_support import make_result
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> tuple[Path, Path]:
+    return tmp_path / "state" / "outbox.sqlite", tmp_path / "ram" / "audio"
+
+
+def open_outbox(paths: tuple[Path, Path], max_bytes: int = 8 * MIB) -> Outbox:
+    return Outbox(paths[0], paths[1], max_bytes)
+
+
+def test_it_keeps_results_across_reopen_in_order(paths):
+    results = [make_result() for _ in range(5)]
+    with open_outbox(paths) as box:
+        report = box.add([Entry(r) for r in results])
+        assert report.result_ids == [r["result_id"] for r in results]
+        assert box.stats().pending_results == 5
+    with open_outbox(paths) as box:
+        pending = box.pending(limit=10)
+        assert [p.result_id for p in pending] == [r["result_id"] for r in results]
+        assert json.loads(pending[0].payload) == results[0]
+        assert pending[0].topic == contract.results_topic("pi-test")
+        db = sqlite3.connect(paths[0])
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        db.close()
+
+
+def test_it_stores_a_result_once_however_often_it_is_added(paths):
+    result = make_result()
+    with open_outbox(paths) as box:
+        first = box.add([Entry(result)])
+        again = box.add([Entry(result)])
+        assert first.result_ids == [result["result_id"]] and first.duplicates == []
+        assert again.result_ids == [] and again.duplicates == [result["result_id"]]
+        assert box.stats().pending_results == 1
+
+
+def test_it_refuses_a_result_that_breaks_the_contract_and_stores_nothing(paths):
+    with open_outbox(paths) as box:
+        bad = make_result(label="")
+        with pytest.raises(ContractError, match="label"):
+            box.add([Entry(make_result()), Entry(bad)])
+        assert box.stats().pending_results == 0
+
+
+def test_ack_removes_a_message_and_counts_it_delivered(paths):
+    with open_outbox(paths) as box:
+        box.add([Entry(make_result()), Entry(make_result())])
+        first, second = box.pending(limit=10)
+        assert box.ack(first) is True
+        assert box.ack(first) is False  # already gone: a second ack is harmless
+        assert [p.seq for p in box.pending(limit=10)] == [second.seq]
+        assert [p.seq for p in box.pending(limit=10, exclude=[second.seq])] == []
+        stats = box.stats()
+        assert stats.pending_results == 1 and stats.delivered_results == 1
+
+
+def test_audio_waits_in_the_ram_folder_and_goes_after_results(paths):
+    with open_outbox(paths) as box:
+        with_audio = make_result()
+        box.add([Entry(with_audio, flac=b"fLaC" + b"\0" * 1000)])
+        box.add([Entry(make_result())])
+        kinds = [p.kind for p in box.pending(limit=10)]
+        assert kinds == ["result", "result", "audio"]
+        audio = box.pending(limit=10)[-1]
+        assert audio.topic == contract.audio_topic("pi-test", with_audio["result_id"])
+        assert audio.payload.startswith(b"fLaC")
+        assert (paths[1] / f"{with_audio['result_id']}.flac").exists()
+        # nothing of the audio went into the SQLite file on the "SD card"
+        assert b"fLaC" not in paths[0].read_bytes() + Path(str(paths[0]) + "-wal").read_bytes()
+        box.ack(audio)
+        assert not (paths[1] / f"{with_audio['result_id']}.flac").exists()
+
+
+def test_over_the_cap_audio_is_shed_before_any_result(paths, caplog):
+    with open_outbox(paths, max_bytes=1 * MIB) as box:
+        ids = []
+        for _ in range(4):
+            result = make_result()
+            ids.append(result["result_id"])
+            report = box.add([Entry(result, flac=os.urandom(300 * 1024))])
+            assert report.dropped_results == []
+        stats = box.stats()
+        assert stats.pending_results == 4  # every result kept
+        assert stats.pending_audio < 4 and stats.dropped_audio == 4 - stats.pending_audio
+        assert stats.bytes <= 1 * MIB
+        assert box.result_ids() == ids
+        waiting_audio = {p.result_id for p in box.pending(limit=10) if p.kind == "audio"}
+        assert waiting_audio == set(ids[-stats.pending_audio :])  # the oldest audio went first
+        assert len(list(paths[1].glob("*.flac"))) == stats.pending_audio
+
+
+def test_a_result_dropped_for_space_is_logged_as_error_and_counted(paths, caplog):
+    big = "x" * 180  # longest allowed issue text: a fat but valid result
+    with open_outbox(paths, max_bytes=1 * MIB) as box:
+        first_ids = []
+        caplog.set_level(logging.ERROR, logger="device.outbox")
+        for _ in range(400):
+            result = make_result(quality={"score": 0.5, "ok": False, "issues": [big] * 16})
+            result["windows"] = [
+                {"start_s": i * 2.5, "probabilities": {"normal": 0.5, "abnormal": 0.5}} for i in range(40)
+            ]
+            first_ids.append(result["result_id"])
+            box.add([Entry(result)])
+        stats = box.stats()
+        assert stats.dropped_results > 0
+        assert stats.bytes <= 1 * MIB
+        assert stats.pending_results + stats.dropped_results == 400
+        kept = box.result_ids()
+        assert kept == first_ids[-len(kept) :]  # the oldest went, the newest stayed
+        dropped_logs = [r for r in caplog.records if r.levelno == logging.ERROR and "RESULT DROPPED" in r.message]
+        assert len(dropped_logs) == stats.dropped_results
+        assert first_ids[0] in dropped_logs[0].message
+
+
+def test_it_remembers_which_recordings_are_done(paths):
+    with open_outbox(paths) as box:
+        box.add([Entry(make_result())], source_key="file-a#0")
+        box.note_failure("file-b#0", "too short")
+    with open_outbox(paths) as box:
+        assert box.source_done("file-a#0") and box.source_done("file-b#0")
+        assert not box.source_done("file-c#0")
+
+
+def test_a_corrupt_outbox_is_set_aside_and_a_fresh_one_works(paths, caplog):
+    with open_outbox(paths) as box:
+        box.add([Entry(make_result())])
+    paths[0].write_bytes(b"this is not a database at all" * 200)
+    caplog.set_level(logging.CRITICAL, logger="device.outbox")
+    with open_outbox(paths) as box:
+        assert box.recovered_from is not None and box.recovered_from.exists()
+        assert box.recovered_from.name.startswith("outbox.sqlite.corrupt-")
+        assert any("OUTBOX CORRUPT" in r.message for r in caplog.records)
+        box.add([Entry(make_result())])
+        assert box.stats().pending_results == 1
+
+
+def test_a_damaged_outbox_is_salvaged_where_it_can_be_read(paths, caplog):
+    results = [make_result() for _ in range(30)]
+    with open_outbox(paths) as box:
+        box.add([Entry(r) for r in results])
+    # damage the index b-tree pages at the end of the file, keep the table readable
+    data = bytearray(paths[0].read_bytes())
+    page = 4096
+    for pgno in range(len(data) // page - 1, len(data) // page):
+        data[pgno * page + 8 : pgno * page + 200] = b"\xff" * 192
+    paths[0].write_bytes(bytes(data))
+    with open_outbox(paths) as box:
+        if box.recovered_from is None:
+            pytest.skip("the damage happened to miss every page integrity_check reads")
+        salvaged = set(box.result_ids())
+        assert salvaged <= {r["result_id"] for r in results}
+        assert box.salvaged == len(salvaged)
+
+
+def test_a_full_disk_is_a_clear_error_and_loses_nothing_already_stored(paths):
+    with open_outbox(paths, max_bytes=64 * MIB) as box:
+        stored = [make_result() for _ in range(3)]
+        box.add([Entry(r) for r in stored])
+        # SQLite's own page limit gives exactly the SQLITE_FULL a full disk gives
+        pages = box._db.execute("PRAGMA page_count").fetchone()[0]
+        box._db.execute(f"PRAGMA max_page_count = {pages}")
+        big = make_result(quality={"score": 0.5, "ok": False, "issues": ["x" * 200] * 16})
+        big["windows"] = [{"start_s": i * 2.5, "probabilities": {"normal": 0.5, "abnormal": 0.5}} for i in range(400)]
+        with pytest.raises(OutboxFullError, match="full") as excinfo:
+            box.add([Entry(big)])
+        assert big["result_id"] in str(excinfo.value) and "NOT stored" in str(excinfo.value)
+        assert box.result_ids() == [r["result_id"] for r in stored]
+    with open_outbox(paths) as box:
+        assert box.result_ids() == [r["result_id"] for r in stored]
+
+
+def test_a_really_full_filesystem_is_survived(tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mnt)], check=False, capture_output=True
+    ).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root); the page-limit test covers SQLITE_FULL")
+    try:
+        box = Outbox(mnt / "outbox.sqlite", tmp_path / "audio", 64 * MIB)
+        stored = []
+        with pytest.raises(OutboxFullError):
+            for _ in range(10_000):
+                result = make_result(quality={"score": 0.5, "ok": False, "issues": ["y" * 200] * 16})
+                box.add([Entry(result)])
+                stored.append(result["result_id"])
+        assert len(stored) > 10
+        assert box.result_ids() == stored
+        box.close()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from device.outbox import Entry, Outbox
+    from tests.device.outbox_support import make_result
+    box = Outbox(sys.argv[1], sys.argv[2], 64 * 1024 * 1024)
+    while True:
+        r = make_result()
+        box.add([Entry(r, flac=b"fLaC" + bytes(2000))])
+        print(r["result_id"], flush=True)
+    """
+)
+
+
+@pytest.mark.slow
+def test_every_acknowledged_write_survives_kill_9_of_the_writer(paths):
+    repo = Path(__file__).resolve().parents[2]
+    for round_ in range(3):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(paths[0]), str(paths[1])],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=repo,
+        )
+        confirmed = []
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        while len(confirmed) < 40 + 20 * round_ and time.monotonic() < deadline:
+            confirmed.append(proc.stdout.readline().strip())
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        with open_outbox(paths, max_bytes=64 * MIB) as box:
+            assert box.recovered_from is None  # integrity_check passed
+            stored = set(box.result_ids())
+            assert set(confirmed) <= stored
+            # every stored result still has its audio (no half-written pair)
+            stats = box.stats()
+            assert stats.pending_audio == stats.pending_results
