@@ -17,7 +17,10 @@ from device import __version__
 from device.errors import StethError
 
 # module exposing register(subparsers): each adds its own subcommands
-COMMAND_MODULES = ("converter.data_cli",)
+COMMAND_MODULES = (
+    "converter.data_cli",
+    "converter.train",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
