@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import threading
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
 from device import contract
+from tests.support.broker import Broker
+
+
+def broker(workdir: Path, port: int | None = None) -> Broker:
+    """A Mosquitto whose persistence works when the tests run as root.
+
+    As root, mosquitto drops to the ``mosquitto`` user, which cannot write the test's private folder: the
+    session store and log would silently not be written. ``user root`` keeps it able to (as another user
+    the setting is ignored). Persistence matters here: sessions must survive a broker restart.
+    """
+    extra = "allow_anonymous true\n" + ("user root\n" if os.geteuid() == 0 else "")
+    return Broker(workdir, extra_config=extra) if port is None else Broker(workdir, port=port, extra_config=extra)
 
 
 def make_result(device_id: str = "pi-test", **changes: Any) -> dict[str, Any]:
@@ -23,7 +37,11 @@ def make_result(device_id: str = "pi-test", **changes: Any) -> dict[str, Any]:
 
 
 class Subscriber:
-    """Subscribes to every device topic on a broker and keeps what arrives, by result_id."""
+    """Subscribes to every device topic on a broker and keeps what arrives, by result_id.
+
+    A persistent MQTT 5 session (clean_start False, an hour's expiry) that reconnects by itself, as an
+    ingest worker does: across a broker restart it misses nothing the broker stored for it.
+    """
 
     def __init__(self, port: int, topics: tuple[str, ...] = (contract.ALL_RESULTS, contract.ALL_STATUS)) -> None:
         self.results: dict[str, dict[str, Any]] = {}
@@ -33,20 +51,30 @@ class Subscriber:
         self.audio: dict[str, bytes] = {}
         self._lock = threading.Lock()
         self._connected = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sub-{uuid.uuid4().hex[:8]}")
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"sub-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5
+        )
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.reconnect_delay_set(0.1, 0.5)
         self.topics = topics
-        self.client.connect("127.0.0.1", port)
+        props = mqtt.Properties(mqtt.PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        self.client.connect("127.0.0.1", port, clean_start=False, properties=props)
         self.client.loop_start()
-        if not self._connected.wait(10):
-            raise RuntimeError("subscriber could not connect")
+        if not self._subscribed.wait(10):
+            raise RuntimeError("subscriber could not connect and subscribe")
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
-        for topic in self.topics:
-            client.subscribe(topic, qos=1)
-        time.sleep(0.2)  # let SUBACKs land before a test starts publishing
-        self._connected.set()
+        if not self._connected.is_set():
+            for topic in self.topics:
+                client.subscribe(topic, qos=1)
+            self._connected.set()
+
+    def _on_subscribe(self, *args: Any) -> None:
+        self._subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         _, kind, rest = contract.parse_topic(msg.topic)
