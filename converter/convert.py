@@ -1,0 +1,226 @@
+"""`steth convert`: a trained run -> a checked, shipped int8 TFLite model.
+
+Conversion runs in a subprocess. The int8 model is then checked before anything is written to the
+package: it must agree with the float model on >= 99% of the held-out recordings, its MAcc may differ by
+at most 0.01, and known non-heart signals (silence, white noise, 50 Hz hum, a pure tone) must come out
+'unsure' or low-confidence through the full shipped pipeline. Any failure exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converter import datasets as ds
+from converter import featurestore
+from converter.metrics import binary_scores
+from converter.tasks import TASKS
+from device.audio_io import Audio
+from device.errors import ModelError, StethError
+from device.inference import Classifier, models_dir, sha256_file
+
+MIN_AGREEMENT = 0.99
+MAX_MACC_DELTA = 0.01
+MAX_CONFIDENCE_ON_NON_HEART = 0.75
+
+
+class ParityError(StethError):
+    """The int8 model does not behave like the float model, or answers confidently on non-heart sounds."""
+
+
+def known_signals(rate: int = 4000, seconds: float = 10.0) -> dict[str, Audio]:
+    rng = np.random.default_rng(0)
+    t = np.arange(int(rate * seconds)) / rate
+    sig = {
+        "silence": np.zeros_like(t),
+        "white_noise": 0.1 * rng.standard_normal(len(t)),
+        "hum_50hz": 0.3 * np.sin(2 * np.pi * 50 * t),
+        "tone_200hz": 0.3 * np.sin(2 * np.pi * 200 * t),
+    }
+    return {k: Audio(v.astype(np.float32), rate, k) for k, v in sig.items()}
+
+
+def check_known_signals(clf: Classifier) -> dict[str, dict[str, Any]]:
+    out = {}
+    for name, audio in known_signals().items():
+        a = clf.analyse(audio)
+        confident = a.label != "unsure" and a.confidence > MAX_CONFIDENCE_ON_NON_HEART
+        out[name] = {
+            "label": a.label,
+            "confidence": round(a.confidence, 3),
+            "quality_ok": a.quality.ok,
+            "passed": not confident,
+        }
+    return out
+
+
+def convert_in_subprocess(keras_path: Path, rep: np.ndarray, out: Path, as_float: bool = False) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        rep_path = Path(tmp) / "rep.npy"
+        np.save(rep_path, rep)
+        cmd = [sys.executable, "-m", "converter.convert_worker", str(keras_path), str(rep_path), str(out)]
+        proc = subprocess.run(
+            cmd + (["--float"] if as_float else []), capture_output=True, text=True, check=False, timeout=1800
+        )
+    if proc.returncode != 0 or not out.exists():
+        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        raise ModelError(
+            f"TFLite conversion failed (exit {proc.returncode}):\n{tail}",
+            "check that tf-keras matches tensorflow and TF_USE_LEGACY_KERAS=1 is honoured",
+        )
+    return proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "tensorflow ?"
+
+
+def convert(run_dir: Path, data_dir: Path, name: str, version: str, dest: Path) -> dict[str, Any]:
+    report = json.loads((run_dir / "report.json").read_text())
+    split = json.loads((run_dir / "split.json").read_text())
+    task = TASKS[report["task"]]
+    params = task.params
+    if params.to_dict() != report["feature_params"]:
+        raise ModelError("the run was trained with other FeatureParams than this code's", "retrain with steth train")
+    recs = {r.key: r for r in task.loader(data_dir)}
+    dev = [recs[k] for k in split["dev"] if k in recs]
+    test = [recs[k] for k in split["test"] if k in recs]
+    dev_fs = (
+        featurestore.build(dev, params, name=f"{task.name}-dev-rep", use_cache=False)
+        if len(dev) < 50
+        else featurestore.build(dev[:: max(1, len(dev) // 400)], params, name=f"{task.name}-dev-rep")
+    )
+    rng = np.random.default_rng(0)
+    rep = dev_fs.features[rng.permutation(len(dev_fs.features))[:500]]
+
+    from converter import models
+
+    keras_model = models.keras().models.load_model(run_dir / "model.h5", compile=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        tflite = Path(tmp) / f"{name}.tflite"
+        tf_version = convert_in_subprocess(run_dir / "model.h5", rep, tflite)
+        meta = sidecar(report, task.name, name, version, tflite, tf_version)
+        meta_path = tflite.with_suffix(".json")
+        meta_path.write_text(json.dumps(meta, indent=1))
+        clf = Classifier(tflite, meta)
+        parity = parity_check(keras_model, clf, test, task.labels, task.positive, float(report["threshold"]))
+        known = check_known_signals(clf)
+        meta["parity"] = parity
+        meta["known_signals"] = known
+        meta_path.write_text(json.dumps(meta, indent=1))
+        failures = []
+        if parity["agreement"] < MIN_AGREEMENT:
+            failures.append(f"int8 and float agree on {parity['agreement']:.1%} of held-out recordings (< 99%)")
+        if parity.get("macc_delta", 0.0) > MAX_MACC_DELTA:
+            failures.append(f"MAcc differs by {parity['macc_delta']:.3f} (> {MAX_MACC_DELTA})")
+        failures += [f"{k}: confident '{v['label']}' ({v['confidence']})" for k, v in known.items() if not v["passed"]]
+        if failures:
+            raise ParityError("int8 model refused: " + "; ".join(failures), "nothing was written to the package")
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tflite, dest / f"{name}.tflite")
+        shutil.copy(meta_path, dest / f"{name}.json")
+    figures = dest / "figures"
+    figures.mkdir(exist_ok=True)
+    if (run_dir / "boxplot.png").exists():
+        shutil.copy(run_dir / "boxplot.png", figures / f"{name}_boxplot.png")
+    return meta
+
+
+def sidecar(
+    report: dict[str, Any], task: str, name: str, version: str, tflite: Path, tf_version: str
+) -> dict[str, Any]:
+    t = TASKS[task]
+    return {
+        "name": name,
+        "version": version,
+        "task": task,
+        "labels": list(t.labels),
+        "positive_label": t.positive,
+        "threshold": report.get("threshold", 0.5),
+        "threshold_note": "chosen on validation recordings only (mean MAcc over databases); reported "
+        "probabilities are shifted in log-odds so that 0.5 is this threshold",
+        "aggregation": "mean of window probabilities",
+        "architecture": report["chosen_arch"],
+        "feature_params": t.params.to_dict(),
+        "feature_params_fingerprint": t.params.fingerprint(),
+        "sha256": sha256_file(tflite),
+        "size_bytes": tflite.stat().st_size,
+        "quantization": "full integer int8 (weights and activations), int8 input and output",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "converter": tf_version,
+        "training_data": t.description,
+        "metrics": {k: report.get(k) for k in ("cv_headline_means", "test", "pascal_set_b")},
+        "intended_use": "screening support for clinicians; not a diagnosis",
+    }
+
+
+def parity_check(
+    keras_model: Any,
+    clf: Classifier,
+    recordings: list[ds.Recording],
+    labels: tuple[str, ...],
+    positive: str | None,
+    threshold: float,
+) -> dict[str, Any]:
+    """Float (Keras) vs int8 (LiteRT) on the same windows of held-out recordings."""
+    fs = featurestore.build(recordings, clf.params, name="parity", use_cache=False)
+    kept = np.unique(fs.owner)
+    float_dec, int8_dec, y, s_float, s_int8 = [], [], [], [], []
+    max_diff = 0.0
+    for r in kept:
+        w = fs.features[fs.owner == r]
+        pf = keras_model.predict(w, verbose=0).mean(axis=0)
+        pq = clf.predict_windows(w).mean(axis=0)
+        max_diff = max(max_diff, float(np.abs(pf - pq).max()))
+        if positive is not None:
+            pos = labels.index(positive)
+            s_float.append(pf[pos])
+            s_int8.append(pq[pos])
+            float_dec.append(pf[pos] >= threshold)
+            int8_dec.append(pq[pos] >= threshold)
+            y.append(recordings[r].label == positive)
+        else:
+            float_dec.append(int(pf.argmax()))
+            int8_dec.append(int(pq.argmax()))
+    out: dict[str, Any] = {
+        "n_recordings": len(kept),
+        "agreement": float(np.mean(np.array(float_dec) == np.array(int8_dec))) if len(kept) else 0.0,
+        "max_probability_difference": round(max_diff, 4),
+    }
+    if positive is not None and len(kept):
+        f = binary_scores(np.array(y), np.array(s_float), threshold)
+        q = binary_scores(np.array(y), np.array(s_int8), threshold)
+        out.update({"float": f, "int8": q, "macc_delta": abs(f["macc"] - q["macc"])})
+    return out
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("convert", help="convert a trained run to a checked int8 TFLite model and ship it")
+    p.add_argument("run_dir", type=Path, nargs="?", help="run folder of `steth train` (default artifacts/train/TASK)")
+    p.add_argument("--task", choices=sorted(TASKS), default="screening")
+    p.add_argument("--data-dir", help=f"data folder (default: ${ds.DATA_ENV})")
+    p.add_argument("--name", help="model name (default: the task name)")
+    p.add_argument("--version", default="1.0.0")
+    p.add_argument("--dest", type=Path, default=None, help="where to write (default: the installed device/models)")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    run_dir = args.run_dir or Path("artifacts") / "train" / args.task
+    meta = convert(
+        run_dir, ds.resolve_data_dir(args.data_dir), args.name or args.task, args.version, args.dest or models_dir()
+    )
+    p = meta["parity"]
+    print(f"shipped {meta['name']} {meta['version']} ({meta['size_bytes']} bytes, sha256 {meta['sha256'][:12]})")
+    print(
+        f"parity on {p['n_recordings']} held-out recordings: agreement {p['agreement']:.1%}, "
+        f"max probability difference {p['max_probability_difference']}"
+    )
+    for k, v in meta["known_signals"].items():
+        print(f"known signal {k}: {v['label']} ({v['confidence']})")
+    return 0

@@ -1,0 +1,48 @@
+"""Runs in a subprocess (the TFLite converter can crash the interpreter): Keras .h5 -> full-int8 .tflite.
+
+python -m converter.convert_worker MODEL.h5 REPRESENTATIVE.npy OUT.tflite [--float]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main(argv: list[str]) -> int:
+    import numpy as np
+    import tensorflow as tf
+
+    from converter import models
+
+    keras_path, rep_path, out_path = argv[:3]
+    as_float = "--float" in argv
+    trained = models.keras().models.load_model(keras_path, compile=False)
+    # The converter needs a fixed batch of one (the device classifies one window at a time).
+    fixed = models.build(trained.name, tuple(trained.input_shape[1:]), int(trained.output_shape[-1]), batch_size=1)
+    fixed.set_weights(trained.get_weights())
+    converter = tf.lite.TFLiteConverter.from_keras_model(fixed)
+    if not as_float:
+        rep = np.load(rep_path).astype(np.float32)
+
+        def representative() -> object:
+            for window in rep:
+                yield [window[None]]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    data = converter.convert()
+    with open(out_path, "wb") as f:
+        f.write(data)
+    print(f"tensorflow {tf.__version__}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

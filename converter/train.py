@@ -1,0 +1,307 @@
+"""`steth train`: compare model families honestly, estimate generalisation, train the shipped model.
+
+1. A held-out test split (blocks of consecutive records, stratified by database and label) is set
+   aside first and touched once, at the very end.
+2. Grouped, stratified k-fold cross-validation on the rest compares the architectures; inside each
+   training fold a validation part picks the best epoch and the decision threshold.
+3. Leave-one-database-out: the chosen architecture trained on five databases, tested on the sixth
+   (a stethoscope and site it has never heard).
+4. The final model is trained on all development data and scored once on the held-out split, and (for
+   screening) on PASCAL set B as an out-of-domain check.
+Everything lands in the run folder: report.json, folds.csv, boxplot.png, the Keras model and its meta.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converter import datasets as ds
+from converter import featurestore
+from converter.metrics import best_threshold, binary_scores, confusion, pascal_scores
+from converter.tasks import TASKS, Task
+from converter.trainer import TrainSettings, fit, record_probabilities
+
+log = logging.getLogger(__name__)
+DEFAULT_RUNS = Path("artifacts") / "train"
+
+
+@dataclass
+class RunConfig:
+    task: str = "screening"
+    archs: tuple[str, ...] = ("simplernn", "lstm", "conv_lstm")
+    folds: int = 5
+    test_fraction: float = 0.2
+    val_fraction: float = 0.15
+    train_hop_s: float = 1.25  # training windows overlap more than inference ones: shifted views
+    augment_copies: int = 1
+    lodo: bool = True
+    limit_per_stratum: int | None = None  # for quick runs on a slice of the data
+    settings: TrainSettings = field(default_factory=TrainSettings)
+
+
+@dataclass
+class Data:
+    task: Task
+    recordings: list[ds.Recording]
+    y: np.ndarray
+    strata: np.ndarray  # database (subset) of each recording
+    train_sets: list[featurestore.FeatureSet]
+    eval_set: featurestore.FeatureSet
+
+
+def load_data(task: Task, root: Path, cfg: RunConfig) -> Data:
+    recs = task.loader(root)
+    if cfg.limit_per_stratum:
+        rng = np.random.default_rng(cfg.settings.seed)
+        by: dict[tuple[str, str | None], list[ds.Recording]] = {}
+        for r in recs:
+            by.setdefault((r.subset, r.label), []).append(r)
+        recs = [
+            r
+            for key in sorted(by, key=str)
+            for r in rng.permutation(np.array(by[key], dtype=object))[: cfg.limit_per_stratum].tolist()
+        ]
+        recs.sort(key=lambda r: r.key)
+    y = np.array([task.label_index(r) for r in recs])
+    strata = np.array([r.subset for r in recs])
+    name = f"{task.name}{'-limit' + str(cfg.limit_per_stratum) if cfg.limit_per_stratum else ''}"
+    use_cache = cfg.limit_per_stratum is None
+    clean = featurestore.build(recs, task.params, train_hop_s=cfg.train_hop_s, name=name, use_cache=use_cache)
+    sets = [clean] + [
+        featurestore.build(
+            recs,
+            task.params,
+            train_hop_s=cfg.train_hop_s,
+            name=name,
+            use_cache=use_cache,
+            augment_seed=cfg.settings.seed + i + 1,
+        )
+        for i in range(cfg.augment_copies)
+    ]
+    eval_set = featurestore.build(recs, task.params, name=name + "-eval", use_cache=use_cache)
+    for key, reason in clean.skipped:
+        log.warning("skipped %s: %s", key, reason)
+    return Data(task, recs, y, strata, sets, eval_set)
+
+
+def inner_split(records: np.ndarray, data: Data, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A validation part of a training set, by blocks, stratified like the outer split."""
+    subset = [data.recordings[i] for i in records]
+    k = max(2, round(1 / fraction))
+    folds = np.array(ds.split_folds(subset, k, seed=seed + 7))
+    return records[folds != 0], records[folds == 0]
+
+
+def score(task: Task, y: np.ndarray, probs: np.ndarray, strata: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Overall, per database, and (screening) over every database except training-e."""
+    if task.positive is not None:
+        s = probs[:, task.labels.index(task.positive)]
+        out: dict[str, Any] = {"all": binary_scores(y, s, threshold), "per_db": {}}
+        for g in sorted(set(strata)):
+            out["per_db"][g] = binary_scores(y[strata == g], s[strata == g], threshold)
+        not_e = strata != "training-e"
+        if not_e.any() and (~not_e).any():
+            out["not_e"] = binary_scores(y[not_e], s[not_e], threshold)
+        return out
+    pred = probs.argmax(1)
+    labels = list(task.labels)
+    res: dict[str, Any] = {}
+    for name, m in [("all", np.ones(len(y), bool))] + [(g, strata == g) for g in sorted(set(strata))]:
+        cm = confusion([labels[i] for i in y[m]], [labels[i] for i in pred[m]], labels)
+        res[name] = {**pascal_scores(cm, labels), "confusion": cm.tolist()}
+    return {"all": res["all"], "per_db": {g: res[g] for g in sorted(set(strata))}}
+
+
+def train_and_score(
+    arch: str, data: Data, train_recs: np.ndarray, test_recs: np.ndarray, *, cfg: RunConfig, seed: int
+) -> tuple[Any, float, dict[str, Any], np.ndarray]:
+    fit_recs, val_recs = inner_split(train_recs, data, cfg.val_fraction, seed)
+    settings = TrainSettings(**{**asdict(cfg.settings), "seed": seed})
+    model, val_probs, _ = fit(
+        arch,
+        train_sets=data.train_sets,
+        eval_set=data.eval_set,
+        y=data.y,
+        strata=data.strata,
+        fit_records=fit_recs,
+        val_records=val_recs,
+        n_classes=len(data.task.labels),
+        settings=settings,
+    )
+    threshold = 0.5
+    if data.task.positive is not None:
+        pos = data.task.labels.index(data.task.positive)
+        threshold = best_threshold(data.y[val_recs], val_probs[:, pos], data.strata[val_recs])
+    probs = record_probabilities(model, data.eval_set, test_recs, len(data.task.labels))
+    return model, threshold, score(data.task, data.y[test_recs], probs, data.strata[test_recs], threshold), probs
+
+
+def headline(task: Task, s: dict[str, Any]) -> float:
+    """The number the architectures are ranked by: MAcc outside training-e (screening), accuracy otherwise."""
+    if task.positive is not None:
+        return float(s.get("not_e", s["all"])["macc"])
+    return float(np.mean([v["sensitivity"] for v in s["all"]["per_class"].values() if not np.isnan(v["sensitivity"])]))
+
+
+def run(root: Path, out: Path, cfg: RunConfig) -> dict[str, Any]:
+    task = TASKS[cfg.task]
+    t0 = time.monotonic()
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_data(task, root, cfg)
+    all_idx = np.arange(len(data.recordings))
+    folds_all = np.array(ds.split_folds(data.recordings, max(2, round(1 / cfg.test_fraction)), seed=cfg.settings.seed))
+    test_idx, dev_idx = all_idx[folds_all == 0], all_idx[folds_all != 0]
+    log.info("%d recordings: %d development, %d held out", len(all_idx), len(dev_idx), len(test_idx))
+    report: dict[str, Any] = {
+        "task": task.name,
+        "labels": task.labels,
+        "config": asdict(cfg),
+        "feature_params": task.params.to_dict(),
+        "n_recordings": len(all_idx),
+        "n_dev": len(dev_idx),
+        "n_test": len(test_idx),
+        "cv": [],
+        "lodo": [],
+    }
+
+    # 1. cross-validation over the development data
+    dev_recs = [data.recordings[i] for i in dev_idx]
+    cv_folds = np.array(ds.split_folds(dev_recs, cfg.folds, seed=cfg.settings.seed + 1))
+    rows = []
+    for arch in cfg.archs:
+        for f in range(cfg.folds):
+            tr, te = dev_idx[cv_folds != f], dev_idx[cv_folds == f]
+            _, thr, s, _ = train_and_score(arch, data, tr, te, cfg=cfg, seed=cfg.settings.seed + f)
+            report["cv"].append({"arch": arch, "fold": f, "threshold": thr, "scores": s})
+            rows += _rows(arch, f, s)
+            log.info("CV %s fold %d: headline %.3f", arch, f, headline(task, s))
+    _write_csv(out / "folds.csv", rows)
+    means = {
+        a: float(np.mean([headline(task, c["scores"]) for c in report["cv"] if c["arch"] == a])) for a in cfg.archs
+    }
+    chosen = max(means, key=lambda a: means[a])
+    report["cv_headline_means"] = means
+    report["chosen_arch"] = chosen
+    log.info("chosen architecture: %s (%s)", chosen, means)
+
+    # 2. leave one database out (screening: six PhysioNet databases; sound type: set A vs set B)
+    if cfg.lodo:
+        for db in sorted(set(data.strata[dev_idx])):
+            tr, te = dev_idx[data.strata[dev_idx] != db], dev_idx[data.strata[dev_idx] == db]
+            if len(set(data.y[tr])) < len(task.labels) and task.positive is not None:
+                continue
+            _, thr, s, _ = train_and_score(chosen, data, tr, te, cfg=cfg, seed=cfg.settings.seed + 100)
+            report["lodo"].append({"held_out_db": db, "threshold": thr, "scores": s})
+            log.info("LODO %s: %s", db, json.dumps(s["all"], default=float)[:200])
+
+    # 3. the final model on all development data, scored once on the held-out split
+    model, thr, test_scores, _ = train_and_score(
+        chosen, data, dev_idx, test_idx, cfg=cfg, seed=cfg.settings.seed + 1000
+    )
+    report["threshold"] = thr
+    report["test"] = test_scores
+    model.save(out / "model.h5")
+    split = {"dev": [data.recordings[i].key for i in dev_idx], "test": [data.recordings[i].key for i in test_idx]}
+    (out / "split.json").write_text(json.dumps(split))
+    if task.name == "screening":
+        report["pascal_set_b"] = _pascal_check(model, root, thr, cfg)
+    report["seconds"] = round(time.monotonic() - t0, 1)
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=_jsonable))
+    from converter.report import boxplot
+
+    boxplot(rows, out / "boxplot.png", task.name)
+    return report
+
+
+def _pascal_check(model: Any, root: Path, threshold: float, cfg: RunConfig) -> dict[str, Any] | None:
+    """Another stethoscope (DigiScope): normal vs murmur/extrasystole of PASCAL set B."""
+    try:
+        recs = [r for r in ds.load_pascal2011(root) if r.subset == "set_b"]
+    except ds.DatasetError:
+        return None
+    task = TASKS["screening"]
+    fs = featurestore.build(recs, task.params, name="pascal-b-screening-eval")
+    kept = np.unique(fs.owner)
+    y = np.array([recs[i].label != "normal" for i in kept], dtype=int)
+    probs = record_probabilities(model, fs, kept, 2)
+    return {"n": len(kept), "skipped_short": len(recs) - len(kept), **binary_scores(y, probs[:, 1], threshold)}
+
+
+def _rows(arch: str, fold: int, s: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    scopes = {"all": s["all"], **({"not_e": s["not_e"]} if "not_e" in s else {}), **s.get("per_db", {})}
+    for scope, v in scopes.items():
+        flat = {k: v[k] for k in ("sensitivity", "specificity", "macc", "accuracy", "auc", "n") if k in v}
+        if "per_class" in v:
+            flat = {"accuracy": v["accuracy"], **{f"recall_{c}": pc["sensitivity"] for c, pc in v["per_class"].items()}}
+        rows.append({"arch": arch, "fold": fold, "scope": scope, **flat})
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, keys)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, np.integer | np.floating):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("train", help="compare model families (CV, leave-one-database-out) and train the shipped one")
+    p.add_argument("data_dir", nargs="?", help=f"data folder (default: ${ds.DATA_ENV})")
+    p.add_argument("--task", choices=sorted(TASKS), default="screening")
+    p.add_argument("--out", type=Path, help="run folder (default: artifacts/train/TASK)")
+    p.add_argument("--archs", default="simplernn,lstm,conv_lstm", help="comma-separated architectures")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=TrainSettings.epochs)
+    p.add_argument("--windows-per-epoch", type=int, default=TrainSettings.windows_per_epoch)
+    p.add_argument("--augment", type=int, default=1, help="augmented copies of the training windows")
+    p.add_argument("--no-lodo", action="store_true", help="skip leave-one-database-out")
+    p.add_argument("--limit", type=int, help="at most N recordings per database and label (quick runs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from converter import models
+
+    logging.getLogger("converter").setLevel(logging.INFO)
+    archs = tuple(a.strip() for a in args.archs.split(",") if a.strip())
+    unknown = [a for a in archs if a not in models.ARCHITECTURES]
+    if unknown:
+        raise ds.DatasetError(f"unknown architecture(s) {unknown}", f"choose from {', '.join(models.ARCHITECTURES)}")
+    cfg = RunConfig(
+        task=args.task,
+        archs=archs,
+        folds=args.folds,
+        augment_copies=args.augment,
+        lodo=not args.no_lodo,
+        limit_per_stratum=args.limit,
+        settings=TrainSettings(epochs=args.epochs, windows_per_epoch=args.windows_per_epoch, seed=args.seed),
+    )
+    root = ds.resolve_data_dir(args.data_dir)
+    out = args.out or DEFAULT_RUNS / args.task
+    report = run(root, out, cfg)
+    print(f"chosen: {report['chosen_arch']}  CV means: {report['cv_headline_means']}")
+    print(f"held-out test: {json.dumps(report['test']['all'], default=_jsonable)}")
+    print(f"run folder: {out}")
+    return 0

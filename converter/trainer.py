@@ -1,0 +1,153 @@
+"""Training one model on windows of a FeatureSet, and scoring recordings with it.
+
+Sampling is what makes the model generalise across stethoscopes: every epoch draws the same number of
+windows from each label within each database (databases weighted by the square root of their size), one
+random window of a random recording at a time. A database's identity therefore says nothing about the
+label, and training-e (two thirds of the recordings, mostly normal, and separable by its recording set-up
+alone) cannot teach the model that "sounds like training-e" means "normal".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from converter import models
+from converter.featurestore import FeatureSet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 16
+    windows_per_epoch: int = 11000
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    seed: int = 0
+
+
+class WindowSampler:
+    """Stratified window draws: equal labels within each database, databases by sqrt(size)."""
+
+    def __init__(self, sets: Sequence[FeatureSet], y: np.ndarray, strata: np.ndarray, records: np.ndarray) -> None:
+        self.sets = sets
+        self.y, self.strata = y, strata
+        self.records = np.asarray(records)
+        # windows of each recording in each set: (set index, window index) pairs
+        self.windows: dict[int, list[tuple[int, np.ndarray]]] = {int(r): [] for r in self.records}
+        for si, fs in enumerate(sets):
+            order = np.argsort(fs.owner, kind="stable")
+            owners = fs.owner[order]
+            starts = np.searchsorted(owners, self.records, side="left")
+            ends = np.searchsorted(owners, self.records, side="right")
+            for r, a, b in zip(self.records, starts, ends, strict=True):
+                if b > a:
+                    self.windows[int(r)].append((si, order[a:b]))
+        self.records = np.array([r for r in self.records if self.windows[int(r)]], dtype=int)
+
+    def draw(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        groups = sorted(set(self.strata[self.records]))
+        shares = {g: np.sqrt(np.sum(self.strata[self.records] == g)) for g in groups}
+        total = sum(shares.values())
+        xs, ys = [], []
+        for g in groups:
+            in_group = self.records[self.strata[self.records] == g]
+            labels = sorted(set(self.y[in_group]))
+            for lab in labels:
+                pool = in_group[self.y[in_group] == lab]
+                count = max(1, int(n * shares[g] / total / len(labels)))
+                for r in pool[rng.integers(0, len(pool), count)]:
+                    si, wins = self.windows[int(r)][rng.integers(0, len(self.windows[int(r)]))]
+                    xs.append(self.sets[si].features[wins[rng.integers(0, len(wins))]])
+                    ys.append(lab)
+        perm = rng.permutation(len(xs))
+        return np.stack(xs)[perm], np.asarray(ys)[perm]
+
+
+def record_probabilities(model: Any, fs: FeatureSet, records: np.ndarray, n_classes: int) -> np.ndarray:
+    """(len(records), n_classes): the mean window probabilities of each recording (uniform if it has none)."""
+    records = np.asarray(records)
+    wins = fs.windows_of(records)
+    out = np.full((len(records), n_classes), 1.0 / n_classes)
+    if len(wins) == 0:
+        return out
+    p = model.predict(fs.features[wins], batch_size=512, verbose=0)
+    owners = fs.owner[wins]
+    pos = {int(r): i for i, r in enumerate(records)}
+    sums = np.zeros((len(records), n_classes))
+    counts = np.zeros(len(records))
+    for o, row in zip(owners, p, strict=True):
+        sums[pos[int(o)]] += row
+        counts[pos[int(o)]] += 1
+    has = counts > 0
+    out[has] = sums[has] / counts[has, None]
+    return out
+
+
+def val_score(y: np.ndarray, probs: np.ndarray, strata: np.ndarray) -> float:
+    """Selection score on validation recordings: AUC (binary) or balanced accuracy, averaged over strata."""
+    from converter.metrics import roc_auc
+
+    scores = []
+    for g in np.unique(strata):
+        m = strata == g
+        if probs.shape[1] == 2:
+            auc = roc_auc(y[m], probs[m, 1])
+            if not np.isnan(auc):
+                scores.append(auc)
+        else:
+            pred = probs[m].argmax(1)
+            recalls = [np.mean(pred[y[m] == c] == c) for c in np.unique(y[m])]
+            scores.append(float(np.mean(recalls)))
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def fit(
+    arch: str,
+    *,
+    train_sets: Sequence[FeatureSet],
+    eval_set: FeatureSet,
+    y: np.ndarray,
+    strata: np.ndarray,
+    fit_records: np.ndarray,
+    val_records: np.ndarray,
+    n_classes: int,
+    settings: TrainSettings,
+) -> tuple[Any, np.ndarray, list[float]]:
+    """Train ``arch``; keep the epoch with the best validation score. Returns (model, val probs, history)."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    k = models.keras()
+    input_shape = train_sets[0].features.shape[1:]
+    model = models.build(arch, tuple(input_shape), n_classes)
+    model.compile(k.optimizers.Adam(settings.learning_rate), "sparse_categorical_crossentropy")
+    sampler = WindowSampler(train_sets, y, strata, fit_records)
+    best: tuple[float, Any, int] = (-np.inf, None, -1)
+    history: list[float] = []
+    t0 = time.monotonic()
+    lr = settings.learning_rate
+    for epoch in range(settings.epochs):
+        # step decay over the last third: a calmer finish without a schedule to tune
+        if epoch == (2 * settings.epochs) // 3:
+            lr /= 4
+            model.optimizer.learning_rate.assign(lr)
+        x, t = sampler.draw(settings.windows_per_epoch, rng)
+        model.fit(x, t, batch_size=settings.batch_size, epochs=1, verbose=0, shuffle=False)
+        score = val_score(
+            y[val_records], record_probabilities(model, eval_set, val_records, n_classes), strata[val_records]
+        )
+        history.append(score)
+        if score > best[0]:
+            best = (score, model.get_weights(), epoch)
+        log.info("%s epoch %d: validation %.3f (%.0f s)", arch, epoch, score, time.monotonic() - t0)
+    if best[1] is not None:
+        model.set_weights(best[1])
+    return model, record_probabilities(model, eval_set, val_records, n_classes), history

@@ -1,0 +1,73 @@
+"""`steth classify PATH...`: the shipped model on recordings, as a person or a program would use it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from device.audio_io import AUDIO_SUFFIXES
+from device.errors import AudioError, ModelError
+
+NOTICE = "Screening support, not a diagnosis: a clinician decides."
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("classify", help="classify recordings (files or folders) with a shipped model")
+    p.add_argument("paths", nargs="+", type=Path, help="WAV/FLAC files or folders of them")
+    p.add_argument("--model", default=None, help="shipped model name or a .tflite path (default: screening)")
+    p.add_argument("--json", action="store_true", help="one JSON object per recording on stdout")
+    p.set_defaults(func=run)
+
+
+def expand(paths: list[Path]) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
+        else:
+            out.append(p)
+    return out
+
+
+def describe(name: str, a: Any) -> str:
+    hr = f"{a.heart_rate_bpm:.0f} bpm" if a.heart_rate_bpm else "not found"
+    lines = [
+        f"{name}: {a.label.upper()} (confidence {a.confidence:.0%})",
+        f"  heart rate {hr}; signal quality {a.quality.score:.2f} ({'ok' if a.quality.ok else 'poor'})",
+    ]
+    if a.rerecord_reason:
+        lines.append(f"  re-record: {a.rerecord_reason}")
+    lines.append(f"  model {a.model.name} {a.model.version} ({a.model.sha256[:12]})")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from device.inference import load_model
+
+    try:
+        clf = load_model(args.model)
+    except ModelError as exc:
+        print(f"steth: error: {exc}", file=sys.stderr)
+        return 2
+    files = expand(args.paths)
+    if not files:
+        print("steth: error: no WAV or FLAC recordings found in the given paths", file=sys.stderr)
+        return 2
+    failed = 0
+    for f in files:
+        try:
+            analysis = clf.analyse_file(f)
+        except AudioError as exc:
+            failed += 1
+            print(f"steth: {f}: {exc}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps(analysis.to_json(str(f))), flush=True)
+        else:
+            print(describe(str(f), analysis), flush=True)
+    if not args.json:
+        print(NOTICE)
+    return 1 if failed else 0

@@ -1,0 +1,261 @@
+"""The inference path shared by `steth classify`, the device daemon and the dashboard.
+
+A shipped model is a ``.tflite`` file and a sidecar ``.json`` in ``device/models/``: its labels, the
+FeatureParams it was trained with, its decision threshold, where it came from and how it scored. The
+recording goes through the same pipeline as in training (device.features), each window through the
+int8 model (LiteRT), and the window probabilities are averaged into one decision per recording.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from device import __version__
+from device.analysis import HeartRate, Quality, assess
+from device.audio_io import Audio, read_audio
+from device.errors import ClippedAudioError, ModelError, SilentAudioError
+from device.features import FeatureParams, check_signal, frame_windows, preprocess, window_features
+from device.runtime import interpreter
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "screening"
+UNSURE = "unsure"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str
+    sha256: str
+    task: str
+    labels: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One recording's result: the model's decision, and what makes it trustworthy or not."""
+
+    label: str
+    probabilities: dict[str, float]
+    windows: list[tuple[float, dict[str, float]]]
+    heart_rate_bpm: float | None
+    quality: Quality
+    model: ModelInfo
+    task: str
+    duration_s: float
+    sample_rate: int
+    periodicity: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def confidence(self) -> float:
+        if self.label == UNSURE:
+            return max(self.probabilities.values())
+        return self.probabilities.get(self.label, 0.0)
+
+    @property
+    def rerecord_reason(self) -> str | None:
+        return "; ".join(self.quality.issues) if not self.quality.ok else None
+
+    def to_result_message(
+        self,
+        device_id: str,
+        *,
+        result_id: str | None = None,
+        recorded_at: datetime | None = None,
+        patient_ref: str | None = None,
+        site: str | None = None,
+        audio: dict[str, Any] | None = None,
+        software_version: str | None = None,
+    ) -> dict[str, Any]:
+        """A result message valid against the MQTT contract (device/schemas/result.v1.json)."""
+        when = (recorded_at or datetime.now(UTC)).astimezone(UTC)
+        return {
+            "schema_version": 1,
+            "result_id": result_id or str(uuid.uuid4()),
+            "device_id": device_id,
+            "recorded_at": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "patient_ref": patient_ref,
+            "site": site,
+            "duration_s": round(max(self.duration_s, 1e-3), 3),
+            "sample_rate": self.sample_rate,
+            "task": self.task,
+            "model": self.model.as_dict(),
+            "label": self.label,
+            "probabilities": self.probabilities,
+            "windows": [{"start_s": s, "probabilities": p} for s, p in self.windows],
+            "heart_rate_bpm": self.heart_rate_bpm,
+            "quality": {"score": self.quality.score, "ok": self.quality.ok, "issues": list(self.quality.issues)},
+            "audio": audio,
+            "software_version": software_version or __version__,
+        }
+
+    def to_json(self, file: str | None = None) -> dict[str, Any]:
+        """The object `steth classify --json` prints for one recording."""
+        return {
+            "file": file,
+            "label": self.label,
+            "confidence": round(self.confidence, 4),
+            "probabilities": self.probabilities,
+            "windows": [{"start_s": s, "probabilities": p} for s, p in self.windows],
+            "heart_rate_bpm": self.heart_rate_bpm,
+            "quality": {"score": self.quality.score, "ok": self.quality.ok, "issues": list(self.quality.issues)},
+            "rerecord": self.rerecord_reason,
+            "duration_s": round(self.duration_s, 3),
+            "sample_rate": self.sample_rate,
+            "task": self.task,
+            "model": {**self.model.as_dict(), "task": self.model.task},
+        }
+
+
+def models_dir() -> Path:
+    return Path(str(resources.files("device").joinpath("models")))
+
+
+def available_models(directory: Path | None = None) -> list[str]:
+    d = directory or models_dir()
+    return sorted(p.stem for p in d.glob("*.tflite") if p.with_suffix(".json").exists()) if d.is_dir() else []
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _calibrate(p: np.ndarray, threshold: float) -> np.ndarray:
+    """Move the decision threshold to 0.5 (a shift in log-odds) so reported probabilities agree with the label."""
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    t = min(max(threshold, 1e-6), 1 - 1e-6)
+    logit = np.log(p / (1 - p)) - np.log(t / (1 - t))
+    return np.asarray(1.0 / (1.0 + np.exp(-logit)))
+
+
+class Classifier:
+    """A loaded model. Create once per process (loading checks the file's hash) and reuse."""
+
+    def __init__(self, tflite_path: Path, meta: dict[str, Any], num_threads: int = 1) -> None:
+        self.path = tflite_path
+        self.meta = meta
+        try:
+            self.params = FeatureParams.from_dict(meta["feature_params"])
+            labels = tuple(meta["labels"])
+            self.threshold = float(meta.get("threshold", 0.5))
+            self.positive = meta.get("positive_label")
+            self.task = str(meta["task"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{tflite_path.with_suffix('.json')}: incomplete model description ({exc})") from exc
+        digest = sha256_file(tflite_path)
+        if meta.get("sha256") and meta["sha256"] != digest:
+            raise ModelError(
+                f"{tflite_path}: file hash {digest[:12]} does not match its description ({meta['sha256'][:12]})",
+                "the model file is corrupt or was replaced; reinstall the package",
+            )
+        self.info = ModelInfo(str(meta["name"]), str(meta["version"]), digest, self.task, labels)
+        self._interp = interpreter(tflite_path, num_threads)
+        self._in = self._interp.get_input_details()[0]
+        self._out = self._interp.get_output_details()[0]
+        expected = (1, *self.params.input_shape)
+        if tuple(self._in["shape"]) != expected:
+            raise ModelError(f"{tflite_path}: input shape {tuple(self._in['shape'])} != features {expected}")
+
+    def predict_windows(self, features: np.ndarray) -> np.ndarray:
+        """(n, frames, coeffs) float features -> (n, classes) probabilities from the (int8) model."""
+        scale, zero = self._in["quantization"]
+        out_scale, out_zero = self._out["quantization"]
+        dtype = self._in["dtype"]
+        probs = np.empty((len(features), len(self.info.labels)), dtype=np.float32)
+        for i, window in enumerate(features):
+            x = window[None]
+            if dtype != np.float32 and scale:
+                info = np.iinfo(dtype)
+                x = np.clip(np.round(x / scale + zero), info.min, info.max)
+            self._interp.set_tensor(self._in["index"], x.astype(dtype))
+            self._interp.invoke()
+            y = self._interp.get_tensor(self._out["index"])[0].astype(np.float32)
+            probs[i] = (y - out_zero) * out_scale if out_scale else y
+        return probs
+
+    def analyse(self, audio: Audio) -> Analysis:
+        """Classify one recording. Unusable signal (silent, clipped, no rhythm) gives label 'unsure'."""
+        blocking: list[str] = []
+        try:
+            check_signal(audio, self.params)
+        except (SilentAudioError, ClippedAudioError) as exc:
+            blocking.append(f"{exc.message.split(': ', 1)[-1]}: {exc.hint}")
+        x = preprocess(audio.samples, audio.sample_rate, self.params)
+        windows = frame_windows(x, self.params, audio.source)  # TooShortError propagates: nothing to say
+        probs = self.predict_windows(window_features(windows, self.params))
+        quality, hr = assess(audio, x, self.params.sample_rate)
+        if blocking:
+            quality = Quality(0.0, False, blocking + [i for i in quality.issues if i not in blocking])
+        return self._decide(probs, quality, hr, audio)
+
+    def analyse_file(self, source: str | Path | bytes | BinaryIO) -> Analysis:
+        return self.analyse(read_audio(source))
+
+    def _decide(self, probs: np.ndarray, quality: Quality, hr: HeartRate, audio: Audio) -> Analysis:
+        labels = self.info.labels
+        if self.positive is not None and len(labels) == 2:
+            pos = labels.index(self.positive)
+            window_pos = _calibrate(probs[:, pos], self.threshold)
+            per_window = (
+                np.stack([1 - window_pos, window_pos], axis=1)
+                if pos == 1
+                else np.stack([window_pos, 1 - window_pos], axis=1)
+            )
+            record_pos = float(_calibrate(np.array([probs[:, pos].mean()]), self.threshold)[0])
+            record = np.array([1 - record_pos, record_pos] if pos == 1 else [record_pos, 1 - record_pos])
+        else:
+            per_window = probs
+            record = probs.mean(axis=0)
+        label = labels[int(np.argmax(record))]
+        if not quality.ok or label == "artifact":
+            label = UNSURE
+        rnd = lambda v: round(float(v), 4)  # noqa: E731
+        return Analysis(
+            label=label,
+            probabilities={lab: rnd(p) for lab, p in zip(labels, record, strict=True)},
+            windows=[
+                (round(i * self.params.hop_s, 3), {lab: rnd(p) for lab, p in zip(labels, row, strict=True)})
+                for i, row in enumerate(per_window)
+            ],
+            heart_rate_bpm=hr.bpm if hr.bpm is not None and 20 <= hr.bpm <= 300 else None,
+            quality=quality,
+            model=self.info,
+            task=self.task,
+            duration_s=audio.duration_s,
+            sample_rate=audio.sample_rate,
+            periodicity=round(hr.periodicity, 3),
+        )
+
+
+def load_model(name: str | None = None, directory: Path | None = None, num_threads: int = 1) -> Classifier:
+    """A shipped model by name (default: the screening model), or a .tflite path with its .json beside it."""
+    name = name or DEFAULT_MODEL
+    candidate = Path(name)
+    path = candidate if candidate.suffix == ".tflite" else (directory or models_dir()) / f"{name}.tflite"
+    meta_path = path.with_suffix(".json")
+    if not path.exists() or not meta_path.exists():
+        present = ", ".join(available_models(directory)) or "none"
+        raise ModelError(
+            f"model {name!r} not found ({path})",
+            f"shipped models: {present}; train and convert one with `steth train` and `steth convert`",
+        )
+    try:
+        meta = json.loads(meta_path.read_text())
+    except ValueError as exc:
+        raise ModelError(f"{meta_path}: not valid JSON ({exc})", "reinstall the package") from exc
+    return Classifier(path, meta, num_threads)
