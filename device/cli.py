@@ -20,6 +20,10 @@ from device.errors import StethError
 COMMAND_MODULES = (
     "converter.data_cli",
     "converter.train",
+    "converter.convert",
+    "converter.evaluate",
+    "device.classify_cli",
+    "dashboard.cli",
 )
 
 
