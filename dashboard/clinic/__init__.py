@@ -1,0 +1,1 @@
+"""Clinics, devices, results, recordings, reviews and dead letters, and who may see which."""

@@ -1,0 +1,88 @@
+"""Who may see and do what. Roles are Django groups; every rule lives here, views only ask.
+
+- nurse: uploads recordings; sees results and devices of their own clinic only.
+- physician: sees every result, listens, reviews, exports.
+- admin: manages devices, users and dead letters (Django's admin too); sees device status.
+A user may hold several roles (e.g. a physician who is also an admin).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+
+from dashboard.clinic.models import Clinic, Device, Result
+
+NURSE, PHYSICIAN, ADMIN = "nurse", "physician", "admin"
+ROLES = (NURSE, PHYSICIAN, ADMIN)
+
+
+def roles(user: Any) -> frozenset[str]:
+    if not user.is_authenticated:
+        return frozenset()
+    cached = getattr(user, "_steth_roles", None)
+    if cached is None:
+        cached = frozenset(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
+        if user.is_superuser:
+            cached |= {ADMIN}
+        user._steth_roles = cached
+    return frozenset(cached)
+
+
+def has_role(user: Any, *wanted: str) -> bool:
+    return bool(roles(user) & set(wanted))
+
+
+def user_clinic(user: Any) -> Clinic | None:
+    profile = getattr(user, "profile", None)
+    return profile.clinic if profile is not None else None
+
+
+def is_clinical(user: Any) -> bool:
+    return has_role(user, NURSE, PHYSICIAN)
+
+
+def can_review(user: Any) -> bool:
+    return has_role(user, PHYSICIAN)
+
+
+def can_export(user: Any) -> bool:
+    return has_role(user, PHYSICIAN)
+
+
+def can_upload(user: Any) -> bool:
+    return has_role(user, NURSE, PHYSICIAN)
+
+
+def can_manage(user: Any) -> bool:
+    return has_role(user, ADMIN)
+
+
+def visible_results(user: Any) -> QuerySet[Result]:
+    """Physicians see everything; a nurse sees their clinic's results (none without a clinic)."""
+    qs = Result.objects.select_related("device", "clinic")
+    if has_role(user, PHYSICIAN):
+        return qs
+    if has_role(user, NURSE):
+        clinic = user_clinic(user)
+        return qs.filter(clinic=clinic) if clinic is not None else qs.none()
+    return qs.none()
+
+
+def visible_devices(user: Any) -> QuerySet[Device]:
+    qs = Device.objects.select_related("clinic")
+    if has_role(user, PHYSICIAN, ADMIN):
+        return qs
+    if has_role(user, NURSE):
+        clinic = user_clinic(user)
+        return qs.filter(clinic=clinic) if clinic is not None else qs.none()
+    return qs.none()
+
+
+def upload_clinics(user: Any) -> QuerySet[Clinic]:
+    """Clinics a user may file an upload under: a nurse only their own."""
+    if has_role(user, PHYSICIAN):
+        return Clinic.objects.all()
+    clinic = user_clinic(user)
+    return Clinic.objects.filter(pk=clinic.pk) if clinic is not None else Clinic.objects.none()

@@ -1,0 +1,98 @@
+// Live feed on the overview: polls the JSON endpoint and prepends new results, updates the counts
+// and device states, without reloading the page. Polling (not SSE) keeps web workers free and works
+// through every proxy.
+(function () {
+  "use strict";
+  const script = document.currentScript;
+  const url = script.getAttribute("data-url");
+  const body = document.getElementById("feed");
+  const status = document.getElementById("feed-status");
+  const POLL_MS = 3000;
+  const seen = new Set();
+  let since = null;
+
+  JSON.parse(document.getElementById("feed-initial").textContent).forEach(function (r) {
+    seen.add(r.id);
+    if (!since || r.received_at > since) since = r.received_at;
+  });
+
+  function cell(content) {
+    const td = document.createElement("td");
+    if (content instanceof Node) td.appendChild(content); else td.textContent = content;
+    return td;
+  }
+  function link(href, text, cls) {
+    const a = document.createElement("a");
+    a.href = href;
+    const span = document.createElement("span");
+    span.textContent = text;
+    if (cls) span.className = cls;
+    a.appendChild(span);
+    return a;
+  }
+  function row(r) {
+    const tr = document.createElement("tr");
+    tr.dataset.result = r.id;
+    tr.className = "new";
+    const time = document.createElement("time");
+    time.dateTime = r.received_at;
+    time.textContent = r.received_at.slice(0, 19).replace("T", " ");
+    tr.appendChild(cell(time));
+    const label = document.createElement("span");
+    label.appendChild(link(r.url, r.label, "label label-" + r.label));
+    if (!r.quality_ok) {
+      const warn = document.createElement("span");
+      warn.className = "warn";
+      warn.textContent = " poor signal";
+      label.appendChild(warn);
+    }
+    tr.appendChild(cell(label));
+    tr.appendChild(cell(r.patient_url ? link(r.patient_url, r.patient_ref) : "-"));
+    tr.appendChild(cell(r.heart_rate_bpm ? Math.round(r.heart_rate_bpm) + " bpm" : "-"));
+    tr.appendChild(cell(r.device));
+    return tr;
+  }
+
+  function update(payload) {
+    const fresh = payload.results.filter(function (r) { return !seen.has(r.id); });
+    fresh.reverse().forEach(function (r) {  // oldest first, so the newest ends on top
+      seen.add(r.id);
+      if (!since || r.received_at > since) since = r.received_at;
+      const empty = body.querySelector("tr.empty");
+      if (empty) empty.remove();
+      body.insertBefore(row(r), body.firstChild);
+    });
+    ["abnormal", "unsure"].forEach(function (label) {
+      const el = document.getElementById("count-" + label);
+      if (el) el.textContent = payload.counts[label];
+    });
+    payload.devices.forEach(function (d) {
+      const tr = document.querySelector('tr[data-device="' + CSS.escape(d.device_id) + '"]');
+      if (!tr) return;
+      const state = tr.querySelector(".state");
+      state.textContent = d.state;
+      state.className = "state state-" + d.state;
+      const time = tr.querySelector("time");
+      if (d.last_seen) { time.dateTime = d.last_seen; time.textContent = d.last_seen.slice(0, 19).replace("T", " "); }
+    });
+  }
+
+  async function poll() {
+    try {
+      const response = await fetch(url + (since ? "?since=" + encodeURIComponent(since) : ""), {
+        headers: { Accept: "application/json" },
+        credentials: "same-origin",
+      });
+      if (response.status === 403 || response.redirected) { status.textContent = "logged out"; return; }
+      if (!response.ok) throw new Error("HTTP " + response.status);
+      update(await response.json());
+      status.textContent = "live";
+      status.className = "live";
+    } catch (err) {
+      status.textContent = "reconnecting…";
+      status.className = "live stale";
+    }
+    setTimeout(poll, POLL_MS);
+  }
+  setTimeout(poll, POLL_MS);
+})();

@@ -1,0 +1,189 @@
+"""What ingest does with one message: store it, or keep it as a dead letter with the reason.
+
+``Ingestor.handle`` never raises for a bad message, only for a database that is unavailable
+(``OperationalError``/``InterfaceError``): the worker then retries the same message and does not
+acknowledge it until it is stored, so nothing is lost while PostgreSQL restarts.
+
+Which devices are known: a device is known when a ``Device`` row exists for its id, registered by an
+admin on the Devices page, in Django's admin or by provisioning (``manage.py registerdevice``).
+Messages from other ids become ``unknown_device`` dead letters. With STETH_INGEST_AUTO_REGISTER=1
+(the demo) a device registers itself with its first valid message, belonging to no clinic until an
+admin assigns one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections import Counter
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from dashboard.clinic.models import DeadLetter, Device, Result
+from dashboard.clinic.recordings import RecordingConflictError, save_recording
+from dashboard.clinic.records import store_result
+from device import contract
+from device.errors import AudioError, ContractError
+
+log = logging.getLogger(__name__)
+
+FLAC_MAGIC = b"fLaC"
+
+
+def refusal_reason(payload: bytes, limit: int) -> str:
+    """Why ``contract.decode`` refused a payload, as a dead-letter reason."""
+    if len(payload) > limit:
+        return "oversized"
+    try:
+        message = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return "malformed"
+    if not isinstance(message, dict):
+        return "malformed"
+    if message.get("schema_version") != contract.SCHEMA_VERSION:
+        return "wrong_schema_version"
+    return "invalid"
+
+
+class Ingestor:
+    """Stores messages for one worker; ``stats`` counts outcomes (reported when the worker stops)."""
+
+    def __init__(self, *, client_id: str, auto_register: bool, max_audio_bytes: int) -> None:
+        self.client_id = client_id
+        self.auto_register = auto_register
+        self.max_audio_bytes = max_audio_bytes
+        self.stats: Counter[str] = Counter()
+
+    def handle(self, topic: str, payload: bytes) -> str:
+        outcome = self._route(topic, payload)
+        self.stats[outcome] += 1
+        return outcome
+
+    def _route(self, topic: str, payload: bytes) -> str:
+        try:
+            device_id, kind, rest = contract.parse_topic(topic)
+        except ContractError as exc:
+            return self._dead("bad_topic", topic, payload, str(exc))
+        if kind == "results":
+            return self._result(topic, device_id, payload)
+        if kind == "status":
+            return self._status(topic, device_id, payload)
+        if kind == "audio" and rest is not None:
+            return self._audio(topic, device_id, rest, payload)
+        return self._dead("bad_topic", topic, payload, f"ingest does not consume {kind} topics", device_id)
+
+    def _dead(self, reason: str, topic: str, payload: bytes, detail: str, device_id: str = "") -> str:
+        DeadLetter.record(reason=reason, topic=topic, payload=payload, detail=detail, device_id=device_id)
+        log.warning("dead letter (%s) on %s: %s", reason, topic, detail[:300])
+        return f"dead_{reason}"
+
+    def _device(self, device_id: str) -> Device | None:
+        device = Device.objects.select_related("clinic").filter(device_id=device_id).first()
+        if device is None and self.auto_register:
+            device, created = Device.objects.get_or_create(device_id=device_id, defaults={"auto_registered": True})
+            if created:
+                log.info("registered device %s by its first message (auto-register is on)", device_id)
+        return device
+
+    def _unknown(self, topic: str, device_id: str, payload: bytes) -> str:
+        return self._dead(
+            "unknown_device",
+            topic,
+            payload,
+            f"device {device_id!r} is not registered: register it on the Devices page (or by provisioning) "
+            "so its messages are accepted",
+            device_id,
+        )
+
+    def _decode(self, name: str, topic: str, device_id: str, payload: bytes) -> dict[str, Any] | str:
+        limit = contract.MAX_RESULT_BYTES if name == "result" else contract.MAX_STATUS_BYTES
+        try:
+            message = contract.decode(name, payload, max_bytes=limit)
+        except ContractError as exc:
+            detail = "\n".join([exc.message, *exc.errors]) if exc.errors else str(exc)
+            return self._dead(refusal_reason(payload, limit), topic, payload, detail, device_id)
+        if message["device_id"] != device_id:
+            return self._dead(
+                "device_mismatch",
+                topic,
+                payload,
+                f"message says device {message['device_id']!r} but arrived on {device_id!r}'s topic",
+                device_id,
+            )
+        return message
+
+    def _result(self, topic: str, device_id: str, payload: bytes) -> str:
+        message = self._decode("result", topic, device_id, payload)
+        if isinstance(message, str):
+            return message
+        device = self._device(device_id)
+        if device is None:
+            return self._unknown(topic, device_id, payload)
+        stored = store_result(message, device=device, clinic=device.clinic, ingested_by=self.client_id)
+        if stored.outcome == "conflict":
+            return self._dead(
+                "conflict",
+                topic,
+                payload,
+                f"result {message['result_id']} is already stored with different content; the first one is kept",
+                device_id,
+            )
+        device.seen(timezone.now())
+        return f"result_{stored.outcome}"
+
+    def _status(self, topic: str, device_id: str, payload: bytes) -> str:
+        message = self._decode("status", topic, device_id, payload)
+        if isinstance(message, str):
+            return message
+        if self._device(device_id) is None:
+            return self._unknown(topic, device_id, payload)
+        with transaction.atomic():
+            device = Device.objects.select_for_update().get(device_id=device_id)
+            device.apply_status(message, timezone.now())
+        return "status"
+
+    def _audio(self, topic: str, device_id: str, rest: str, payload: bytes) -> str:  # noqa: PLR0911 - one return per refusal
+        if len(payload) > self.max_audio_bytes:
+            return self._dead(
+                "oversized",
+                topic,
+                payload,
+                f"audio of {len(payload)} bytes exceeds the {self.max_audio_bytes}-byte limit (STETH_MAX_AUDIO_BYTES)",
+                device_id,
+            )
+        try:
+            result_id = uuid.UUID(rest)
+        except ValueError:
+            return self._dead("bad_topic", topic, payload, f"{rest!r} in the audio topic is not a result id", device_id)
+        device = self._device(device_id)
+        if device is None:
+            return self._unknown(topic, device_id, payload)
+        if not payload.startswith(FLAC_MAGIC):
+            return self._dead("bad_audio", topic, payload, "audio payload is not FLAC (no fLaC header)", device_id)
+        result = Result.objects.filter(pk=result_id).only("device_id", "audio_declared").first()
+        if result is not None and result.device_id != device.pk:
+            return self._dead(
+                "device_mismatch", topic, payload, f"result {result_id} belongs to another device", device_id
+            )
+        declared = (result.audio_declared or {}).get("sha256") if result is not None else None
+        digest = hashlib.sha256(payload).hexdigest()
+        if declared and declared != digest:
+            return self._dead(
+                "bad_audio",
+                topic,
+                payload,
+                f"audio sha256 {digest[:12]}... differs from the {declared[:12]}... its result declares",
+                device_id,
+            )
+        try:
+            saved = save_recording(result_id, payload, fmt="flac", device_id=device_id)
+        except AudioError as exc:
+            return self._dead("bad_audio", topic, payload, str(exc), device_id)
+        except RecordingConflictError as exc:
+            return self._dead("conflict", topic, payload, str(exc), device_id)
+        device.seen(timezone.now())
+        return "audio_created" if saved.created else "audio_duplicate"

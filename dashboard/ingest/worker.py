@@ -1,0 +1,202 @@
+"""The ingest loop: small steps with a shutdown flag, one thread, nothing acknowledged before it is stored.
+
+Why manual acknowledgements: paho acknowledges a QoS 1 message as soon as ``on_message`` returns, so
+a message whose database write failed would be gone. Here ``on_message`` only queues the delivery;
+the loop stores it and then acknowledges. When the database is unavailable the loop retries that
+same message with bounded, jittered backoff, keeping the MQTT connection alive in between (the broker
+sends at most ``receive_maximum`` unacknowledged messages and holds the rest in our session). If the
+worker stops, or the connection drops, before a message is stored, it is never acknowledged and the
+broker delivers it again: at-least-once delivery, made exactly-once in effect by idempotent writes.
+
+Deliveries are tagged with the connection they came on: after a reconnect, packet ids restart, so an
+acknowledgement for an old delivery could acknowledge a different message. Old ones are dropped
+unacknowledged instead; the broker redelivers them on the new connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connections
+
+from dashboard.clinic.models import DeadLetter
+from dashboard.ingest.handlers import Ingestor
+from dashboard.ingest.mqtt import BrokerConfig, BrokerUnavailableError, connect, new_client, subscriptions
+from dashboard.lib.backoff import Backoff
+
+log = logging.getLogger(__name__)
+
+CONNACK_TIMEOUT_S = 10.0
+LOOP_TIMEOUT_S = 0.2
+
+
+@dataclass(frozen=True)
+class Delivery:
+    generation: int
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+
+
+class IngestWorker:
+    def __init__(self, config: BrokerConfig, ingestor: Ingestor, *, max_backoff_s: float = 30.0) -> None:
+        self.config = config
+        self.ingestor = ingestor
+        self.max_backoff_s = max_backoff_s
+        self.stop_requested = threading.Event()
+        self.pending: deque[Delivery] = deque()
+        self.generation = 0  # bumped on every successful CONNACK
+        self.connected = False
+        self.connecting_since: float | None = None
+        self.client = new_client(config)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+
+    # -- paho callbacks (run inside client.loop(), on this same thread)
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self.connecting_since = None
+        if reason.is_failure:
+            log.error("broker %s refused the connection: %s", self.config.where, reason)
+            return
+        self.connected = True
+        self.generation += 1
+        self.pending = deque(d for d in self.pending if d.generation == self.generation)
+        log.info(
+            "connected to %s as %s (session %s)",
+            self.config.where,
+            self.config.client_id,
+            "resumed" if flags.session_present else "new",
+        )
+        client.subscribe(subscriptions())
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
+        failed = [str(r) for r in reasons if r.is_failure]
+        if failed:
+            log.error("broker refused subscriptions: %s (check the ingest user's ACL)", ", ".join(failed))
+        else:
+            log.info("ingest ready: subscribed as %s", self.config.client_id)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if self.connected:
+            log.warning("disconnected from %s: %s", self.config.where, reason)
+        self.connected = False
+        self.connecting_since = None
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self.pending.append(Delivery(self.generation, msg.mid, msg.qos, msg.topic, bytes(msg.payload)))
+
+    # -- the loop
+    def request_stop(self, *_: Any) -> None:
+        self.stop_requested.set()
+
+    def run(self) -> dict[str, int]:
+        """Until asked to stop: stay connected, store what arrives. Returns the outcome counts."""
+        backoff = Backoff(maximum=self.max_backoff_s)
+        first = True
+        try:
+            while not self.stop_requested.is_set():
+                if not self.connected and self.connecting_since is None:
+                    if not first:  # every reconnect waits, so a refusing broker is not hammered
+                        self._pause(backoff.next())
+                    first = False
+                    if self.stop_requested.is_set() or not self._try_connect():
+                        continue
+                self.client.loop(timeout=LOOP_TIMEOUT_S)
+                if self.connecting_since and time.monotonic() - self.connecting_since > CONNACK_TIMEOUT_S:
+                    log.warning("no CONNACK from %s within %.0f s; reconnecting", self.config.where, CONNACK_TIMEOUT_S)
+                    self.client.disconnect()
+                    self.connecting_since = None
+                if self.connected:
+                    backoff.reset()
+                    self._drain()
+        finally:
+            self._close()
+        return dict(self.ingestor.stats)
+
+    def _try_connect(self) -> bool:
+        try:
+            connect(self.client, self.config)
+        except BrokerUnavailableError as exc:
+            log.warning("%s; will retry", exc.message)
+            return False
+        self.connecting_since = time.monotonic()
+        return True
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once for a stop request; keep the connection serviced while connected."""
+        deadline = time.monotonic() + seconds
+        while not self.stop_requested.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if self.connected:
+                self.client.loop(timeout=min(left, LOOP_TIMEOUT_S))
+            else:
+                self.stop_requested.wait(min(left, LOOP_TIMEOUT_S))
+
+    def _drain(self) -> None:
+        while self.pending and not self.stop_requested.is_set():
+            delivery = self.pending.popleft()
+            if delivery.generation != self.generation:
+                continue  # came on a lost connection: the broker redelivers it
+            if not self._store(delivery):
+                if self.stop_requested.is_set():
+                    self.pending.appendleft(delivery)
+                continue
+            if self.connected and delivery.generation == self.generation and delivery.qos > 0:
+                self.client.ack(delivery.mid, delivery.qos)
+
+    def _store(self, delivery: Delivery) -> bool:
+        """Store (or dead-letter) one delivery; True when done. Retries while the database is down."""
+        backoff = Backoff(maximum=self.max_backoff_s)
+        while not self.stop_requested.is_set() and delivery.generation == self.generation:
+            close_old_connections()
+            try:
+                outcome = self.ingestor.handle(delivery.topic, delivery.payload)
+            except (OperationalError, InterfaceError) as exc:
+                self._database_down(exc, backoff)
+                continue
+            except DatabaseError as exc:
+                # Not the database being away but this message it cannot hold: keep it, with the reason.
+                try:
+                    self.ingestor.stats["dead_database"] += 1
+                    DeadLetter.record(
+                        reason="database", topic=delivery.topic, payload=delivery.payload, detail=str(exc)
+                    )
+                except (OperationalError, InterfaceError) as down:
+                    self._database_down(down, backoff)
+                    continue
+                log.error("database refused a message on %s: %s", delivery.topic, exc)
+                return True
+            log.debug("%s <- %s", outcome, delivery.topic)
+            return True
+        return False
+
+    def _database_down(self, exc: Exception, backoff: Backoff) -> None:
+        delay = backoff.next()
+        self.ingestor.stats["database_retries"] += 1
+        log.warning("database unavailable (%s); retrying the same message in %.1f s", str(exc).strip(), delay)
+        for conn in connections.all():
+            conn.close_if_unusable_or_obsolete()
+            try:
+                conn.close()
+            except DatabaseError:
+                log.debug("closing a broken connection failed", exc_info=True)
+        self._pause(delay)
+
+    def _close(self) -> None:
+        if self.connected:
+            self.client.disconnect()
+            for _ in range(5):  # let the DISCONNECT go out
+                if self.client.loop(timeout=0.05) != mqtt.MQTT_ERR_SUCCESS:
+                    break
+        log.info("ingest stopped; %d deliveries left unacknowledged for redelivery", len(self.pending))
