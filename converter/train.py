@@ -98,7 +98,12 @@ def inner_split(records: np.ndarray, data: Data, fraction: float, seed: int) -> 
     subset = [data.recordings[i] for i in records]
     k = max(2, round(1 / fraction))
     folds = np.array(ds.split_folds(subset, k, seed=seed + 7))
-    return records[folds != 0], records[folds == 0]
+    fit_part, val_part = records[folds != 0], records[folds == 0]
+    if len(fit_part) == 0 or len(val_part) == 0:
+        # Only on toy slices: too few blocks for two parts, so validate on the training records.
+        log.warning("too few recordings (%d) for a separate validation part", len(records))
+        return records, records
+    return fit_part, val_part
 
 
 def score(task: Task, y: np.ndarray, probs: np.ndarray, strata: np.ndarray, threshold: float) -> dict[str, Any]:

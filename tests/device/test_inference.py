@@ -1,0 +1,137 @@
+"""The shipped screening model through the shipped pipeline (LiteRT, int8), on real recordings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from converter.convert import check_known_signals
+from converter.golden import GOLDEN_DIR, outputs
+from device import contract
+from device.audio_io import Audio, read_audio
+from device.errors import ModelError, TooShortError
+from device.inference import available_models, load_model
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def clf():
+    return load_model()
+
+
+def test_the_package_ships_the_screening_model_small_and_described(clf):
+    assert "screening" in available_models()
+    meta = clf.meta
+    assert clf.path.stat().st_size <= 100 * 1024
+    assert meta["sha256"] == clf.info.sha256 and len(clf.info.sha256) == 64
+    assert meta["labels"] == ["normal", "abnormal"] and 0 < meta["threshold"] < 1
+    assert meta["feature_params_fingerprint"] == clf.params.fingerprint()
+    assert meta["parity"]["agreement"] >= 0.99
+    assert all(v["passed"] for v in meta["known_signals"].values())
+
+
+def test_it_runs_int8_through_litert(clf):
+    assert "ai_edge_litert" in type(clf._interp).__module__
+    assert clf._in["dtype"] == np.int8
+
+
+def test_known_non_heart_signals_are_never_a_confident_finding(clf):
+    checks = check_known_signals(clf)
+    assert set(checks) == {"silence", "white_noise", "hum_50hz", "tone_200hz"}
+    for name, result in checks.items():
+        assert result["passed"], (name, result)
+    assert checks["silence"]["label"] == "unsure"
+
+
+def test_results_on_real_recordings_follow_the_contract(clf, samples_dir):
+    for f in sorted(samples_dir.glob("*.flac")):
+        a = clf.analyse_file(f)
+        assert a.label in contract.SCREENING_LABELS
+        assert sum(a.probabilities.values()) == pytest.approx(1, abs=1e-3)
+        assert len(a.windows) >= 2
+        msg = a.to_result_message("test-device", patient_ref="P-1", site="mitral")
+        assert contract.errors("result", msg) == []
+
+
+def test_golden_outputs_have_not_drifted(clf):
+    golden = GOLDEN_DIR / "screening.json"
+    assert golden.exists(), "regenerate deliberately with: python -m converter.golden --update"
+    expected = json.loads(golden.read_text())
+    assert outputs("screening") == expected
+
+
+def test_a_copy_at_another_rate_and_format_gets_the_same_label(clf, tmp_path, samples_dir):
+    import librosa
+
+    for name in ("a0296.flac", "e00008.flac"):
+        audio = read_audio(samples_dir / name)
+        up = librosa.resample(audio.samples, orig_sr=2000, target_sr=44100, res_type="soxr_hq")
+        path = tmp_path / f"{name}.wav"
+        sf.write(path, np.stack([up, up], 1), 44100, subtype="PCM_24")
+        original, converted = clf.analyse(audio), clf.analyse_file(path)
+        assert converted.label == original.label
+        assert converted.probabilities["abnormal"] == pytest.approx(original.probabilities["abnormal"], abs=0.1)
+
+
+def test_silence_and_a_short_recording(clf):
+    silent = clf.analyse(Audio(np.zeros(40000, np.float32), 4000, "silence"))
+    assert silent.label == "unsure" and not silent.quality.ok and "silent" in silent.rerecord_reason
+    with pytest.raises(TooShortError):
+        clf.analyse(Audio(np.random.default_rng(0).standard_normal(1000).astype(np.float32), 2000, "short"))
+
+
+def test_a_tampered_model_file_is_refused(tmp_path, clf):
+    bad = tmp_path / "screening.tflite"
+    data = bytearray(clf.path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    (tmp_path / "screening.json").write_text(json.dumps(clf.meta))
+    with pytest.raises(ModelError, match="does not match its description"):
+        load_model(str(bad))
+
+
+def test_a_missing_model_names_the_shipped_ones():
+    with pytest.raises(ModelError, match="shipped models: .*screening"):
+        load_model("no-such-model")
+
+
+def _steth(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "device", *args], capture_output=True, text=True, check=False, cwd=REPO
+    )
+
+
+def test_classify_json_prints_one_valid_object_per_recording_and_reports_bad_files(samples_dir, tmp_path):
+    bad = tmp_path / "notes.wav"
+    bad.write_bytes(b"%PDF-1.4 not audio")
+    proc = _steth("classify", "--json", str(samples_dir), str(bad))
+    assert proc.returncode == 1  # one file failed, the others were classified
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(lines) == 6
+    for obj in lines:
+        assert {"file", "label", "probabilities", "windows", "heart_rate_bpm", "quality", "model"} <= set(obj)
+        assert obj["label"] in ("normal", "abnormal", "unsure")
+        assert set(obj["model"]) >= {"name", "version", "sha256"}
+    assert "notes.wav" in proc.stderr and "not a readable WAV or FLAC" in proc.stderr
+
+
+def test_classify_for_a_person_says_it_is_not_a_diagnosis(samples_dir):
+    proc = _steth("classify", str(samples_dir / "a0405.flac"))
+    assert proc.returncode == 0
+    assert "heart rate" in proc.stdout and "not a diagnosis" in proc.stdout
+
+
+def test_evaluate_scores_a_labelled_folder(samples_dir):
+    proc = _steth("evaluate", str(samples_dir), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    s = report["groups"]["all"]
+    assert s["n"] == 6 and s["n_abnormal"] == 3
+    assert 0 <= s["macc"] <= 1
