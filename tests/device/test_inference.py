@@ -98,7 +98,7 @@ def test_a_tampered_model_file_is_refused(tmp_path, clf):
 
 
 def test_a_missing_model_names_the_shipped_ones():
-    with pytest.raises(ModelError, match="shipped models: .*screening"):
+    with pytest.raises(ModelError, match=r"shipped models: .*screening"):
         load_model("no-such-model")
 
 
