@@ -23,6 +23,8 @@ COMMAND_MODULES = (
     "converter.convert",
     "converter.evaluate",
     "device.classify_cli",
+    "device.record_cli",
+    "device.daemon_cli",
     "dashboard.cli",
 )
 

@@ -429,10 +429,14 @@ class Outbox:
 
     def note_failure(self, source_key: str, error: str) -> None:
         """Remember that a recording could not be analysed, so it is reported once, not retried forever."""
+        self.mark_done(source_key, error)
+
+    def mark_done(self, source_key: str, error: str | None = None) -> None:
+        """Remember a recording (or a whole file) as dealt with."""
         with self._write() as db:
             db.execute(
                 "INSERT OR REPLACE INTO sources (key, result_ids, error, at) VALUES (?, NULL, ?, ?)",
-                (source_key, error[:1000], time.time()),
+                (source_key, error[:1000] if error else None, time.time()),
             )
 
     def source_done(self, source_key: str) -> bool:

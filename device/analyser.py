@@ -1,0 +1,141 @@
+"""The models a device runs on every recording, loaded once, and the results they make.
+
+Loading a model is fast (LiteRT only); librosa, which feature extraction needs, takes a second or two
+to import, so ``warm_up()`` does that (and one dummy feature extraction) in a background thread while
+the daemon starts or while ``steth record`` is still recording: the answer then comes well within a
+second of the end of the recording.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from device import __version__
+from device.audio_io import Audio, encode_flac
+from device.outbox import Entry
+
+if TYPE_CHECKING:
+    from device.inference import Analysis, Classifier
+
+log = logging.getLogger(__name__)
+
+# Results of replayed recordings get ids derived from what they are (device, file, segment, model), so
+# analysing the same recording again can never make a second, different result for it.
+RESULT_NAMESPACE = uuid.UUID("5b0d3a0e-3f6c-4a47-9b8e-2a1f1e6c5d10")
+
+
+class Analyser:
+    """The classifiers named in ``models.run``."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = tuple(names)
+        self._classifiers: list[Classifier] | None = None
+        self._lock = threading.Lock()
+        self._warm = threading.Event()
+
+    @property
+    def classifiers(self) -> list[Classifier]:
+        with self._lock:
+            if self._classifiers is None:
+                from device.inference import load_model
+
+                self._classifiers = [load_model(name) for name in self.names]
+                for clf in self._classifiers:
+                    log.info("model %s %s (%s) loaded", clf.info.name, clf.info.version, clf.info.sha256[:12])
+            return self._classifiers
+
+    def models_info(self) -> list[dict[str, str]]:
+        """For the status message: name, version and sha256 of each model (empty until loaded)."""
+        with self._lock:
+            loaded = list(self._classifiers or [])
+        return [{"name": c.info.name, "version": c.info.version, "sha256": c.info.sha256} for c in loaded]
+
+    def warm_up(self) -> None:
+        """Load the models and import librosa by extracting features from one window of silence."""
+        try:
+            from device.features import window_features
+
+            for clf in self.classifiers:
+                window_features(np.zeros((1, clf.params.window_samples), dtype=np.float32), clf.params)
+        except Exception as exc:  # the real call reports it properly; warming is best effort
+            log.debug("warm-up failed: %s", exc)
+        finally:
+            self._warm.set()
+
+    def warm_up_in_background(self) -> threading.Thread:
+        thread = threading.Thread(target=self.warm_up, name="warm-up", daemon=True)
+        thread.start()
+        return thread
+
+    def analyse(self, audio: Audio) -> list[Analysis]:
+        """One Analysis per model; AudioError subclasses propagate for unusable input."""
+        return [clf.analyse(audio) for clf in self.classifiers]
+
+
+@dataclass(frozen=True)
+class Recording:
+    """What a result needs to know about the recording besides the analysis."""
+
+    audio: Audio
+    recorded_at: datetime
+    patient_ref: str | None = None
+    site: str | None = None
+    key: str | None = None  # stable identity (replay: file + segment) -> stable result ids
+
+
+def result_id_for(device_id: str, key: str | None, model: str) -> str:
+    if key is None:
+        return str(uuid.uuid4())
+    return str(uuid.uuid5(RESULT_NAMESPACE, f"{device_id}|{key}|{model}"))
+
+
+def make_entries(
+    analyses: Sequence[Analysis], recording: Recording, device_id: str, *, send_audio: bool
+) -> list[Entry]:
+    """Outbox entries for a recording's analyses; the FLAC, when sent, goes with the first result."""
+    entries = []
+    flac: bytes | None = None
+    audio_meta: dict[str, Any] | None = None
+    if send_audio:
+        flac = encode_flac(recording.audio.samples, recording.audio.sample_rate)
+        audio_meta = {"format": "flac", "sha256": hashlib.sha256(flac).hexdigest(), "bytes": len(flac)}
+    for i, analysis in enumerate(analyses):
+        first = i == 0
+        message = analysis.to_result_message(
+            device_id,
+            result_id=result_id_for(device_id, recording.key, analysis.model.name),
+            recorded_at=recording.recorded_at,
+            patient_ref=recording.patient_ref,
+            site=recording.site,
+            audio=audio_meta if first else None,
+            software_version=__version__,
+        )
+        entries.append(Entry(message, flac=flac if first else None))
+    return entries
+
+
+NOTICE = "Screening support, not a diagnosis: a clinician decides."
+
+
+def answer(analysis: Analysis) -> str:
+    """The bedside answer: label, confidence, heart rate, signal quality, and what to do."""
+    hr = f"{analysis.heart_rate_bpm:.0f} bpm" if analysis.heart_rate_bpm else "not found"
+    quality = "good" if analysis.quality.ok else "POOR"
+    lines = [
+        f"Result:          {analysis.label.upper()}  (confidence {analysis.confidence:.0%})",
+        f"Heart rate:      {hr}",
+        f"Signal quality:  {quality} ({analysis.quality.score:.2f})",
+    ]
+    if analysis.rerecord_reason:
+        lines.append(f"re-record: {analysis.rerecord_reason}")
+    lines.append(f"Model:           {analysis.model.name} {analysis.model.version}")
+    return "\n".join(lines)
