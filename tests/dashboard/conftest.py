@@ -14,7 +14,7 @@ import pytest
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.dashboard.settings")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
@@ -27,7 +27,7 @@ from device import contract  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "device" / "samples"
 ARTIFACTS = REPO / "artifacts" / "screenshots"
-PASSWORD = "a-long-test-password-1"  # noqa: S105 - made up for the throwaway test database
+PASSWORD = "a-long-test-password-1"
 
 
 def make_user(username: str, *roles: str, clinic: Clinic | None = None) -> User:
@@ -118,3 +118,21 @@ needs_model = pytest.mark.skipif(
     not any((REPO / "device" / "models").glob("**/*.tflite")),
     reason="no shipped model in device/models yet (the integrator's converter run puts it there)",
 )
+
+
+@pytest.fixture
+def make_result(settings: Any, tmp_path: Path) -> Callable[..., Any]:
+    """Store a result as ingest would (with its recording when ``audio`` is given)."""
+    from dashboard.clinic.recordings import save_recording
+    from dashboard.clinic.records import store_result
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+    def _make(device: Device, audio: bytes | None = None, **changes: Any) -> Any:
+        msg = result_message(device.device_id, **changes)
+        result = store_result(msg, device=device, clinic=device.clinic).result
+        if audio is not None:
+            save_recording(result.result_id, audio, fmt="flac", device_id=device.device_id)
+        return result
+
+    return _make

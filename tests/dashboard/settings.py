@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 VAR = Path(tempfile.mkdtemp(prefix="steth-dashboard-test-"))
+(VAR / "static").mkdir()
 atexit.register(shutil.rmtree, VAR, ignore_errors=True)
 
 _saved = dict(os.environ)
