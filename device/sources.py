@@ -165,7 +165,12 @@ def list_devices() -> list[dict[str, Any]]:
 
 
 class SoundDeviceSource(AudioSource):
-    """The stethoscope, through PortAudio, chosen by name."""
+    """The stethoscope, through PortAudio, chosen by name.
+
+    Captured as 16-bit integers, what USB stethoscopes and sound cards deliver natively (no conversion
+    plugin between us and the device), scaled exactly as soundfile reads a 16-bit WAV: a recording
+    captured here and the same samples saved as a WAV give the same analysis.
+    """
 
     def __init__(
         self,
@@ -205,7 +210,7 @@ class SoundDeviceSource(AudioSource):
         devices = [dict(d) for d in sd.query_devices()]
         index = find_input(self.device, devices, default=sd.default.device[0])
         try:
-            sd.check_input_settings(device=index, channels=self.channels, samplerate=self.sample_rate, dtype="float32")
+            sd.check_input_settings(device=index, channels=self.channels, samplerate=self.sample_rate, dtype="int16")
         except sd.PortAudioError as exc:
             info = devices[index]
             raise CaptureError(
@@ -218,7 +223,7 @@ class SoundDeviceSource(AudioSource):
                 device=index,
                 samplerate=self.sample_rate,
                 channels=self.channels,
-                dtype="float32",
+                dtype="int16",
                 blocksize=self.block_frames,
             )
             stream.start()
@@ -239,7 +244,7 @@ class SoundDeviceSource(AudioSource):
                 if overflowed:
                     self.overflows += 1
                     log.warning("audio input overflow: the analysis fell behind and some audio was lost")
-                block = to_mono(np.asarray(data))
+                block = to_mono(np.asarray(data, dtype=np.float32) / 32768.0)
                 while not stop.is_set():
                     try:
                         out.put(block, timeout=0.2)
