@@ -159,3 +159,37 @@ def test_the_worker_waits_for_a_broker_that_is_not_up_yet_and_survives_its_resta
         if worker.alive():
             worker.stop()
         broker.stop()
+
+
+def test_nothing_is_lost_while_the_database_is_unreachable(workers, device, device_a):
+    """PostgreSQL going away (a restart): the worker retries the same message and acknowledges nothing
+    it has not stored; when the database is back every message lands exactly once."""
+    from django.db import connection
+
+    from tests.dashboard.tcpproxy import TcpProxy
+    from tests.dashboard.workers import database_url, worker_env
+
+    if connection.vendor != "postgresql":
+        pytest.skip("runs in the PostgreSQL pass (STETH_TEST_DB=postgresql; test_postgresql.py starts it)")
+    db = connection.settings_dict
+    proxy = TcpProxy(db["HOST"], int(db["PORT"] or 5432)).start()
+    url = database_url().replace(f"@{db['HOST']}:{db['PORT'] or 5432}/", f"@127.0.0.1:{proxy.port}/")
+    try:
+        worker = workers("ingest-db", env=worker_env(url)).wait_ready()
+        topic = contract.results_topic(device_a.device_id)
+        device.publish(topic, contract.encode("result", result_message(patient_ref="before")))
+        wait_until(lambda: _results() == 1, what="the first result")
+        proxy.cut()
+        during = [result_message(patient_ref=f"during-{i}") for i in range(10)]
+        for msg in during:
+            device.publish(topic, contract.encode("result", msg))
+        worker.wait_for("database unavailable", count=2)
+        assert _results() == 1 and worker.alive()
+        proxy.restore()
+        wait_until(lambda: _results() == 11, timeout=30, what="the results published during the outage")
+        stats = worker.stop()
+        assert stats["result_created"] == 11 and stats.get("result_duplicate", 0) == 0, stats
+        assert stats["database_retries"] >= 2
+        assert DeadLetter.objects.count() == 0
+    finally:
+        proxy.stop()

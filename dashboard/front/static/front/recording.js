@@ -49,45 +49,58 @@
   window.stethPlayer = ws; // for the browser tests and the curious
 
   // The probability track: one SVG in time units (viewBox x = seconds), stretched with the wrapper.
+  // It lives in wavesurfer's shadow DOM, where the page's stylesheet does not reach: styled here.
+  function svgEl(name, attrs) {
+    const el = document.createElementNS(SVG, name);
+    Object.keys(attrs).forEach(function (k) { el.setAttribute(k, String(attrs[k])); });
+    return el;
+  }
   function probabilityTrack(duration) {
     const track = document.createElement("div");
-    track.className = "prob-track";
     track.setAttribute("data-testid", "probability-track");
-    const svg = document.createElementNS(SVG, "svg");
-    svg.setAttribute("viewBox", "0 0 " + duration + " 1");
-    svg.setAttribute("preserveAspectRatio", "none");
-    const half = document.createElementNS(SVG, "line");
-    half.setAttribute("x1", "0"); half.setAttribute("x2", String(duration));
-    half.setAttribute("y1", "0.5"); half.setAttribute("y2", "0.5");
-    half.setAttribute("class", "half");
-    svg.appendChild(half);
+    Object.assign(track.style, { position: "relative", height: "70px", borderTop: "1px solid #d9e0e7", background: "#fafbfc" });
+    const svg = svgEl("svg", { viewBox: "0 0 " + duration + " 1", preserveAspectRatio: "none" });
+    Object.assign(svg.style, { width: "100%", height: "100%", display: "block" });
     data.windows.forEach(function (w) {
-      const bar = document.createElementNS(SVG, "rect");
       const end = Math.min(duration, w.start + data.windowSeconds);
-      bar.setAttribute("x", String(w.start));
-      bar.setAttribute("width", String(Math.max(0, end - w.start)));
-      bar.setAttribute("y", String(1 - w.p));
-      bar.setAttribute("height", String(w.p));
-      bar.setAttribute("class", w.p >= 0.5 ? "win high" : "win low");
+      const high = w.p >= 0.5;
+      const bar = svgEl("rect", {
+        x: w.start, width: Math.max(0, end - w.start), y: 1 - w.p, height: w.p,
+        fill: high ? "rgba(179, 38, 30, 0.28)" : "rgba(30, 123, 69, 0.22)",
+        class: high ? "win high" : "win low",
+      });
       const title = document.createElementNS(SVG, "title");
       title.textContent = w.start.toFixed(1) + "–" + end.toFixed(1) + " s: " + data.focus + " " + Math.round(w.p * 100) + "%";
       bar.appendChild(title);
       svg.appendChild(bar);
     });
-    const line = document.createElementNS(SVG, "polyline");
-    line.setAttribute("points", data.windows.map(function (w) {
-      return (w.start + Math.min(data.windowSeconds, duration - w.start) / 2) + "," + (1 - w.p);
-    }).join(" "));
-    line.setAttribute("class", "trend");
-    svg.appendChild(line);
+    svg.appendChild(svgEl("line", {
+      x1: 0, x2: duration, y1: 0.5, y2: 0.5, stroke: "#888", "stroke-width": 1,
+      "stroke-dasharray": "4 4", "vector-effect": "non-scaling-stroke",
+    }));
+    svg.appendChild(svgEl("polyline", {
+      points: data.windows.map(function (w) {
+        return (w.start + Math.min(data.windowSeconds, duration - w.start) / 2) + "," + (1 - w.p);
+      }).join(" "),
+      fill: "none", stroke: "#1d2733", "stroke-width": 2, "vector-effect": "non-scaling-stroke",
+    }));
     track.appendChild(svg);
+    const caption = document.createElement("span");
+    caption.textContent = "P(" + data.focus + ") per " + data.windowSeconds + " s window";
+    Object.assign(caption.style, { position: "absolute", left: "4px", top: "2px", font: "11px sans-serif", color: "#5d6b7a" });
+    track.appendChild(caption);
     return track;
   }
 
   ws.on("decode", function (duration) {
     ws.getWrapper().appendChild(probabilityTrack(duration));
   });
-  ws.on("ready", function () {
+  ws.on("ready", function (duration) {
+    // Zoom starts at "whole recording fits"; the buttons and slider go from there to 1000 px/s.
+    const fit = Math.max(1, Math.floor(container.clientWidth / Math.max(duration, 0.1)));
+    zoomSlider.min = String(fit);
+    zoomSlider.max = String(Math.max(fit * 2, 1000));
+    zoomSlider.value = String(fit);
     playButton.disabled = false;
     container.setAttribute("data-ready", "true");
   });
