@@ -90,7 +90,7 @@ def test_a_physician_watches_a_result_arrive_listens_and_reviews_it(
             windows=[
                 {"start_s": 0.0, "probabilities": {"normal": 0.3, "abnormal": 0.7}},
                 {"start_s": 2.5, "probabilities": {"normal": 0.6, "abnormal": 0.4}},
-            ],  # fmt: skip
+            ],
             audio={"format": "flac", "sha256": digest, "bytes": len(sample_flac)},
         )
         status = {**contract.EXAMPLE_STATUS, "device_id": device_a.device_id}

@@ -12,6 +12,7 @@ from django.urls import reverse
 from fhir.resources.R4B.observation import Observation
 
 from dashboard.clinic.models import Result, Review
+from tests.dashboard.conftest import needs_model
 
 pytestmark = pytest.mark.django_db
 
@@ -213,3 +214,28 @@ def test_admins_register_devices_and_read_dead_letters(login, admin_user, clinic
     )
     assert "not JSON" in admin.get(reverse("dead-letters")).content.decode()
     assert "{oops" in admin.get(reverse("dead-letter", args=[letter.pk])).content.decode()
+
+
+@needs_model
+def test_an_upload_is_classified_like_on_a_device(doc, physician, clinic_a, settings, tmp_path):
+    from dashboard.clinic.uploads import classifier
+    from tests.dashboard.conftest import SAMPLES
+
+    settings.MEDIA_ROOT = tmp_path
+    path = SAMPLES / "a0405.flac"
+    with path.open("rb") as f:
+        response = doc.post(
+            reverse("upload"), {"recording": f, "clinic": clinic_a.pk, "patient_ref": "P-7", "location": "aortic"}
+        )
+    result = Result.objects.get()
+    assert response.status_code == 302 and response["Location"] == reverse("result", args=[result.result_id])
+    expected = classifier("screening").analyse_file(path)
+    assert result.label == expected.label and result.probabilities == pytest.approx(expected.probabilities)
+    assert result.model_sha256 == expected.model.sha256 and result.source == "upload"
+    assert (result.patient_ref, result.location, result.clinic, result.uploaded_by) == (
+        "P-7",
+        "aortic",
+        clinic_a,
+        physician,
+    )
+    assert result.recording.sha256 and doc.get(reverse("result", args=[result.result_id])).status_code == 200
