@@ -229,7 +229,7 @@ def test_an_upload_is_classified_like_on_a_device(doc, physician, clinic_a, sett
         )
     result = Result.objects.get()
     assert response.status_code == 302 and response["Location"] == reverse("result", args=[result.result_id])
-    expected = classifier("screening").analyse_file(path)
+    expected = classifier(settings.STETH_UPLOAD_MODEL).analyse_file(path)
     assert result.label == expected.label and result.probabilities == pytest.approx(expected.probabilities)
     assert result.model_sha256 == expected.model.sha256 and result.source == "upload"
     assert (result.patient_ref, result.location, result.clinic, result.uploaded_by) == (
