@@ -51,4 +51,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   fi
   echo "$want" > "$stamp"
 fi
+# The dashboard's JavaScript libraries (npm's postinstall copies them; redo it if the copies are gone).
+if [ -f package.json ] && [ ! -f dashboard/front/static/vendor/wavesurfer/wavesurfer.min.js ]; then
+  [ -d node_modules/wavesurfer.js ] || npm ci --no-audit --no-fund --loglevel=error
+  node scripts/vendor_static.mjs
+fi
 echo "setup: ready (.venv)"
