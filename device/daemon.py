@@ -162,7 +162,7 @@ class Producer(Part):
             analyses = self.analyser.analyse(recording.audio)
         except AudioError as exc:
             self.failed_recordings += 1
-            log.error("%s: cannot be analysed: %s", label, exc)
+            log.error("recording not analysed: %s", exc)  # the message names the recording
             if recording.key:
                 box.note_failure(recording.key, str(exc))
             return False
@@ -233,7 +233,7 @@ class ReplayProducer(Producer):
                     return  # the rest of the file at the next start; what is done stays done
         except AudioError as exc:
             self.failed_recordings += 1
-            log.error("%s: cannot be analysed: %s", path, exc)
+            log.error("recording not analysed: %s", exc)
             box.note_failure(base, str(exc))
             return
         box.mark_done(base)

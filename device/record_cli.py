@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     analyser.warm_up_in_background()
     box = open_outbox(config, check=True)
     try:
-        source = ReplaySource(args.replay) if args.replay else make_source(config, reconnect=False)
+        # A replayed recording takes as long as a real one, so the demo and the timing are the bedside's.
+        source = ReplaySource(args.replay, realtime=True) if args.replay else make_source(config, reconnect=False)
         with source:
             print(f"Recording {length:g} s from {source.name}: hold the stethoscope still on the "
                   f"{args.site} site...", file=sys.stderr, flush=True)  # fmt: skip

@@ -14,16 +14,28 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def write_config(tmp: Path, broker_url: str, *, mode: str = "deliver", extra: str = "", audio: str = "") -> Path:
-    """A device configuration under ``tmp``: outbox on disk, transient audio in /dev/shm when present."""
-    ram = Path("/dev/shm") if Path("/dev/shm").is_dir() else tmp
-    transient = ram / f"steth-test-{os.getpid()}-{tmp.name}"
+def write_config(
+    tmp: Path,
+    broker_url: str,
+    *,
+    mode: str = "deliver",
+    extra: str = "",
+    audio: str = "",
+    model: str | None = None,
+    outbox: str = "",
+    continuous: str = "",
+    transient: Path | None = None,
+) -> Path:
+    """A device configuration under ``tmp`` (transient audio in ``tmp/run`` unless a tmpfs is given)."""
+    transient = transient or tmp / "run"
     path = tmp / "device.toml"
     path.write_text(
         f'device_id = "pi-test"\nmode = "{mode}"\nlog_level = "INFO"\n{extra}\n'
         f'[broker]\nurl = "{broker_url}"\nreconnect_min_s = 0.2\nreconnect_max_s = 1.0\nstatus_interval_s = 2\n'
         f'[audio]\ntransient_dir = "{transient}"\n{audio}\n'
-        f'[outbox]\npath = "{tmp / "state" / "outbox.sqlite"}"\n'
+        + (f'[models]\nrun = ["{model}"]\n' if model else "")
+        + (f"[continuous]\n{continuous}\n" if continuous else "")
+        + f'[outbox]\npath = "{tmp / "state" / "outbox.sqlite"}"\n{outbox}\n'
     )
     return path
 
@@ -120,3 +132,17 @@ class NotifySocket:
         self._stop.set()
         self._thread.join(2)
         self.sock.close()
+
+
+def model_ref() -> str:
+    """The model the tests run: $STETH_TEST_MODEL (a .tflite beside its .json), else the shipped one."""
+    import pytest
+
+    from device.inference import available_models
+
+    candidate = os.environ.get("STETH_TEST_MODEL")
+    if candidate:
+        return candidate
+    if "screening" not in available_models():
+        pytest.skip("no shipped screening model yet (device/models/screening.tflite); set STETH_TEST_MODEL")
+    return "screening"

@@ -1,0 +1,129 @@
+"""`steth record` at the bedside, capturing through real PortAudio from an ALSA file PCM."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from device import contract
+from device.outbox import Outbox
+from tests.device.alsa_support import CAPTURE_RATE, alsa_env, alsa_home, raw_recording
+from tests.device.daemon_support import REPO, model_ref, write_config
+from tests.device.outbox_support import Subscriber
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def model() -> str:
+    return model_ref()
+
+
+def steth(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "device", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=alsa_env(home),
+        timeout=180,
+        check=False,
+    )
+
+
+def bedside(tmp_path: Path, source: Path, model: str, url: str = "mqtt://127.0.0.1:9") -> tuple[Path, Path, np.ndarray]:
+    raw, _, samples = raw_recording(source, tmp_path / "audio")
+    home = alsa_home(tmp_path, {"stethoscope_file": raw})
+    audio = f'input_device = "stethoscope"\nsample_rate = {CAPTURE_RATE}\n'
+    return home, write_config(tmp_path, url, audio=audio, model=model), samples
+
+
+def outbox_results(tmp_path: Path) -> list[dict]:
+    with Outbox(tmp_path / "state" / "outbox.sqlite", tmp_path / "run" / "outbox-audio", 1 << 30) as box:
+        return [json.loads(p.payload) for p in box.pending(100)]
+
+
+def test_record_answers_like_classify_on_the_same_recording(samples_dir, tmp_path, model):
+    home, config, samples = bedside(tmp_path, samples_dir / "a0405.flac", model)
+    seconds = 12.5
+    proc = steth(home, "record", "--patient", "P-000123", "--site", "mitral", "--seconds", str(seconds),
+                 "--config", str(config), "--json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    recorded = json.loads(proc.stdout)["results"][0]
+    # the same samples, saved as a WAV, through `steth classify`
+    wav = tmp_path / "as-captured.wav"
+    sf.write(str(wav), samples[: round(seconds * CAPTURE_RATE)], CAPTURE_RATE, subtype="PCM_16")
+    classified = steth(home, "classify", str(wav), "--model", model, "--json")
+    assert classified.returncode == 0, classified.stderr
+    reference = json.loads(classified.stdout)
+    assert recorded["label"] == reference["label"]
+    for key in ("confidence", "probabilities", "heart_rate_bpm", "quality", "windows"):
+        assert recorded[key] == reference[key], key
+    assert recorded["stored"] is True
+    stored = outbox_results(tmp_path)
+    assert [r["result_id"] for r in stored] == [recorded["result_id"]]
+    assert stored[0]["patient_ref"] == "P-000123" and stored[0]["site"] == "mitral"
+    assert stored[0]["sample_rate"] == CAPTURE_RATE and stored[0]["duration_s"] == seconds
+    assert contract.errors("result", stored[0]) == []
+
+
+def test_record_prints_a_clear_answer_for_the_nurse(samples_dir, tmp_path, model):
+    home, config, _ = bedside(tmp_path, samples_dir / "a0405.flac", model)
+    proc = steth(home, "record", "--patient", "P-1", "--site", "aortic", "--seconds", "10", "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "Result:" in out and "confidence" in out
+    assert "Heart rate:" in out and "Signal quality:" in out
+    assert "Saved:" in out and "Screening support, not a diagnosis" in out
+    assert "Recording 10 s from 'stethoscope'" in proc.stderr
+
+
+def test_a_silent_stethoscope_gets_unsure_and_a_reason_to_record_again(tmp_path, model):
+    silent = tmp_path / "silent.wav"
+    sf.write(str(silent), np.zeros(2000 * 12, dtype=np.float32), 2000, subtype="PCM_16")
+    home, config, _ = bedside(tmp_path, silent, model)
+    proc = steth(home, "record", "--patient", "P-1", "--site", "aortic", "--seconds", "10", "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert "UNSURE" in proc.stdout and "re-record: silent" in proc.stdout
+    assert outbox_results(tmp_path)[0]["label"] == "unsure"  # kept too: the physician sees the attempt
+
+
+def test_a_missing_stethoscope_is_a_clear_error_listing_the_inputs(samples_dir, tmp_path, model):
+    home, config, _ = bedside(tmp_path, samples_dir / "a0405.flac", model)
+    config.write_text(config.read_text().replace('input_device = "stethoscope"', 'input_device = "Littmann"'))
+    proc = steth(home, "record", "--patient", "P-1", "--site", "aortic", "--seconds", "10", "--config", str(config))
+    assert proc.returncode == 2
+    assert "'Littmann' not found" in proc.stderr and "stethoscope_file" in proc.stderr
+    assert outbox_results(tmp_path) == []
+
+
+def test_bad_arguments_are_refused_before_recording(tmp_path):
+    home = alsa_home(tmp_path, {})
+    proc = steth(home, "record", "--patient", "Jane Doe", "--site", "mitral")
+    assert proc.returncode == 2 and "never a name" in proc.stderr
+    proc = steth(home, "record", "--patient", "P-1", "--site", "elbow")
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr
+    proc = steth(home, "record", "--patient", "P-1", "--site", "mitral", "--seconds", "2")
+    assert proc.returncode == 2 and "between 5 and 300" in proc.stderr
+
+
+def test_record_can_deliver_at_once(samples_dir, tmp_path, model, mqtt_broker):
+    home, config, _ = bedside(tmp_path, samples_dir / "a0405.flac", model, url=mqtt_broker.url)
+    sub = Subscriber(mqtt_broker.port)
+    try:
+        proc = steth(home, "record", "--patient", "P-1", "--site", "pulmonic", "--seconds", "10",
+                     "--config", str(config), "--json", "--send", "10")  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        rid = json.loads(proc.stdout)["results"][0]["result_id"]
+        assert sub.wait_for({rid}) == set()
+        assert "Delivered." in proc.stderr
+        assert sub.results[rid]["site"] == "pulmonic"
+    finally:
+        sub.close()
+    assert outbox_results(tmp_path) == []
