@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "device.classify_cli",
     "device.record_cli",
     "device.daemon_cli",
+    "device.provision",
     "dashboard.cli",
 )
 
