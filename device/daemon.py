@@ -324,7 +324,8 @@ class Daemon:
                 raise
             log.warning("no model loaded (%s); delivering the outbox only", exc)
             return
-        self.analyser.warm_up_in_background()
+        if self.config.mode != "deliver":  # only a mode that analyses needs librosa: import it off the start path
+            self.analyser.warm_up_in_background()
 
     def start(self) -> None:
         self.outbox = open_outbox(self.config, check=True)

@@ -181,3 +181,87 @@ def test_bad_inputs_get_clear_errors_or_unsure_and_the_daemon_keeps_going(sample
     print(f"\npeak RSS of the daemon through the bad inputs and the 1-hour file: {peak / 1024:.0f} MiB")
     # Bounded: the whole hour at once would need several hundred MiB more (window stack + STFT).
     assert peak < 700 * 1024
+
+
+def test_sigterm_mid_file_stores_what_is_done_and_a_restart_finishes_it(samples_dir, tmp_path, model):
+    folder = tmp_path / "recordings"
+    files = write_bad_inputs(folder, samples_dir)
+    for name in ("corrupt", "silent", "short", "stereo48k", "good"):
+        files[name].unlink()
+    clf = load_model(model)
+    st = files["hour"].stat()
+    base = f"{files['hour'].resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    ids = [result_id_for("pi-test", f"{base}#{i}", clf.info.name) for i in range(60)]  # 60 s segments
+    mosquitto = broker(tmp_path / "broker").start()
+    sub = Subscriber(mosquitto.port)
+    config = replay_config(tmp_path, mosquitto.url, folder, model, audio="max_segment_s = 60\n")
+    daemon = DaemonProcess(config).start()
+    try:
+        assert sub.wait_until(lambda s: len(s.results) >= 5, timeout=120), daemon.log[-3000:]
+        assert daemon.terminate() == 0  # mid-file
+        done_before = len(sub.results)
+        assert done_before < 60, "the whole file was done before SIGTERM"
+        daemon.start()
+        assert sub.wait_for(set(ids), timeout=180) == set(), daemon.log[-3000:]
+        assert daemon.terminate() == 0
+    finally:
+        daemon.stop()
+        sub.close()
+        mosquitto.stop()
+    assert set(sub.results) == set(ids) and sub.duplicates == 0
+    assert daemon.log.count("signal SIGTERM: stopping") == 2 and "Traceback" not in daemon.log
+
+
+def test_audio_is_uploaded_as_flac_matching_the_result(samples_dir, tmp_path, model):
+    import hashlib
+    import io
+
+    from device.audio_io import read_audio
+
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    for name in ("a0405.flac", "d0016.flac"):
+        shutil.copy(samples_dir / name, folder / name)
+    ram = Path("/dev/shm") if Path("/dev/shm").is_dir() else tmp_path
+    transient = ram / f"steth-test-{tmp_path.name}"
+    mosquitto = broker(tmp_path / "broker").start()
+    sub = Subscriber(mosquitto.port, topics=(contract.ALL_RESULTS, contract.ALL_STATUS, contract.ALL_AUDIO))
+    config = replay_config(tmp_path, mosquitto.url, folder, model, audio="send_audio = true\n", transient=transient)
+    daemon = DaemonProcess(config).start()
+    try:
+        ids = expected_ids(folder, load_model(model).info.name)
+        assert sub.wait_until(lambda s: set(ids) <= set(s.audio), timeout=120), daemon.log[-3000:]
+        for rid, path in ids.items():
+            meta = sub.results[rid]["audio"]
+            flac = sub.audio[rid]
+            assert meta["format"] == "flac" and meta["bytes"] == len(flac)
+            assert meta["sha256"] == hashlib.sha256(flac).hexdigest()
+            np.testing.assert_array_equal(read_audio(io.BytesIO(flac)).samples, read_audio(path).samples)
+        assert daemon.terminate() == 0
+        assert not list((transient / "outbox-audio").glob("*.flac"))  # uploaded, then gone from RAM
+        assert "not tmpfs" not in daemon.log or ram == tmp_path
+    finally:
+        daemon.stop()
+        sub.close()
+        mosquitto.stop()
+        shutil.rmtree(transient, ignore_errors=True)
+
+
+def test_the_start_path_imports_neither_librosa_nor_tensorflow(tmp_path, model):
+    import subprocess
+    import sys
+
+    config = write_config(tmp_path, "mqtt://127.0.0.1:9", model=model)
+    code = (
+        "import sys, time\n"
+        "t = time.monotonic()\n"
+        "from device.config import load\nfrom device.daemon import Daemon\n"
+        f"d = Daemon(load({str(config)!r}))\nd.start()\n"
+        "print(round(time.monotonic() - t, 2), 'librosa' in sys.modules, 'tensorflow' in sys.modules)\n"
+        "d.stop()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    seconds, librosa, tensorflow = proc.stdout.split()
+    print(f"\ndaemon start (deliver mode, model loaded): {seconds} s")
+    assert (librosa, tensorflow) == ("False", "False")

@@ -177,3 +177,22 @@ def test_a_broker_outage_mid_stream_loses_nothing(tmp_path):
         assert stats.pending_results == 0 and stats.delivered_results == 60
     # QoS 1 may repeat a message whose acknowledgement the outage cut off; never more than those in flight
     assert sub.duplicates <= 10
+
+
+def test_results_dropped_for_space_are_counted_in_the_status(mqtt_broker, tmp_path):
+    with Outbox(tmp_path / "outbox.sqlite", tmp_path / "audio", 1024 * 1024) as box:
+        for _ in range(300):
+            result = make_result(DEVICE, quality={"score": 0.5, "ok": False, "issues": ["z" * 200] * 16})
+            box.add([Entry(result)])
+        dropped = box.stats().dropped_results
+    assert dropped > 0
+    sub = Subscriber(mqtt_broker.port)
+    running = Running(mqtt_broker.url, tmp_path)
+    try:
+        assert sub.wait_until(lambda s: any(m["state"] == "online" for m in s.status))
+        online = next(m for m in sub.status if m["state"] == "online")
+        assert online["outbox"]["dropped_results"] == dropped
+        assert sub.wait_until(lambda s: len(s.results) == 300 - dropped)
+    finally:
+        running.close()
+        sub.close()
