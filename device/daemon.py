@@ -70,7 +70,13 @@ def filesystem_type(path: Path) -> str:
     return kind
 
 
-def make_source(config: DeviceConfig, *, reconnect: bool, stop: threading.Event | None = None) -> AudioSource:
+def make_source(
+    config: DeviceConfig,
+    *,
+    reconnect: bool,
+    stop: threading.Event | None = None,
+    on_wait: Callable[[], None] | None = None,
+) -> AudioSource:
     audio = config.audio
     if audio.source == "replay":
         assert audio.replay_path is not None  # the configuration guarantees it
@@ -82,6 +88,7 @@ def make_source(config: DeviceConfig, *, reconnect: bool, stop: threading.Event 
         stall_timeout_s=audio.stall_timeout_s,
         reconnect=reconnect,
         stop=stop,
+        on_wait=on_wait,
     )
 
 
@@ -246,7 +253,7 @@ class ContinuousProducer(Producer):
 
     def run(self) -> None:
         cont = self.config.continuous
-        source = make_source(self.config, reconnect=True, stop=self.stop_event)
+        source = make_source(self.config, reconnect=True, stop=self.stop_event, on_wait=self.beat)
         box = open_outbox(self.config)
         try:
             try:

@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 -- recordings already turned into results (replay, long-file segments): a restart never analyses one twice
 CREATE TABLE IF NOT EXISTS sources (key TEXT PRIMARY KEY, result_ids TEXT, error TEXT, at REAL NOT NULL);
 """
+ORPHAN_AGE_S = 600.0
 _CORRUPTION_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 _COUNTERS = ("dropped_results", "dropped_audio", "delivered_results", "delivered_audio")
 
@@ -151,6 +152,18 @@ class Outbox:
             ) from exc
         self._lock = threading.Lock()
         self._db = self._open(check)
+        self._inode = self._current_inode()
+
+    def _current_inode(self) -> int | None:
+        try:
+            return self.path.stat().st_ino
+        except OSError:
+            return None
+
+    def replaced(self) -> bool:
+        """True when the file at ``path`` is no longer the one this connection writes to (another
+        process set a corrupt outbox aside and started a fresh one)."""
+        return self._current_inode() != self._inode
 
     # -- opening and recovery ---------------------------------------------------------------------------
 
@@ -257,8 +270,9 @@ class Outbox:
                 self._bump(db, "dropped_audio")
                 db.execute("COMMIT")
         for file in self.audio_dir.glob("*.flac*"):
-            if file.name.split(".", 1)[0] not in known:
-                with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError):
+                # Another process may be between writing a file and committing its row: spare young files.
+                if file.name.split(".", 1)[0] not in known and time.time() - file.stat().st_mtime > ORPHAN_AGE_S:
                     file.unlink()
 
     # -- writing ----------------------------------------------------------------------------------------

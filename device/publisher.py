@@ -30,7 +30,7 @@ import paho.mqtt.client as mqtt
 
 from device import __version__, contract
 from device.config import BrokerConfig
-from device.outbox import Outbox, Pending
+from device.outbox import Outbox, OutboxError, Pending
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,11 @@ CONNACK_TIMEOUT_S = 15.0
 POLL_EMPTY_S = 0.25  # how often an empty outbox is looked at again (other processes add to it)
 STATUS_MIN_GAP_S = 2.0
 HOLD_REFUSED_S = 60.0  # a message the broker refused (MQTT 5 reason code) is retried after this
+CHECK_FILE_S = 5.0
+
+
+class OutboxReplacedError(OutboxError):
+    """The outbox file was replaced under us (set aside as corrupt by another process)."""
 
 
 class Backoff:
@@ -91,6 +96,7 @@ class Publisher:
         self._inflight: dict[int, Pending] = {}
         self._held: dict[int, float] = {}  # seq -> monotonic time to retry
         self._next_poll = 0.0
+        self._next_file_check = time.monotonic() + CHECK_FILE_S
         self._last_status = -1e9
         self._last_status_outbox: dict[str, int] | None = None
         self._status_topic = contract.status_topic(device_id)
@@ -185,6 +191,13 @@ class Publisher:
         """One round: (re)connect when due, run the network loop, publish what waits."""
         now = time.monotonic()
         self.heartbeat = now
+        if now >= self._next_file_check:
+            self._next_file_check = now + CHECK_FILE_S
+            if self.outbox.replaced():
+                raise OutboxReplacedError(
+                    f"the outbox {self.outbox.path} was replaced by a fresh one (the old one was set aside)",
+                    "restart the service so every part uses the new file (systemd does this by itself)",
+                )
         if self.state == "down":
             if now < self._next_attempt:
                 time.sleep(min(timeout, self._next_attempt - now))

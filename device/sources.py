@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -183,8 +183,10 @@ class SoundDeviceSource(AudioSource):
         reconnect: bool = False,
         stop: threading.Event | None = None,
         backoff: tuple[float, float] = (0.5, 10.0),
+        on_wait: Callable[[], None] | None = None,
     ) -> None:
         self.device = device
+        self.on_wait = on_wait  # called while waiting for the device: waiting is progress, not a hang
         self.name = repr(device) if device else "the default input"
         self.sample_rate = sample_rate
         self.channels = channels
@@ -303,6 +305,8 @@ class SoundDeviceSource(AudioSource):
         attempts = 0
         while not self.stop.is_set():
             attempts += 1
+            if self.on_wait is not None:
+                self.on_wait()
             try:
                 self._open_stream(rescan=True)
             except CaptureError as exc:

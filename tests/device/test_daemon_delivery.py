@@ -127,3 +127,21 @@ def test_a_corrupt_outbox_at_start_is_set_aside_and_the_daemon_works(tmp_path):
         daemon.stop()
         sub.close()
         mosquitto.stop()
+
+
+def test_the_daemon_restarts_itself_when_the_outbox_file_is_replaced(tmp_path):
+    mosquitto = broker(tmp_path / "broker").start()
+    config = write_config(tmp_path, mosquitto.url)
+    fill(tmp_path, 1)
+    daemon = DaemonProcess(config).start()
+    try:
+        assert daemon.wait_log("connected to"), daemon.log
+        db = tmp_path / "state" / "outbox.sqlite"
+        db.rename(db.with_name("outbox.sqlite.corrupt-test"))
+        fill(tmp_path, 1)  # `steth record` started a fresh outbox
+        assert daemon.proc is not None
+        assert daemon.proc.wait(30) == 1  # exits, for systemd to restart it on the new file
+        assert "was replaced by a fresh one" in daemon.log and "CRITICAL" in daemon.log
+    finally:
+        daemon.stop()
+        mosquitto.stop()

@@ -253,3 +253,24 @@ def test_every_acknowledged_write_survives_kill_9_of_the_writer(paths):
             # every stored result still has its audio (no half-written pair)
             stats = box.stats()
             assert stats.pending_audio == stats.pending_results
+
+
+def test_a_connection_notices_when_another_process_replaced_the_file(paths):
+    first = open_outbox(paths)
+    assert not first.replaced()
+    paths[0].rename(paths[0].with_name("outbox.sqlite.corrupt-x"))  # what a set-aside does...
+    second = open_outbox(paths)  # ...before starting a fresh file
+    assert first.replaced() and not second.replaced()
+    first.close()
+    second.close()
+
+
+def test_young_audio_files_of_another_writer_are_spared(paths):
+    paths[1].mkdir(parents=True)
+    young = paths[1] / "0b7f3c1e-8a53-4f7e-9d1c-2f6a4b5c6d7e.flac"
+    young.write_bytes(b"fLaC")  # another process is about to commit its row
+    old = paths[1] / "1b7f3c1e-8a53-4f7e-9d1c-2f6a4b5c6d7e.flac"
+    old.write_bytes(b"fLaC")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))  # left behind by a crash long ago
+    open_outbox(paths).close()
+    assert young.exists() and not old.exists()
