@@ -90,6 +90,7 @@ class Publisher:
         self.state = "down"  # down -> connecting -> up
         self.published = 0
         self.acknowledged = 0
+        self.refused = 0
         self._backoff = Backoff(broker.reconnect_min_s, broker.reconnect_max_s)
         self._next_attempt = 0.0
         self._connect_started = 0.0
@@ -179,6 +180,7 @@ class Publisher:
         if reason is not None and reason.is_failure:
             # MQTT 5 tells us the broker did not take it (e.g. not authorised by its ACL): keep it, retry later.
             log.error("the broker refused %s %s: %s; kept, retrying later", item.kind, item.result_id, reason)
+            self.refused += 1
             self._held[item.seq] = time.monotonic() + HOLD_REFUSED_S
             return
         self.acknowledged += 1

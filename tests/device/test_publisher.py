@@ -196,3 +196,27 @@ def test_results_dropped_for_space_are_counted_in_the_status(mqtt_broker, tmp_pa
     finally:
         running.close()
         sub.close()
+
+
+def test_a_message_the_broker_refuses_stays_in_the_outbox(tmp_path):
+    """MQTT 5 PUBACK with 'not authorised': not delivered, so not deleted (and said loudly)."""
+    acl = tmp_path / "acl"
+    acl.write_text(f"topic readwrite {contract.status_topic(DEVICE)}\ntopic read #\n")
+    mosquitto = broker_at(tmp_path / "broker")
+    mosquitto.extra_config += f"acl_file {acl}\n"
+    mosquitto.start()
+    result = make_result(DEVICE)
+    add(tmp_path, [result])
+    running = Running(mosquitto.url, tmp_path)
+    try:
+        assert running.publisher is not None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not running.publisher.refused:
+            time.sleep(0.05)
+        assert running.publisher.refused == 1, "the broker's refusal was not noticed"
+        assert running.publisher.pending() == 1
+    finally:
+        running.close()
+        mosquitto.stop()
+    with Outbox(tmp_path / "outbox.sqlite", tmp_path / "audio", 1 << 24) as box:
+        assert box.result_ids() == [result["result_id"]]
