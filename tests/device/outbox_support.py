@@ -43,7 +43,12 @@ class Subscriber:
     ingest worker does: across a broker restart it misses nothing the broker stored for it.
     """
 
-    def __init__(self, port: int, topics: tuple[str, ...] = (contract.ALL_RESULTS, contract.ALL_STATUS)) -> None:
+    def __init__(
+        self,
+        port: int,
+        topics: tuple[str, ...] = (contract.ALL_RESULTS, contract.ALL_STATUS),
+        auth: tuple[str, str] | None = None,
+    ) -> None:
         self.results: dict[str, dict[str, Any]] = {}
         self.arrivals: Counter[str] = Counter()  # MQTT-level deliveries per result_id (QoS 1 may repeat)
         self.invalid: list[str] = []
@@ -59,6 +64,8 @@ class Subscriber:
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.reconnect_delay_set(0.1, 0.5)
+        if auth:
+            self.client.username_pw_set(*auth)
         self.topics = topics
         props = mqtt.Properties(mqtt.PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
