@@ -136,6 +136,11 @@ def test_a_physician_watches_a_result_arrive_listens_and_reviews_it(
         review = Review.objects.get()
         assert (review.agrees, review.label, review.reviewer) == (False, "normal", physician)
         page.screenshot(path=screenshots / "recording-reviewed.png", full_page=True)
+
+        page.click("dd >> a:has-text('P-LIVE-1')")
+        page.wait_for_selector("ol.timeline li")
+        assert "reviewed: normal by dr-house" in page.inner_text("ol.timeline")
+        page.screenshot(path=screenshots / "patient-timeline.png", full_page=True)
     finally:
         device.close()
         worker.stop()
