@@ -41,11 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name in COMMAND_MODULES:
         try:
-            module = importlib.import_module(name)
+            # register() too: a module may import its extra's packages there (dashboard.cli imports django)
+            importlib.import_module(name).register(sub)
         except ImportError as exc:  # a role's extra is not installed: its commands are simply absent
             logging.getLogger(__name__).debug("commands of %s unavailable: %s", name, exc)
-            continue
-        module.register(sub)
     return parser
 
 
