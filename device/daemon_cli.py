@@ -76,7 +76,7 @@ def list_inputs(args: argparse.Namespace) -> int:
 
 
 def outbox_status(args: argparse.Namespace) -> int:
-    from device.daemon import open_outbox
+    from device.parts import open_outbox
 
     config = device_config.load(args.config)
     with open_outbox(config) as box:

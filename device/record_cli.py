@@ -60,7 +60,8 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from device.daemon import make_source, open_outbox
+    from device.parts import open_outbox
+    from device.producers import make_source
     from device.sources import ReplaySource
 
     config = device_config.load(args.config)
