@@ -469,8 +469,11 @@ class Outbox:
 
     # -- reading and acknowledging ----------------------------------------------------------------------
 
-    def pending(self, limit: int, exclude: Sequence[int] = ()) -> list[Pending]:
-        """The next messages to send: results before audio, oldest first, skipping those in flight."""
+    def pending(self, limit: int, exclude: Sequence[int] = (), max_audio: int | None = None) -> list[Pending]:
+        """The next messages to send: results before audio, oldest first, skipping those in flight.
+
+        ``max_audio`` bounds the recordings read into memory at once (each can be megabytes).
+        """
         marks = ",".join("?" * len(exclude))
         where = f"WHERE seq NOT IN ({marks})" if exclude else ""
         with self._lock:
@@ -479,10 +482,12 @@ class Outbox:
                 "ORDER BY kind = 'audio', seq LIMIT ?",
                 (*exclude, limit),
             ).fetchall()
-        out = []
+        out: list[Pending] = []
         for seq, kind, rid, topic, stored in rows:
             payload = stored
             if kind == "audio":
+                if max_audio is not None and sum(p.kind == "audio" for p in out) >= max_audio:
+                    break  # audio comes last: nothing after it to send now
                 try:
                     payload = self._audio_file(rid).read_bytes()
                 except OSError:

@@ -39,6 +39,7 @@ POLL_EMPTY_S = 0.25  # how often an empty outbox is looked at again (other proce
 STATUS_MIN_GAP_S = 2.0
 HOLD_REFUSED_S = 60.0  # a message the broker refused (MQTT 5 reason code) is retried after this
 CHECK_FILE_S = 5.0
+MAX_AUDIO_IN_FLIGHT = 2  # recordings are megabytes each: bound the memory they take while in flight
 
 
 class OutboxReplacedError(OutboxError):
@@ -225,7 +226,8 @@ class Publisher:
             return
         self._held = {seq: t for seq, t in self._held.items() if t > now}
         exclude = [item.seq for item in self._inflight.values()] + list(self._held)
-        items = self.outbox.pending(room, exclude=exclude)
+        audio_room = MAX_AUDIO_IN_FLIGHT - sum(item.kind == "audio" for item in self._inflight.values())
+        items = self.outbox.pending(room, exclude=exclude, max_audio=max(0, audio_room))
         if len(items) < room:
             self._next_poll = now + POLL_EMPTY_S
         for item in items:

@@ -274,3 +274,11 @@ def test_young_audio_files_of_another_writer_are_spared(paths):
     os.utime(old, (time.time() - 3600, time.time() - 3600))  # left behind by a crash long ago
     open_outbox(paths).close()
     assert young.exists() and not old.exists()
+
+
+def test_only_so_many_recordings_are_read_into_memory_at_once(paths):
+    with open_outbox(paths) as box:
+        for _ in range(5):
+            box.add([Entry(make_result(), flac=b"fLaC" + bytes(5000))])
+        kinds = [p.kind for p in box.pending(limit=10, max_audio=2)]
+        assert kinds == ["result"] * 5 + ["audio"] * 2
