@@ -13,6 +13,7 @@ APT_PACKAGES=(
   mosquitto mosquitto-clients    # MQTT broker for tests and the demo
   postgresql        # production database, tested
   openssl           # TLS certificates for the broker
+  rsync             # audio backups (deploy/central/backup-audio.sh), tested
   chromium          # browser tests (driven by Playwright, never a downloaded browser)
   nodejs npm        # dashboard JavaScript libraries, from the npm registry
 )

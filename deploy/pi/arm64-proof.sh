@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# Proof on arm64: builds a Debian bookworm arm64 root filesystem (debootstrap + qemu-user-static),
+# runs deploy/pi/install.sh inside it, classifies device/samples/*.flac there with
+# `steth classify --json`, and compares each label and probability with the same command on this
+# (x86-64) machine: labels must be equal and probabilities within 0.02 (int8 rounding).
+#
+#   sudo nice -n 19 deploy/pi/arm64-proof.sh [--work DIR] [--until rootfs|install] [--fresh]
+#
+#   --work DIR     where the root filesystem and the results go (default: $STETH_ARM64_WORK or
+#                  /var/tmp/stethoscope-edge-arm64-proof, outside the checkout: the chroot gets /proc,
+#                  /sys and /dev mounted); the root filesystem is reused by the next run (--fresh rebuilds it)
+#   --until STAGE  stop after building the root filesystem, or after the install
+#
+# Needs root, network access to deb.debian.org and PyPI, and: apt-get install debootstrap
+# qemu-user-static binfmt-support. Slow (emulated arm64: tens of minutes); not part of CI.
+# Results: WORK/result.json, WORK/arm64.jsonl, WORK/x86.jsonl, WORK/install-*.log; see docs/arm64-proof.md.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+work=${STETH_ARM64_WORK:-/var/tmp/stethoscope-edge-arm64-proof}
+until="" fresh=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --work) work=$2; shift 2 ;;
+    --until) until=$2; shift 2 ;;
+    --fresh) fresh=1; shift ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "arm64-proof: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+[ "$(id -u)" -eq 0 ] || { echo "arm64-proof: run as root (debootstrap and chroot need it)" >&2; exit 1; }
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
+rootfs=$work/rootfs
+mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+t0=$(date +%s)
+declare -A timing
+stage() { echo; echo "== arm64-proof: $* ($(($(date +%s) - t0)) s)"; }
+since() { echo $(($(date +%s) - $1)); }
+
+# -- emulation: binfmt_misc with qemu-aarch64 and the F (fix-binary) flag, so the chroot needs no copy of qemu
+for tool in debootstrap qemu-aarch64-static update-binfmts; do
+  command -v "$tool" >/dev/null || {
+    echo "arm64-proof: $tool missing: apt-get install debootstrap qemu-user-static binfmt-support" >&2; exit 1; }
+done
+if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then
+  mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || {
+    echo "arm64-proof: binfmt_misc cannot be mounted here (a container without it?): arm64 programs cannot" \
+      "run transparently, so neither debootstrap's second stage nor a chroot can" >&2; exit 1; }
+fi
+[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --enable qemu-aarch64
+grep -q '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64 || update-binfmts --enable qemu-aarch64
+grep -q '^flags:.*F' /proc/sys/fs/binfmt_misc/qemu-aarch64 || {
+  echo "arm64-proof: qemu-aarch64 is registered without the F flag; a chroot cannot find the interpreter" >&2
+  exit 1; }
+
+mounted=()
+cleanup() {
+  local i
+  for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount -l "${mounted[i]}" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+bind() {  # source target
+  mkdir -p "$2"; mount --bind "$1" "$2"; mounted+=("$2")
+}
+mounts_inside() { grep -c " $rootfs/" /proc/mounts || true; }
+
+# -- 1. the root filesystem (cached) --------------------------------------------------------------------------
+if [ "$fresh" -eq 1 ] && [ -d "$rootfs" ]; then
+  [ "$(mounts_inside)" -eq 0 ] || { echo "arm64-proof: something is still mounted under $rootfs" >&2; exit 1; }
+  rm -rf "$rootfs"
+fi
+if [ ! -f "$rootfs/.arm64-proof-rootfs" ]; then
+  stage "debootstrap bookworm arm64 into $rootfs"
+  s=$(date +%s)
+  rm -rf "$rootfs"
+  debootstrap --arch=arm64 --variant=minbase --include=ca-certificates bookworm "$rootfs" "$mirror"
+  timing[debootstrap]=$(since "$s")
+  echo "${timing[debootstrap]}" > "$rootfs/.arm64-proof-rootfs"   # how long it took, for the report
+else
+  stage "reusing the root filesystem in $rootfs (--fresh rebuilds it)"
+  timing[debootstrap]=$(cat "$rootfs/.arm64-proof-rootfs")
+fi
+[ "$until" = rootfs ] && { echo "arm64-proof: stopped after the root filesystem"; exit 0; }
+
+bind /proc "$rootfs/proc"
+bind /sys "$rootfs/sys"
+bind /dev "$rootfs/dev"
+bind /dev/pts "$rootfs/dev/pts"
+cp -L /etc/resolv.conf "$rootfs/etc/resolv.conf"
+in_root() { chroot "$rootfs" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin HOME=/root LANG=C.UTF-8 "$@"; }
+arch=$(in_root uname -m)
+[ "$arch" = aarch64 ] || { echo "arm64-proof: the chroot reports $arch, not aarch64" >&2; exit 1; }
+
+# -- 2. what a field team would carry: a wheel, a provisioned bundle ----------------------------------------------
+stage "building the wheel and a bundle on the host"
+stash=$rootfs/tmp/steth
+rm -rf "$stash"; mkdir -p "$stash/src" "$stash/wheel"
+for name in pyproject.toml README.md; do cp "$repo/$name" "$stash/src/"; done
+(cd "$repo" && tar --exclude=__pycache__ -cf - device converter dashboard) | tar -xf - -C "$stash/src"
+"$repo/.venv/bin/python" -m pip wheel -q --no-deps -w "$stash/wheel" "$stash/src"
+wheel=$(cd "$stash/wheel" && ls stethoscope_edge-*.whl)
+cp -r "$repo/deploy" "$stash/deploy"
+cp -r "$repo/device/samples" "$stash/samples"
+bash "$repo/deploy/mosquitto/make-certs.sh" "$stash/broker" broker.example.org >/dev/null
+"$repo/.venv/bin/python" -m device provision arm64-proof-pi --broker-dir "$stash/broker" --out "$stash/bundles" \
+  --broker-url mqtts://broker.example.org:8883 2>/dev/null
+
+# -- 3. the Pi install, inside the arm64 system ---------------------------------------------------------------------
+stage "deploy/pi/install.sh inside the arm64 chroot (apt, user, venv with the device extra from PyPI)"
+s=$(date +%s)
+in_root bash /tmp/steth/deploy/pi/install.sh --no-systemd --bundle /tmp/steth/bundles/arm64-proof-pi \
+  --source "/tmp/steth/wheel/$wheel" | tee "$work/install-1.log"
+timing[install]=$(since "$s")
+stage "install.sh again: every step must say unchanged"
+s=$(date +%s)
+in_root bash /tmp/steth/deploy/pi/install.sh --no-systemd --bundle /tmp/steth/bundles/arm64-proof-pi \
+  --source "/tmp/steth/wheel/$wheel" | tee "$work/install-2.log"
+timing[install_again]=$(since "$s")
+grep -q "0 step(s) changed" "$work/install-2.log" || { echo "arm64-proof: the second install changed something" >&2; exit 1; }
+[ "$until" = install ] && { echo "arm64-proof: stopped after the install"; exit 0; }
+
+# -- 4. classify there (as the service user, with the service's numba cache) and here ---------------------------------
+ls "$repo"/device/models/*.tflite >/dev/null 2>&1 || {
+  echo "arm64-proof: no shipped model in device/models/ (run again once there is one)" >&2; exit 1; }
+stage "steth classify --json on arm64 (user steth)"
+chmod -R a+rX "$stash/samples"
+s=$(date +%s)
+in_root /usr/sbin/runuser -u steth -- /usr/bin/env NUMBA_CACHE_DIR=/var/cache/steth/numba \
+  /opt/stethoscope-edge/.venv/bin/steth classify --json /tmp/steth/samples > "$work/arm64.jsonl"
+timing[classify_arm64]=$(since "$s")
+s=$(date +%s)
+in_root /usr/sbin/runuser -u steth -- /usr/bin/env NUMBA_CACHE_DIR=/var/cache/steth/numba \
+  /opt/stethoscope-edge/.venv/bin/steth classify --json /tmp/steth/samples > "$work/arm64-again.jsonl"
+timing[classify_arm64_warm]=$(since "$s")
+stage "steth classify --json on $(uname -m) (this machine)"
+s=$(date +%s)
+(cd "$repo" && .venv/bin/steth classify --json device/samples) > "$work/x86.jsonl"
+timing[classify_x86]=$(since "$s")
+
+versions=$(in_root /opt/stethoscope-edge/.venv/bin/python -c '
+import platform, importlib.metadata as m
+print(platform.machine(), platform.python_version(), *(f"{p}={m.version(p)}" for p in
+      ("ai-edge-litert", "numpy", "scipy", "librosa", "numba")))')
+timings=""
+for k in "${!timing[@]}"; do timings+="\"$k\": ${timing[$k]}, "; done
+timings="{${timings%, }}"
+
+# -- 5. compare --------------------------------------------------------------------------------------------------------
+stage "comparing"
+"$repo/.venv/bin/python" - "$work" "$versions" "$timings" <<'EOF'
+import json, sys
+from pathlib import Path
+
+work, versions, timings = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
+def load(name):
+    return {Path(r["file"]).name: r for r in map(json.loads, (work / name).read_text().splitlines())}
+arm, x86 = load("arm64.jsonl"), load("x86.jsonl")
+rows, ok = [], set(arm) == set(x86) and len(arm) > 0
+for name in sorted(x86):
+    a, x = arm.get(name), x86[name]
+    if a is None:
+        rows.append({"file": name, "ok": False, "why": "missing on arm64"}); continue
+    diff = max(abs(a["probabilities"][k] - x["probabilities"][k]) for k in x["probabilities"])
+    same_model = a["model"]["sha256"] == x["model"]["sha256"]
+    good = a["label"] == x["label"] and diff <= 0.02 and same_model
+    ok &= good
+    rows.append({"file": name, "label_x86": x["label"], "label_arm64": a["label"],
+                 "p_x86": x["probabilities"], "p_arm64": a["probabilities"], "max_abs_diff": round(diff, 6),
+                 "hr_x86": x.get("heart_rate_bpm"), "hr_arm64": a.get("heart_rate_bpm"),
+                 "model": x["model"]["name"], "same_model": same_model, "ok": good})
+result = {"ok": ok, "arm64": versions, "timings_s": timings, "files": rows}
+(work / "result.json").write_text(json.dumps(result, indent=2))
+for r in rows:
+    print(json.dumps(r))
+print("arm64-proof:", "PASS" if ok else "FAIL", versions, timings)
+sys.exit(0 if ok else 1)
+EOF
