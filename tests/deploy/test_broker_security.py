@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import socket
 import ssl
 from pathlib import Path
@@ -17,7 +18,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from device import contract, provision
-from tests.deploy.conftest import SecureBroker, make_certs
+from tests.deploy.conftest import DEPLOY, SecureBroker, make_certs
 from tests.deploy.mqtt_client import WAIT_S, TestClient
 
 RESULTS_SHARED = contract.shared(contract.ALL_RESULTS)
@@ -240,3 +241,19 @@ def test_a_device_trusting_another_ca_refuses_the_broker(world, tmp_path):
     client.client.tls_set(ca_certs=str(other / "ca.crt"), cert_reqs=ssl.CERT_REQUIRED)
     with pytest.raises(ssl.SSLError, match="CERTIFICATE_VERIFY_FAILED"):
         client.client.connect("localhost", world.broker.tls_port)
+
+
+def test_the_production_config_has_no_plaintext_listener_beyond_loopback():
+    text = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
+    blocks = re.split(r"^(?=listener )", text, flags=re.MULTILINE)
+    header, listeners = blocks[0], blocks[1:]
+    assert re.search(r"^allow_anonymous false$", header, re.MULTILINE)
+    assert re.search(r"^per_listener_settings false$", header, re.MULTILINE)  # the password file applies to all
+    assert len(listeners) == 2
+    for block in listeners:
+        words = block.split()
+        tls = "certfile" in words and "keyfile" in words
+        if tls:
+            assert "tls_version tlsv1.2" in block
+        else:
+            assert words[2] in ("127.0.0.1", "::1"), f"a plaintext listener open beyond loopback: {block!r}"
