@@ -193,7 +193,8 @@ class Outbox:
             if getattr(exc, "sqlite_errorcode", None) not in _CORRUPTION_CODES:
                 raise OutboxError(
                     f"cannot open the outbox {self.path}: {exc}",
-                    "check outbox.path, the folder's permissions and free space",
+                    "check outbox.path and free space; on a device, run as the service's user "
+                    "(e.g. `sudo -u steth steth record ...`), which owns the outbox",
                 ) from exc
             problem = str(exc)
         if db is not None:

@@ -230,7 +230,10 @@ class SoundDeviceSource(AudioSource):
             )
             stream.start()
         except sd.PortAudioError as exc:
-            raise CaptureError(f"cannot open input {devices[index]['name']!r}: {exc}") from exc
+            raise CaptureError(
+                f"cannot open input {devices[index]['name']!r}: {exc}",
+                "is another program using it (the device service in continuous mode)? is the user in 'audio'?",
+            ) from exc
         self._stream = stream
         self._queue = queue.Queue(maxsize=self._queue.maxsize)
         self._reader_stop = threading.Event()
