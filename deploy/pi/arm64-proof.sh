@@ -88,9 +88,21 @@ bind /sys "$rootfs/sys"
 bind /dev "$rootfs/dev"
 bind /dev/pts "$rootfs/dev/pts"
 cp -L /etc/resolv.conf "$rootfs/etc/resolv.conf"
-in_root() { chroot "$rootfs" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin HOME=/root LANG=C.UTF-8 "$@"; }
+# pip inside trusts the chroot's system CA bundle (it holds the host's local CAs, copied below)
+in_root() {
+  chroot "$rootfs" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin HOME=/root LANG=C.UTF-8 \
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt "$@"
+}
 arch=$(in_root uname -m)
 [ "$arch" = aarch64 ] || { echo "arm64-proof: the chroot reports $arch, not aarch64" >&2; exit 1; }
+
+# CAs this host trusts beyond Debian's (a TLS-inspecting proxy's, a company CA) are needed inside too,
+# or pip cannot reach PyPI through that proxy.
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+  mkdir -p "$rootfs/usr/local/share/ca-certificates"
+  cp /usr/local/share/ca-certificates/*.crt "$rootfs/usr/local/share/ca-certificates/"
+  in_root update-ca-certificates >/dev/null 2>&1
+fi
 
 # -- 2. what a field team would carry: a wheel, a provisioned bundle ----------------------------------------------
 stage "building the wheel and a bundle on the host"
