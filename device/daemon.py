@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -33,6 +34,8 @@ from device.parts import Part, PublisherPart, open_outbox
 from device.producers import ContinuousProducer, Producer, ReplayProducer
 
 log = logging.getLogger(__name__)
+
+STATUS_EVERY_S = 30.0
 
 
 def filesystem_type(path: Path) -> str:
@@ -120,6 +123,16 @@ class Daemon:
             self.outbox.close()
             self.outbox = None
 
+    def _status_line(self) -> None:
+        """One line for `systemctl status`: what waits, what went, what was lost."""
+        if self.outbox is None or not sdnotify.notify_socket():
+            return
+        stats = self.outbox.stats()
+        sdnotify.notify(
+            f"STATUS={self.config.mode}: {stats.pending_results} result(s) waiting, "
+            f"{stats.delivered_results} delivered, {stats.dropped_results} dropped"
+        )
+
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; the exit code says whether a part failed."""
         signal.signal(signal.SIGTERM, self.request_stop)
@@ -131,6 +144,7 @@ class Daemon:
             log.info("device %s running in %s mode (pid %d)", self.config.device_id, self.config.mode, os.getpid())
             interval = sdnotify.watchdog_interval()
             tick = min(1.0, interval / 3) if interval else 1.0
+            next_status = time.monotonic() + STATUS_EVERY_S
             while not self.stop_event.wait(tick):
                 dead = [p for p in self.parts if not p.running]
                 if dead:
@@ -142,6 +156,9 @@ class Daemon:
                     log.error("no progress from %s: not petting the watchdog", ", ".join(stuck))
                 elif interval:
                     sdnotify.notify("WATCHDOG=1")
+                if time.monotonic() >= next_status:
+                    next_status = time.monotonic() + STATUS_EVERY_S
+                    self._status_line()
         finally:
             self.stop()
         return code

@@ -14,6 +14,11 @@ import socket
 log = logging.getLogger(__name__)
 
 
+def notify_socket() -> str | None:
+    """$NOTIFY_SOCKET when run by systemd with Type=notify."""
+    return os.environ.get("NOTIFY_SOCKET") or None
+
+
 def notify(message: str) -> bool:
     """Send ``message`` (e.g. 'READY=1') to systemd; False when not run by systemd or it failed."""
     address = os.environ.get("NOTIFY_SOCKET")
