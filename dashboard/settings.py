@@ -152,7 +152,9 @@ STETH_MQTT_CA_FILE = env_str("STETH_MQTT_CA_FILE")  # mqtts: the CA that signed 
 STETH_MQTT_CLIENT_ID = env_str("STETH_MQTT_CLIENT_ID", f"steth-ingest-{socket.gethostname()}"[:64])
 STETH_MQTT_SESSION_EXPIRY_S = env_int("STETH_MQTT_SESSION_EXPIRY_S", 7 * 24 * 3600, minimum=60)
 STETH_MQTT_KEEPALIVE_S = env_int("STETH_MQTT_KEEPALIVE_S", 30, minimum=5, maximum=3600)
-STETH_INGEST_RECEIVE_MAXIMUM = env_int("STETH_INGEST_RECEIVE_MAXIMUM", 64, minimum=1, maximum=65535)
+STETH_INGEST_RECEIVE_MAXIMUM = env_int("STETH_INGEST_RECEIVE_MAXIMUM", 256, minimum=1, maximum=65535)
+# Messages already received are stored this many at a time, in one transaction (1: one per message).
+STETH_INGEST_BATCH_SIZE = env_int("STETH_INGEST_BATCH_SIZE", 128, minimum=1, maximum=1000)
 STETH_INGEST_MAX_BACKOFF_S = env_int("STETH_INGEST_MAX_BACKOFF_S", 30, minimum=1, maximum=600)
 # Known devices are registered by an admin (or provisioning); the demo turns this on instead.
 STETH_INGEST_AUTO_REGISTER = env_bool("STETH_INGEST_AUTO_REGISTER", False)

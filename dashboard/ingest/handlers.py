@@ -18,14 +18,17 @@ import json
 import logging
 import uuid
 from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from dashboard.clinic.models import DeadLetter, Device, Result
 from dashboard.clinic.recordings import RecordingConflictError, save_recording
-from dashboard.clinic.records import store_result
+from dashboard.clinic.records import insert_new, store_result
+from dashboard.ingest import decoding
 from device import contract
 from device.errors import AudioError, ContractError
 
@@ -62,6 +65,123 @@ class Ingestor:
         outcome = self._route(topic, payload)
         self.stats[outcome] += 1
         return outcome
+
+    def handle_batch(self, messages: Sequence[tuple[str, bytes]]) -> list[str]:
+        """Store several messages: the valid results of known devices in one transaction, the rest one by one.
+
+        Same outcomes as ``handle`` for each message, far cheaper per result: one commit (one WAL flush),
+        one bulk insert and one device update per batch instead of per message. Raises like ``handle``
+        (OperationalError/InterfaceError: the database is unavailable; none of the batch's results is
+        stored, and storing the batch again is harmless: statuses, audio and dead letters, written one by
+        one before the results, are idempotent, a dead letter's count aside); any other DatabaseError means
+        the database refused one of the results, and the caller stores them one by one with ``handle`` to
+        find which. Outcomes are counted once the whole batch is stored.
+        """
+        outcomes: list[str | None] = [None] * len(messages)
+        results: list[tuple[int, str, str, bytes, dict[str, Any]]] = []
+        for i, (topic, payload) in enumerate(messages):
+            try:
+                device_id, kind, _ = contract.parse_topic(topic)
+            except ContractError:
+                outcomes[i] = self._route(topic, payload)
+                continue
+            if kind != "results":
+                outcomes[i] = self._route(topic, payload)
+                continue
+            message = self._decode("result", topic, device_id, payload)
+            if isinstance(message, str):
+                outcomes[i] = message
+            else:
+                results.append((i, topic, device_id, payload, message))
+        if results:
+            outcomes_of_results = self._store_results(results)
+            for i, outcome in outcomes_of_results.items():
+                outcomes[i] = outcome
+        done = [outcome for outcome in outcomes if outcome is not None]
+        if len(done) != len(messages):
+            raise RuntimeError("ingest: a message of the batch was left without an outcome")
+        self.stats.update(done)
+        return done
+
+    def _devices(self, device_ids: set[str]) -> dict[str, Device]:
+        found = {d.device_id: d for d in Device.objects.select_related("clinic").filter(device_id__in=device_ids)}
+        for device_id in sorted(device_ids - set(found)):
+            device = self._device(device_id)  # auto-registration, when it is on
+            if device is not None:
+                found[device_id] = device
+        return found
+
+    def _store_results(self, results: list[tuple[int, str, str, bytes, dict[str, Any]]]) -> dict[int, str]:
+        """Insert valid results of known devices in one transaction; duplicates and conflicts as ``store_result``."""
+        outcomes: dict[int, str] = {}
+        devices = self._devices({device_id for _, _, device_id, _, _ in results})
+        rows: dict[uuid.UUID, Result] = {}
+        firsts: dict[uuid.UUID, tuple[int, str, str, bytes, dict[str, Any]]] = {}
+        repeats: list[tuple[int, str, str, bytes, dict[str, Any]]] = []  # the same id twice in one batch
+        for item in results:
+            i, topic, device_id, payload, message = item
+            device = devices.get(device_id)
+            if device is None:
+                outcomes[i] = self._unknown(topic, device_id, payload)
+                continue
+            result_id = uuid.UUID(message["result_id"])
+            if result_id in rows:
+                repeats.append(item)
+                continue
+            firsts[result_id] = item
+            rows[result_id] = Result(
+                result_id=result_id,
+                source="device",
+                device=device,
+                clinic=device.clinic,
+                ingested_by=self.client_id[:64],
+                **Result.fields_from_message(message),
+            )
+        conflicts: list[tuple[int, str, str, bytes, dict[str, Any]]] = []
+        with transaction.atomic():
+            created = insert_new(list(rows.values()))
+            skipped = [pk for pk in rows if pk not in created]  # already stored: the same, or a conflict
+            stored = dict(Result.objects.filter(pk__in=skipped).values_list("pk", "message")) if skipped else {}
+            seen_devices: set[int | None] = set()
+            for item in [*firsts.values(), *repeats]:
+                i, message = item[0], item[4]
+                pk = uuid.UUID(message["result_id"])
+                kept = stored.get(pk, firsts[pk][4])  # what the database holds for this id now
+                if item is firsts[pk] and pk in created:
+                    outcomes[i] = "result_created"
+                elif kept == message:
+                    log.info("result %s already stored (duplicate)", pk)
+                    outcomes[i] = "result_duplicate"
+                else:
+                    conflicts.append(item)
+                    continue
+                seen_devices.add(rows[pk].device_id)
+            self._seen(seen_devices, timezone.now())
+        for i, topic, device_id, payload, message in conflicts:
+            log.info("result %s already stored (conflict)", message["result_id"])
+            outcomes[i] = self._dead(
+                "conflict",
+                topic,
+                payload,
+                f"result {message['result_id']} is already stored with different content; the first one is kept",
+                device_id,
+            )
+        return outcomes
+
+    @staticmethod
+    def _seen(device_pks: set[int | None], when: datetime) -> None:
+        """Devices proved up by a batch: one update; rows locked in key order so two workers never deadlock."""
+        pks = sorted(pk for pk in device_pks if pk is not None)
+        if not pks:
+            return
+        devices = Device.objects.filter(pk__in=pks).filter(
+            models.Q(last_seen__isnull=True) | models.Q(last_seen__lt=when)
+        )
+        if connection.features.has_select_for_no_key_update:
+            # NO KEY UPDATE: does not block other workers inserting results that refer to these devices.
+            pks = list(devices.order_by("pk").select_for_update(no_key=True).values_list("pk", flat=True))
+            devices = Device.objects.filter(pk__in=pks)
+        devices.update(last_seen=when)
 
     def _route(self, topic: str, payload: bytes) -> str:
         try:
@@ -102,7 +222,7 @@ class Ingestor:
     def _decode(self, name: str, topic: str, device_id: str, payload: bytes) -> dict[str, Any] | str:
         limit = contract.MAX_RESULT_BYTES if name == "result" else contract.MAX_STATUS_BYTES
         try:
-            message = contract.decode(name, payload, max_bytes=limit)
+            message = decoding.decode(name, payload, max_bytes=limit)
         except ContractError as exc:
             detail = "\n".join([exc.message, *exc.errors]) if exc.errors else str(exc)
             return self._dead(refusal_reason(payload, limit), topic, payload, detail, device_id)

@@ -8,6 +8,10 @@ sends at most ``receive_maximum`` unacknowledged messages and holds the rest in 
 worker stops, or the connection drops, before a message is stored, it is never acknowledged and the
 broker delivers it again: at-least-once delivery, made exactly-once in effect by idempotent writes.
 
+Under load, everything already waiting on the socket is read and stored in batches (one transaction
+each, see Ingestor.handle_batch) and acknowledged after the commit; a message arriving alone is stored
+alone, with no waiting for company.
+
 Deliveries are tagged with the connection they came on: after a reconnect, packet ids restart, so an
 acknowledgement for an old delivery could acknowledge a different message. Old ones are dropped
 unacknowledged instead; the broker redelivers them on the new connection.
@@ -46,10 +50,13 @@ class Delivery:
 
 
 class IngestWorker:
-    def __init__(self, config: BrokerConfig, ingestor: Ingestor, *, max_backoff_s: float = 30.0) -> None:
+    def __init__(
+        self, config: BrokerConfig, ingestor: Ingestor, *, max_backoff_s: float = 30.0, batch_size: int = 1
+    ) -> None:
         self.config = config
         self.ingestor = ingestor
         self.max_backoff_s = max_backoff_s
+        self.batch_size = max(1, batch_size)  # 1: one transaction per message
         self.stop_requested = threading.Event()
         self.pending: deque[Delivery] = deque()
         self.generation = 0  # bumped on every successful CONNACK
@@ -117,6 +124,7 @@ class IngestWorker:
                     self.connecting_since = None
                 if self.connected:
                     backoff.reset()
+                    self._read_more()
                     self._drain()
         finally:
             self._close()
@@ -143,17 +151,53 @@ class IngestWorker:
             else:
                 self.stop_requested.wait(min(left, LOOP_TIMEOUT_S))
 
+    def _read_more(self) -> None:
+        """Take every message already waiting on the socket (``loop`` reads one packet per call), so a
+        busy stream is stored in batches; never waits."""
+        for _ in range(self.batch_size - len(self.pending)):
+            before = len(self.pending)
+            # paho's loop_read reads one packet (its max_packets argument is overridden)
+            if not self.connected or self.client.loop_read() != mqtt.MQTT_ERR_SUCCESS or len(self.pending) == before:
+                return
+
     def _drain(self) -> None:
         while self.pending and not self.stop_requested.is_set():
-            delivery = self.pending.popleft()
-            if delivery.generation != self.generation:
-                continue  # came on a lost connection: the broker redelivers it
-            if not self._store(delivery):
+            batch: list[Delivery] = []
+            while self.pending and len(batch) < self.batch_size:
+                delivery = self.pending.popleft()
+                if delivery.generation == self.generation:
+                    batch.append(delivery)  # else: came on a lost connection; the broker redelivers it
+            if not batch:
+                return
+            if not (self._store_batch(batch) if len(batch) > 1 else self._store(batch[0])):
                 if self.stop_requested.is_set():
-                    self.pending.appendleft(delivery)
+                    self.pending.extendleft(reversed(batch))
                 continue
-            if self.connected and delivery.generation == self.generation and delivery.qos > 0:
-                self.client.ack(delivery.mid, delivery.qos)
+            if self.connected:
+                for delivery in batch:
+                    if delivery.generation == self.generation and delivery.qos > 0:
+                        self.client.ack(delivery.mid, delivery.qos)
+
+    def _store_batch(self, batch: list[Delivery]) -> bool:
+        """Store several deliveries in one transaction (see Ingestor.handle_batch); True when done.
+
+        Retries while the database is down, like ``_store``. When the database refuses something in
+        the batch, the batch is stored one delivery at a time, so only the culprit becomes a dead letter.
+        """
+        backoff = Backoff(maximum=self.max_backoff_s)
+        generation = batch[0].generation
+        while not self.stop_requested.is_set() and generation == self.generation:
+            close_old_connections()
+            try:
+                self.ingestor.handle_batch([(d.topic, d.payload) for d in batch])
+            except (OperationalError, InterfaceError) as exc:
+                self._database_down(exc, backoff)
+                continue
+            except DatabaseError as exc:
+                log.warning("database refused a batch of %d (%s); storing them one by one", len(batch), exc)
+                return all(self._store(delivery) for delivery in batch)
+            return True
+        return False
 
     def _store(self, delivery: Delivery) -> bool:
         """Store (or dead-letter) one delivery; True when done. Retries while the database is down."""

@@ -36,7 +36,12 @@ class Command(BaseCommand):
             auto_register=settings.STETH_INGEST_AUTO_REGISTER,
             max_audio_bytes=settings.STETH_MAX_AUDIO_BYTES,
         )
-        worker = IngestWorker(config, ingestor, max_backoff_s=settings.STETH_INGEST_MAX_BACKOFF_S)
+        worker = IngestWorker(
+            config,
+            ingestor,
+            max_backoff_s=settings.STETH_INGEST_MAX_BACKOFF_S,
+            batch_size=settings.STETH_INGEST_BATCH_SIZE,
+        )
         signal.signal(signal.SIGTERM, worker.request_stop)
         signal.signal(signal.SIGINT, worker.request_stop)
         stats = worker.run()
