@@ -1,0 +1,160 @@
+"""Benchmark: the device pipeline per 5 s window, int8 LiteRT vs the alternatives, on one core.
+
+    .venv/bin/python -m tests.benchmarks.bench_pipeline [--recording FILE] [--repeat N]
+
+Compares, in one run and on the same real recording:
+  int8 LiteRT    the shipped model as the device runs it
+  float TFLite   the same architecture converted without quantisation
+  Keras float    the same architecture in full TensorFlow/Keras (what a user might run instead)
+Speed does not depend on the weights, so the float models are built from the shipped model's
+architecture (with its trained weights when a training run folder is given).
+Prints a table; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def one_core() -> str:
+    try:
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+        return "pinned to one core"
+    except (AttributeError, OSError):
+        return "not pinned"
+
+
+def timed(fn, repeat: int) -> list[float]:  # type: ignore[no-untyped-def]
+    out = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recording", type=Path, default=None, help="a 30 s-ish recording (default: a bundled one, tiled)")
+    p.add_argument("--repeat", type=int, default=20)
+    p.add_argument("--run-dir", type=Path, default=REPO / "artifacts" / "train" / "screening")
+    args = p.parse_args(argv)
+    pinned = one_core()
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+    from device.audio_io import Audio, read_audio
+    from device.features import frame_windows, preprocess, window_features
+    from device.inference import load_model
+
+    clf = load_model()
+    params = clf.params
+    if args.recording:
+        audio = read_audio(args.recording)
+    else:
+        base = read_audio(REPO / "device" / "samples" / "a0296.flac")
+        reps = int(np.ceil(30 * base.sample_rate / len(base.samples)))
+        audio = Audio(np.tile(base.samples, reps)[: 30 * base.sample_rate], base.sample_rate, "a0296 x3 (30 s)")
+    path = Path(tempfile.mkdtemp()) / "bench.flac"
+    import soundfile as sf
+
+    sf.write(path, audio.samples, audio.sample_rate)
+
+    def features() -> np.ndarray:
+        a = read_audio(path)
+        x = preprocess(a.samples, a.sample_rate, params)
+        return window_features(frame_windows(x, params), params)
+
+    feats = features()  # warm: librosa import, mel basis, FFT plans
+    n = len(feats)
+    t_feat = statistics.median(timed(features, args.repeat)) / n
+
+    rows = []
+    t_int8 = statistics.median(timed(lambda: clf.predict_windows(feats), args.repeat)) / n
+    rows.append(("int8 LiteRT (shipped)", t_int8, clf.path.stat().st_size))
+
+    import tensorflow as tf  # after the LiteRT timing, so its import does not disturb it
+
+    from converter import models
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    arch = clf.meta["architecture"]
+    k = models.keras()
+    trained = args.run_dir / "model.h5"
+    keras_model = (
+        k.models.load_model(trained, compile=False)
+        if trained.exists()
+        else models.build(arch, params.input_shape, len(clf.info.labels))
+    )
+    one = models.build(arch, params.input_shape, len(clf.info.labels), batch_size=1)
+    one.set_weights(keras_model.get_weights())
+
+    def keras_per_window() -> None:
+        for w in feats:
+            one(w[None], training=False)
+
+    keras_per_window()
+    t_keras = statistics.median(timed(keras_per_window, max(3, args.repeat // 4))) / n
+    t_keras_batch = statistics.median(timed(lambda: one.predict(feats[:1], verbose=0), 5))
+    with tempfile.TemporaryDirectory() as tmp:
+        h5 = Path(tmp) / "m.h5"
+        keras_model.save(h5)
+        ftfl = Path(tmp) / "float.tflite"
+        subprocess.run(
+            [sys.executable, "-m", "converter.convert_worker", str(h5), str(h5), str(ftfl), "--float"],
+            check=True,
+            capture_output=True,
+        )
+        from device.runtime import interpreter
+
+        it = interpreter(ftfl)
+        inp, out = it.get_input_details()[0], it.get_output_details()[0]
+
+        def float_tflite() -> None:
+            for w in feats:
+                it.set_tensor(inp["index"], w[None].astype(np.float32))
+                it.invoke()
+                it.get_tensor(out["index"])
+
+        float_tflite()
+        t_ftfl = statistics.median(timed(float_tflite, args.repeat)) / n
+        rows.append(("float TFLite", t_ftfl, ftfl.stat().st_size))
+    rows.append(("Keras float (TensorFlow), per window", t_keras, None))
+
+    t_classify = statistics.median(timed(lambda: clf.analyse_file(path), args.repeat))
+    print(f"recording: {audio.source}, {audio.duration_s:.1f} s -> {n} windows of {params.window_s:g} s; {pinned}")
+    print(f"features (read + resample + band-pass + MFCC): {t_feat * 1e3:.2f} ms per window")
+    print(
+        f"{'model':<40} {'inference ms/window':>20} {'features+inference ms/window':>30} {'x real time':>12} "
+        f"{'size':>9}"
+    )
+    for name, t, size in rows:
+        total = t_feat + t
+        print(
+            f"{name:<40} {t * 1e3:>20.3f} {total * 1e3:>30.2f} {params.window_s / total:>12.0f} "
+            f"{(str(size // 1024) + ' KB') if size else '-':>9}"
+        )
+    print(
+        f"int8 LiteRT vs Keras float, inference per window: {t_keras / t_int8:.1f}x faster; "
+        f"Keras model.predict on one window: {t_keras_batch * 1e3:.1f} ms"
+    )
+    print(
+        f"steth classify path (read + pipeline + int8 + heart rate + quality) on the {audio.duration_s:.0f} s "
+        f"recording, warm: {t_classify * 1e3:.1f} ms"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
