@@ -7,7 +7,7 @@ from datetime import datetime, time
 from typing import Any
 
 from django import forms
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from dashboard.clinic.models import AWAITING_REVIEW_LABELS, LABELS, LOCATIONS, Clinic, Device, Result, Review
@@ -54,11 +54,10 @@ class ResultFilterForm(forms.Form):
             qs = qs.filter(recorded_at__gte=datetime.combine(data["date_from"], time.min, tz))
         if data["date_to"]:
             qs = qs.filter(recorded_at__lte=datetime.combine(data["date_to"], time.max, tz))
-        reviewed = Exists(Review.objects.filter(result=OuterRef("pk")))
         if data["review"] == "awaiting":
-            qs = qs.filter(label__in=AWAITING_REVIEW_LABELS).exclude(reviewed)
+            qs = qs.filter(label__in=AWAITING_REVIEW_LABELS, reviewed=False)
         elif data["review"] == "reviewed":
-            qs = qs.filter(reviewed)
+            qs = qs.filter(reviewed=True)
         return qs
 
 
