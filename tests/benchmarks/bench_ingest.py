@@ -1,15 +1,19 @@
 """Benchmark: results per second into PostgreSQL through a real Mosquitto, one worker vs two.
 
     .venv/bin/python -m tests.benchmarks.bench_ingest [--results 20000] [--workers 1,2] [--publishers 2]
-        [--batch 1,64] [--profile DIR]
+        [--mode live,backlog] [--batch 1,128] [--profile DIR [--idle]]
 
-For each configuration: a fresh Mosquitto (production-like: persistence, deep queues) on a free port,
-a fresh table in the throwaway database ``steth_bench_ingest``, N `manage.py ingest` worker processes
-with production settings on one shared subscription, then publisher processes sending pre-generated,
-valid result messages (QoS 1, five windows each, from 100 registered devices) as fast as the broker
-takes them. The clock runs from the first publish until the last row is in the database (polled every
-50 ms). ``--batch`` sets STETH_INGEST_BATCH_SIZE (1 = one transaction per message, the alternative).
-``--profile DIR`` records a py-spy profile of the first worker (collapsed stacks). Prints a table; asserts nothing.
+Two modes: ``live`` (the workers store while the publishers send) and ``backlog`` (everything is
+published while the workers are stopped, then they drain it; see run_once). For each configuration:
+a fresh Mosquitto (production-like: persistence, deep queues) on a free port, a fresh table in the
+throwaway database ``steth_bench_ingest``, N `manage.py ingest` worker processes with production
+settings on one shared subscription, and publisher processes sending pre-generated, valid result
+messages (QoS 1, five windows each, from 100 registered devices) as fast as the broker takes them,
+until the last row is in the database (polled every 20 ms). "machine CPU busy" is the whole
+machine's (both cores: workers, PostgreSQL, Mosquitto, publishers) over the measured span.
+``--batch`` sets STETH_INGEST_BATCH_SIZE (1 = one transaction per message, the alternative);
+``--profile DIR`` records a py-spy profile of the first worker (collapsed stacks).
+Prints a table; asserts nothing.
 """
 
 from __future__ import annotations
@@ -112,77 +116,122 @@ class Worker:
         return json.loads(match.group(1)) if match else {}
 
 
-def count_rows() -> int:
-    return int(support.psql("SELECT count(*) FROM clinic_result", DB, capture=True))
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields) - idle) / CPU_TICKS, sum(fields) / CPU_TICKS
+
+
+class Rows:
+    """Counts the stored results (one connection, polled), noting when given fractions were reached."""
+
+    def __init__(self) -> None:
+        import psycopg
+
+        self.db = psycopg.connect(support.database_url(DB), autocommit=True)
+
+    def count(self) -> int:
+        row = self.db.execute("SELECT count(*) FROM clinic_result").fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def start_publishers(port: int, payloads: list[tuple[str, bytes]], n: int) -> tuple[Any, Any, list[Any]]:
+    ctx = mp.get_context("fork")
+    go, out = ctx.Event(), ctx.Queue()
+    pubs = [ctx.Process(target=publish, args=(port, payloads[i::n], go, out, i), daemon=True) for i in range(n)]
+    for p in pubs:
+        p.start()
+    time.sleep(1.0)  # connected
+    return go, out, pubs
 
 
 def run_once(
-    args: argparse.Namespace, workers: int, batch: int, payloads: list[tuple[str, bytes]], profile: Path | None
+    args: argparse.Namespace, mode: str, workers: int, batch: int, payloads: list[tuple[str, bytes]]
 ) -> dict[str, Any]:
+    """``live``: workers running while the publishers send; the clock runs from the first publish to the
+    last row. ``backlog``: everything published while the workers are stopped (their persistent sessions
+    keep it), then the workers start; the rate is taken between 5 % and 95 % of the rows (steady state,
+    without the workers' start-up), with the broker and the publishers no longer competing for the CPU."""
     support.psql("TRUNCATE clinic_result, clinic_deadletter CASCADE", DB)
     support.psql("UPDATE clinic_device SET last_seen = NULL", DB)
+    total = len(payloads)
+    rows = Rows()
     with tempfile.TemporaryDirectory(prefix="steth-bench-ingest-") as tmp:
         broker = support.BenchBroker(Path(tmp) / "broker").start()
         env = support.dashboard_env(DB, Path(tmp) / "var", STETH_LOG_LEVEL="info", STETH_INGEST_BATCH_SIZE=str(batch))
-        procs = [Worker(env, broker.url, f"bench-ingest-{i + 1}") for i in range(workers)]
+        if args.receive_maximum:
+            env["STETH_INGEST_RECEIVE_MAXIMUM"] = str(args.receive_maximum)
+        ids = [f"bench-ingest-{i + 1}" for i in range(workers)]
+        procs = [Worker(env, broker.url, client_id) for client_id in ids]
         spy = None
+        marks: dict[float, tuple[float, float, tuple[float, float]]] = {}  # fraction -> (time, worker CPU, machine)
         try:
             support.wait(lambda: all(w.ready() for w in procs), 60, "the workers to subscribe")
-            cpu0 = [w.cpu_s() for w in procs]
-            if profile is not None:
-                profile.mkdir(parents=True, exist_ok=True)
-                out_file = profile / f"ingest-{workers}w-batch{batch}.txt"
+            go, out, pubs = start_publishers(broker.port, payloads, args.publishers)
+            if mode == "backlog":
+                for w in procs:
+                    w.stop()  # the sessions (and the shared subscription) stay with the broker
+                go.set()
+                reports = [out.get(timeout=600) for _ in pubs]
+                procs = [Worker(env, broker.url, client_id) for client_id in ids]
+                t0 = time.time()
+            else:
+                t0 = time.time()
+                go.set()
+            if args.profile is not None:
+                args.profile.mkdir(parents=True, exist_ok=True)
+                out_file = args.profile / f"ingest-{mode}-{workers}w-batch{batch}.txt"
                 spy = subprocess.Popen(
                     [str(Path(support.PYTHON).parent / "py-spy"), "record", "-f", "raw", "-o", str(out_file),
                      "-r", "200", *(["--idle"] if args.idle else []), "-p", str(procs[0].proc.pid)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
-                time.sleep(1.0)
-            ctx = mp.get_context("fork")
-            go, out = ctx.Event(), ctx.Queue()
-            n = args.publishers
-            pubs = [
-                ctx.Process(target=publish, args=(broker.port, payloads[i::n], go, out, i), daemon=True)
-                for i in range(n)
-            ]
-            for p in pubs:
-                p.start()
-            time.sleep(1.0)  # publishers connected
-            t0 = time.time()
-            go.set()
-            total = len(payloads)
+            cpu0 = [w.cpu_s() for w in procs]
+            busy0 = machine_busy()
             seen = 0
             deadline = time.monotonic() + args.timeout
-            while time.monotonic() < deadline:
-                seen = count_rows()
-                if seen >= total:
-                    break
-                time.sleep(0.05)
+            while time.monotonic() < deadline and seen < total:
+                seen = rows.count()
+                for frac in (0.05, 0.95):
+                    if frac not in marks and seen >= frac * total:
+                        marks[frac] = (time.time(), sum(w.cpu_s() for w in procs), machine_busy())
+                time.sleep(0.02)
             t_end = time.time()
-            pub_reports = [out.get(timeout=60) for _ in pubs]
+            if mode == "live":
+                reports = [out.get(timeout=60) for _ in pubs]
             for p in pubs:
                 p.join(10)
-            cpu = [w.cpu_s() - c for w, c in zip(procs, cpu0, strict=True)]
+            cpu = sum(w.cpu_s() for w in procs) - sum(cpu0)
+            busy1 = machine_busy()
         finally:
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(60)
             stats = [w.stop() for w in procs]
             broker.stop()
-    pub_start = min(r[1] for r in pub_reports)
-    pub_end = max(r[2] for r in pub_reports)
-    elapsed = t_end - t0
-    created = sum(s.get("result_created", 0) for s in stats)
+            rows.close()
+    if mode == "backlog" and 0.05 in marks and 0.95 in marks:
+        (ta, ca, ma), (tb, cb, mb) = marks[0.05], marks[0.95]
+        rate, cpu_ms = 0.9 * total / (tb - ta), 1000 * (cb - ca) / (0.9 * total)
+        busy = (mb[0] - ma[0]) / (mb[1] - ma[1])
+    else:
+        rate, cpu_ms = seen / (t_end - t0), 1000 * cpu / max(seen, 1)
+        busy = (busy1[0] - busy0[0]) / (busy1[1] - busy0[1])
     return {
+        "mode": mode,
         "workers": workers,
         "batch": batch,
         "results": total,
         "stored": seen,
-        "created": created,
-        "seconds": elapsed,
-        "rate": seen / elapsed if elapsed else 0.0,
-        "publish_rate": total / (pub_end - pub_start),
-        "cpu_per_result_ms": 1000 * sum(cpu) / max(seen, 1),
+        "seconds": t_end - t0,
+        "rate": rate,
+        "publish_rate": total / (max(r[2] for r in reports) - min(r[1] for r in reports)),
+        "cpu_per_result_ms": cpu_ms,
+        "busy": busy,
         "split": "/".join(str(s.get("result_created", 0)) for s in stats),
         "other": {k: v for s in stats for k, v in s.items() if k not in ("result_created", "status")},
     }
@@ -192,8 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", type=int, default=20000)
     p.add_argument("--workers", default="1,2", help="worker counts to compare, e.g. 1,2")
+    p.add_argument("--mode", default="live,backlog", help="live (publishing while ingesting), backlog, or both")
     p.add_argument("--batch", default="64", help="STETH_INGEST_BATCH_SIZE values to compare, e.g. 1,64")
     p.add_argument("--publishers", type=int, default=2)
+    p.add_argument(
+        "--receive-maximum", type=int, default=None, help="STETH_INGEST_RECEIVE_MAXIMUM (default: the setting's)"
+    )
     p.add_argument("--devices", type=int, default=100)
     p.add_argument("--timeout", type=float, default=600)
     p.add_argument("--profile", type=Path, default=None, help="write py-spy profiles (raw stacks) of worker 1 here")
@@ -215,20 +268,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(payloads)} results of {len(payloads[0][1])} bytes from {len(devices)} devices, "
           f"{args.publishers} publisher processes")  # fmt: skip
     rows = []
-    for batch in [int(b) for b in args.batch.split(",")]:
-        for workers in [int(w) for w in args.workers.split(",")]:
-            r = run_once(args, workers, batch, payloads, args.profile)
-            print(f"  {workers} worker(s), batch {batch}: {r['stored']}/{r['results']} rows in {r['seconds']:.2f} s "
-                  f"(publishers {r['publish_rate']:.0f}/s); other outcomes {r['other']}", flush=True)  # fmt: skip
-            rows.append(r)
-    base = {r["batch"]: r["rate"] for r in rows if r["workers"] == 1}
+    for mode in args.mode.split(","):
+        for batch in [int(b) for b in args.batch.split(",")]:
+            for workers in [int(w) for w in args.workers.split(",")]:
+                r = run_once(args, mode, workers, batch, payloads)
+                print(f"  {mode}, {workers} worker(s), batch {batch}: {r['stored']}/{r['results']} rows in "
+                      f"{r['seconds']:.2f} s, {r['rate']:.0f}/s; other outcomes {r['other']}", flush=True)  # fmt: skip
+                rows.append(r)
+    base = {(r["mode"], r["batch"]): r["rate"] for r in rows if r["workers"] == 1}
     support.table(
-        ["workers", "batch size", "results", "seconds", "results/s", "vs 1 worker", "worker CPU ms/result",
-         "split", "publish rate/s"],
+        ["mode", "workers", "batch size", "results", "stored", "seconds", "results/s", "vs 1 worker",
+         "worker CPU ms/result", "machine CPU busy", "split", "publish rate/s"],
         [
-            (r["workers"], r["batch"], r["stored"], r["seconds"], r["rate"],
-             f"{r['rate'] / base[r['batch']]:.2f}x" if base.get(r["batch"]) else "-",
-             r["cpu_per_result_ms"], r["split"], r["publish_rate"])
+            (r["mode"], r["workers"], r["batch"], r["results"], r["stored"], r["seconds"], r["rate"],
+             f"{r['rate'] / base[(r['mode'], r['batch'])]:.2f}x" if base.get((r["mode"], r["batch"])) else "-",
+             r["cpu_per_result_ms"], f"{r['busy']:.0%}", r["split"], r["publish_rate"])
             for r in rows
         ],
         "Ingest: results/s into PostgreSQL through Mosquitto (target >= 2,000/s with one worker)",

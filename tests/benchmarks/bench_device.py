@@ -1,0 +1,322 @@
+"""Benchmark: the device's footprint: memory over an hour of replayed audio, cold start, outbox rates.
+
+    .venv/bin/python -m tests.benchmarks.bench_device [--hours 1] [--model screening] [--only outbox,start,memory]
+
+outbox   results/s into the SQLite outbox: one transaction per result with synchronous=FULL (what the
+         device does: every result fsynced before the nurse is told it is saved), against
+         synchronous=NORMAL and against batches of 100 per transaction; then results/s drained to a
+         real local Mosquitto (QoS 1, deleted on PUBACK) with 1, 10 (the default) and 100 in flight.
+start    `steth device run` (replay mode, one 15 s recording) from exec to READY=1 (sd_notify) and to
+         the first result stored in the outbox and received by the broker: the very first start with
+         an empty NUMBA_CACHE_DIR (librosa's numba functions compiled), then three with that cache warm.
+memory   `steth device run` in replay mode over a folder of real PhysioNet recordings adding up to
+         --hours of audio (each analysed once, as fast as the daemon goes: replay is not paced), its
+         resident memory (VmRSS) sampled every 0.5 s and reported against the audio analysed so far.
+The broker is a Mosquitto started on a free port. Prints tables; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.benchmarks import support
+
+SAMPLE = support.REPO / "device" / "samples" / "a0405.flac"
+
+
+# -- outbox --------------------------------------------------------------------------------------------
+
+
+def outbox_rates(tmp: Path, n: int) -> None:
+    from device.config import BrokerConfig
+    from device.outbox import Entry, Outbox
+    from device.publisher import Publisher
+
+    messages = support.result_messages(3 * n, ["pi-bench"])
+    rows = []
+
+    def fresh(name: str, sync: str = "FULL") -> Outbox:
+        box = Outbox(tmp / f"{name}.sqlite", tmp / f"{name}-audio", 1 << 30)
+        box._db.execute(f"PRAGMA synchronous = {sync}")  # the alternative: NORMAL (no fsync per commit)
+        return box
+
+    variants = [
+        ("one transaction per result, synchronous=FULL (the device)", "FULL", 1),
+        ("one transaction per result, synchronous=NORMAL", "NORMAL", 1),
+        ("100 results per transaction, synchronous=FULL", "FULL", 100),
+    ]
+    for i, (name, sync, per) in enumerate(variants):
+        box = fresh(f"write{i}", sync)
+        chunk = messages[i * n : (i + 1) * n]
+        t0 = time.perf_counter()
+        for k in range(0, len(chunk), per):
+            box.add([Entry(m) for m in chunk[k : k + per]])
+        dt = time.perf_counter() - t0
+        box.close()
+        rows.append((name, n, n / dt, 1000 * dt / n))
+    support.table(["outbox write", "results", "results/s", "ms/result"], rows, "Outbox write rate (SQLite, WAL)")
+
+    broker = support.BenchBroker(tmp / "broker").start()
+    rows = []
+    try:
+        for inflight in (1, 10, 100):
+            box = fresh(f"drain{inflight}")
+            batch = support.result_messages(n, ["pi-bench"])
+            for k in range(0, n, 500):
+                box.add([Entry(m) for m in batch[k : k + 500]])
+            cfg = BrokerConfig(url=broker.url, reconnect_min_s=0.1, reconnect_max_s=0.5)
+            pub = Publisher(cfg, "pi-bench", box, max_inflight=inflight, announce=False)
+            while pub.state != "up":
+                pub.step(0.05)
+            t0 = time.perf_counter()
+            done = pub.drain(300)
+            dt = time.perf_counter() - t0
+            pub.close()
+            left = box.stats().pending_results
+            box.close()
+            rows.append((f"{inflight} in flight" + (" (default)" if inflight == 10 else ""), n, n / dt,
+                         "all" if done and left == 0 else f"{left} left"))  # fmt: skip
+    finally:
+        broker.stop()
+    support.table(["drain to Mosquitto (QoS 1)", "results", "results/s", "delivered"], rows, "Outbox drain rate")
+
+
+# -- the daemon ----------------------------------------------------------------------------------------
+
+
+def write_config(tmp: Path, broker_url: str, replay: Path, model: str) -> Path:
+    path = tmp / "device.toml"
+    path.write_text(
+        f'device_id = "pi-bench"\nmode = "replay"\nlog_level = "INFO"\n'
+        f'[broker]\nurl = "{broker_url}"\nreconnect_min_s = 0.2\nreconnect_max_s = 1.0\n'
+        f'[audio]\nsource = "replay"\nreplay_path = "{replay}"\ntransient_dir = "{tmp / "run"}"\n'
+        f'[models]\nrun = ["{model}"]\n'
+        f'[outbox]\npath = "{tmp / "state" / "outbox.sqlite"}"\n'
+    )
+    return path
+
+
+class Subscriber:
+    """Counts result messages arriving at the broker, with the time of the first."""
+
+    def __init__(self, port: int) -> None:
+        import paho.mqtt.client as mqtt
+
+        from device import contract
+
+        self.count = 0
+        self.first: float | None = None
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-sub", protocol=mqtt.MQTTv5)
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe(contract.ALL_RESULTS, qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, *args: Any) -> None:
+        self.count += 1
+        if self.first is None:
+            self.first = time.time()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Daemon:
+    """`python -m device device run` as systemd starts it, with $NOTIFY_SOCKET to catch READY=1."""
+
+    def __init__(self, config: Path, env: dict[str, str]) -> None:
+        import socket
+
+        self.notify_path = config.parent / f"notify-{time.monotonic_ns()}.sock"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.notify_path))
+        self.sock.settimeout(0.05)
+        self.ready: float | None = None
+        self.log = config.parent / "daemon.log"
+        self.t0 = time.time()
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [support.PYTHON, "-m", "device", "device", "run", "--config", str(config)],
+                cwd=support.REPO, env={**env, "NOTIFY_SOCKET": str(self.notify_path)}, stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        self._stop = threading.Event()
+        threading.Thread(target=self._listen, daemon=True).start()
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(4096).decode()
+            except OSError:
+                continue
+            if "READY=1" in data and self.ready is None:
+                self.ready = time.time()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.sock.close()
+        self.notify_path.unlink(missing_ok=True)
+
+
+def stored_results(outbox: Path) -> int:
+    """Results the daemon has stored so far (waiting + delivered), read from its outbox."""
+    if not outbox.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{outbox}?mode=ro", uri=True, timeout=5) as db:
+            waiting = db.execute("SELECT count(*) FROM messages WHERE kind = 'result'").fetchone()[0]
+            row = db.execute("SELECT value FROM counters WHERE name = 'delivered_results'").fetchone()
+            return int(waiting) + (int(row[0]) if row else 0)
+    except sqlite3.Error:
+        return 0
+
+
+def cold_start(tmp: Path, model: str, runs: int = 3) -> None:
+    replay = tmp / "one"
+    replay.mkdir()
+    (replay / SAMPLE.name).symlink_to(SAMPLE)
+    numba_cache = tmp / "numba-cache"
+    rows = []
+    for i in range(runs + 1):
+        work = tmp / f"start{i}"
+        work.mkdir()
+        broker = support.BenchBroker(work / "broker").start()
+        sub = Subscriber(broker.port)
+        env = {**os.environ, "NUMBA_CACHE_DIR": str(numba_cache), "PYTHONDONTWRITEBYTECODE": "0"}
+        daemon = Daemon(write_config(work, broker.url, replay, model), env)
+        outbox = work / "state" / "outbox.sqlite"
+        stored_at = None
+        try:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and (stored_at is None or sub.first is None):
+                if stored_at is None and stored_results(outbox) > 0:
+                    stored_at = time.time()
+                if daemon.proc.poll() is not None:
+                    raise RuntimeError(f"the daemon exited:\n{daemon.log.read_text()[-3000:]}")
+                time.sleep(0.01)
+        finally:
+            daemon.stop()
+            sub.close()
+            broker.stop()
+        name = "first start, empty NUMBA_CACHE_DIR" if i == 0 else f"warm caches, start {i}"
+        ready = (daemon.ready or float("nan")) - daemon.t0
+        first = (stored_at or float("nan")) - daemon.t0
+        delivered = (sub.first or float("nan")) - daemon.t0
+        rows.append((name, ready, first, delivered, "yes" if i > 0 and first <= 3 else ("-" if i == 0 else "NO")))
+        print(f"  {name}: READY {ready:.2f} s, first result stored {first:.2f} s, at the broker {delivered:.2f} s",
+              flush=True)  # fmt: skip
+    support.table(
+        ["start", "to READY=1 s", "to first result stored s", "to first result at broker s", "<= 3 s"],
+        rows,
+        "Cold start of `steth device run` (replay of one 15 s recording, exec to result)",
+    )
+
+
+def hour_of_recordings(folder: Path, seconds: float) -> tuple[int, float]:
+    """Symlink real recordings (PhysioNet 2016, then the bundled samples) into ``folder`` up to ``seconds``."""
+    from device.audio_io import AUDIO_SUFFIXES, audio_info
+
+    data = Path(os.environ.get("STETH_DATA_DIR", support.REPO.parent / "shared" / "data")) / "physionet2016"
+    sources = sorted(p for p in data.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES) if data.is_dir() else []
+    sources = sources or sorted((support.REPO / "device" / "samples").glob("*.flac"))
+    total, count, k = 0.0, 0, 0
+    while total < seconds:
+        src = sources[k % len(sources)]
+        duration = audio_info(src)[2]
+        (folder / f"{count:05d}-{src.name}").symlink_to(src)
+        total += duration
+        count += 1
+        k += 1
+    return count, total
+
+
+def memory(tmp: Path, model: str, hours: float) -> None:
+    replay = tmp / "hour"
+    replay.mkdir()
+    files, audio_s = hour_of_recordings(replay, hours * 3600)
+    print(f"replay folder: {files} recordings, {audio_s / 3600:.2f} h of audio", flush=True)
+    broker = support.BenchBroker(tmp / "broker").start()
+    sub = Subscriber(broker.port)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp / "numba-cache")}
+    daemon = Daemon(write_config(tmp, broker.url, replay, model), env)
+    outbox = tmp / "state" / "outbox.sqlite"
+    samples: list[tuple[float, int, int]] = []  # (seconds since start, results stored, RSS KiB)
+    try:
+        deadline = time.monotonic() + 6 * 3600
+        while time.monotonic() < deadline:
+            if daemon.proc.poll() is not None:
+                raise RuntimeError(f"the daemon exited:\n{daemon.log.read_text()[-3000:]}")
+            samples.append((time.time() - daemon.t0, stored_results(outbox), support.rss_kib(daemon.proc.pid)))
+            if samples[-1][1] >= files and sub.count >= files:
+                break
+            time.sleep(0.5)
+        for _ in range(10):  # idle afterwards: does it give memory back, or keep growing?
+            time.sleep(0.5)
+            samples.append((time.time() - daemon.t0, stored_results(outbox), support.rss_kib(daemon.proc.pid)))
+    finally:
+        daemon.stop()
+        sub.close()
+        broker.stop()
+    elapsed = samples[-1][0]
+    first = next((s for s in samples if s[1] > 0), samples[0])
+    marks = [("first result", first)]
+    for frac in (0.25, 0.5, 0.75, 1.0):
+        marks.append((f"{frac:.0%} of the recordings", next((s for s in samples if s[1] >= frac * files), samples[-1])))
+    marks.append(("5 s idle after the last", samples[-1]))
+    peak = max(s[2] for s in samples)
+    rows = [(name, s[0], s[1], s[2] / 1024) for name, s in marks]
+    support.table(
+        ["point", "seconds since start", "results stored", "RSS MiB"],
+        rows,
+        f"Resident memory of `steth device run` over {audio_s / 3600:.2f} h of replayed audio ({files} recordings, "
+        f"{elapsed:.0f} s)",
+    )
+    settled = [s[2] for s in samples if s[1] >= 0.25 * files]
+    growth = (settled[-1] - settled[0]) / 1024 if settled else float("nan")
+    print(f"peak RSS {peak / 1024:.1f} MiB; from 25 % to the end {growth:+.1f} MiB; "
+          f"{files / max(elapsed, 1e-9):.1f} recordings/s, {audio_s / max(elapsed, 1e-9):.0f}x real time; "
+          f"{sub.count} results at the broker")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--hours", type=float, default=1.0, help="hours of replayed audio for the memory run")
+    p.add_argument("--model", default="screening")
+    p.add_argument("--results", type=int, default=2000, help="results for the outbox rates")
+    p.add_argument("--only", default="outbox,start,memory")
+    args = p.parse_args(argv)
+    print(support.machine())
+    support.quiet_warning()
+    only = set(args.only.split(","))
+    with tempfile.TemporaryDirectory(prefix="steth-bench-device-") as tmp:
+        if "outbox" in only:
+            (Path(tmp) / "outbox").mkdir()
+            outbox_rates(Path(tmp) / "outbox", args.results)
+        if "start" in only:
+            (Path(tmp) / "start").mkdir()
+            cold_start(Path(tmp) / "start", args.model)
+        if "memory" in only:
+            (Path(tmp) / "memory").mkdir()
+            memory(Path(tmp) / "memory", args.model, args.hours)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
