@@ -22,7 +22,13 @@ def main(argv: list[str]) -> int:
     as_float = "--float" in argv
     trained = models.keras().models.load_model(keras_path, compile=False)
     # The converter needs a fixed batch of one (the device classifies one window at a time).
-    fixed = models.build(trained.name, tuple(trained.input_shape[1:]), int(trained.output_shape[-1]), batch_size=1)
+    fixed = models.build(
+        trained.name,
+        tuple(trained.input_shape[1:]),
+        int(trained.output_shape[-1]),
+        batch_size=1,
+        unroll="--fused" not in argv,
+    )
     fixed.set_weights(trained.get_weights())
     converter = tf.lite.TFLiteConverter.from_keras_model(fixed)
     if not as_float:

