@@ -78,9 +78,9 @@ def test_replaying_real_recordings_delivers_one_valid_result_each(samples_dir, t
 def test_kill_9_mid_stream_and_restart_gives_every_recording_one_result(samples_dir, tmp_path, model):
     folder = tmp_path / "recordings"
     folder.mkdir()
-    for copy in range(5):
+    for copy in range(20):  # 120 recordings: enough that the kill lands mid-stream
         for f in samples_dir.glob("*.flac"):
-            shutil.copy(f, folder / f"{copy}-{f.name}")
+            shutil.copy(f, folder / f"{copy:02d}-{f.name}")
     clf = load_model(model)
     ids = expected_ids(folder, clf.info.name)
     mosquitto = broker(tmp_path / "broker").start()
@@ -88,7 +88,7 @@ def test_kill_9_mid_stream_and_restart_gives_every_recording_one_result(samples_
     config = replay_config(tmp_path, mosquitto.url, folder, model, outbox="max_inflight = 1")
     daemon = DaemonProcess(config).start()
     try:
-        assert sub.wait_until(lambda s: len(s.results) >= 8, timeout=120), daemon.log[-3000:]
+        assert sub.wait_until(lambda s: len(s.results) >= 5, timeout=120), daemon.log[-3000:]
         daemon.kill9()  # mid-analysis and mid-delivery
         before = len(sub.results)
         assert before < len(ids), "everything was done before the kill; nothing was interrupted"
