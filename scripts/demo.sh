@@ -1,9 +1,184 @@
 #!/usr/bin/env bash
-# The demo: installs what is missing, then runs the signal pipeline on bundled real recordings.
+# The demo, end to end on this machine: installs what is missing (scripts/setup.sh), then starts
+#   - a Mosquitto broker with the production configuration (TLS, passwords, ACLs; deploy/mosquitto/),
+#   - the dashboard (SQLite) with a demo login,
+#   - an ingest worker (broker -> dashboard database),
+#   - a device daemon that replays the bundled real recordings (device/samples/, copied to var/demo/replay/;
+#     add WAV/FLAC files there while it runs) as if from a stethoscope,
+# and prints the dashboard's address and the login. Results appear within a minute. Ctrl-C stops every
+# process it started. Everything lives in var/demo/ (gitignored); each run starts with empty data but
+# keeps the certificates, accounts and login (--keep keeps the data too; --reset forgets everything).
+#
+#   bash scripts/demo.sh [--keep | --reset]
+#   ports: DEMO_HTTP_PORT (8000), DEMO_MQTT_TLS_PORT (18883), DEMO_MQTT_PORT (11883, loopback)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+repo=$(pwd)
+
+keep=0
+case "${1:-}" in
+  --keep) keep=1 ;;
+  --reset) rm -rf var/demo ;;
+  "") ;;
+  -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) echo "demo: unknown argument $1 (--keep, --reset)" >&2; exit 2 ;;
+esac
+
 bash scripts/setup.sh
-for f in device/samples/*.flac; do
-  .venv/bin/steth data pipeline "$f"
-  echo
+
+V=$repo/var/demo
+STETH=$repo/.venv/bin/steth
+PY=$repo/.venv/bin/python
+DEVICE=demo-pi-1
+mkdir -p "$V/logs"
+chmod 700 "$V"
+
+ls device/models/*.tflite >/dev/null 2>&1 || {
+  echo "demo: no shipped model in device/models/ (the device cannot classify without one)" >&2; exit 1; }
+
+# A port: the wanted one when free, else any free one (said out loud).
+port() {
+  "$PY" - "$1" "$2" <<'EOF'
+import socket, sys
+want, name = int(sys.argv[1]), sys.argv[2]
+def free(p):
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: TIME_WAIT is no conflict
+        try:
+            s.bind(("127.0.0.1", p)); return True
+        except OSError:
+            return False
+if free(want):
+    print(want)
+else:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]
+    print(f"demo: port {want} is busy; using {p} for {name}", file=sys.stderr)
+    print(p)
+EOF
+}
+HTTP_PORT=$(port "${DEMO_HTTP_PORT:-8000}" "the dashboard")
+TLS_PORT=$(port "${DEMO_MQTT_TLS_PORT:-18883}" "MQTT over TLS")
+MQTT_PORT=$(port "${DEMO_MQTT_PORT:-11883}" "MQTT on loopback")
+
+pids=() names=()
+stop_all() {
+  trap - INT TERM EXIT
+  local i
+  [ "${#pids[@]}" -gt 0 ] && echo && echo "demo: stopping ${names[*]}"
+  # mirror order, one at a time: the device first (it says offline), the broker last
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill -TERM "${pids[i]}" 2>/dev/null || true
+    for _ in $(seq 1 150); do kill -0 "${pids[i]}" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "${pids[i]}" 2>/dev/null || true
+    wait "${pids[i]}" 2>/dev/null || true
+  done
+  echo "demo: stopped; logs in var/demo/logs/"
+}
+trap stop_all EXIT
+trap 'exit 130' INT TERM
+start() {  # name, command... (output to var/demo/logs/NAME.log)
+  local name=$1; shift
+  # Its own session: Ctrl-C reaches only this script, which stops the parts in order (the broker last).
+  setsid "$@" > "$V/logs/$name.log" 2>&1 &
+  pids+=($!) names+=("$name")
+}
+wait_port() {  # port, name, log
+  for _ in $(seq 1 300); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.2
+  done
+  echo "demo: $2 did not start; the end of its log:" >&2; tail -n 20 "$3" >&2; exit 1
+}
+
+# -- the broker: certificates, accounts, the production config with demo paths and ports -----------------
+B=$V/broker
+if [ ! -f "$B/server.crt" ]; then
+  bash deploy/mosquitto/make-certs.sh "$B" localhost 127.0.0.1 > /dev/null
+fi
+cp deploy/mosquitto/steth.acl "$B/acl"
+[ -f "$B/passwd" ] || install -m 0640 /dev/null "$B/passwd"
+if [ ! -f "$V/bundles/$DEVICE/device.toml" ]; then
+  "$STETH" provision "$DEVICE" --broker-dir "$B" --out "$V/bundles" --broker-url "mqtts://localhost:$TLS_PORT" \
+    --password-file --install-dir "$V/bundles/$DEVICE" --send-audio > /dev/null 2>&1
+fi
+[ -f "$V/bundles/svc.ingest/mqtt-password" ] || "$STETH" provision --service ingest --broker-dir "$B" --out "$V/bundles" > /dev/null
+[ "$keep" -eq 1 ] || rm -rf "$B/data" "$V/device" "$V/dashboard"
+mkdir -p "$B/data"
+run_as=""; [ "$(id -u)" -eq 0 ] && run_as="user root"   # else Mosquitto drops to a user who cannot read var/
+sed -e "s#/etc/mosquitto/steth/#$B/#" \
+    -e "s#^listener 8883\$#listener $TLS_PORT 127.0.0.1#" \
+    -e "s#^listener 1883 127.0.0.1\$#listener $MQTT_PORT 127.0.0.1#" \
+    -e "s#^pid_file .*#pid_file $B/mosquitto.pid#" \
+    -e "s#^persistence_location .*#persistence_location $B/data/#" \
+    -e "s#^log_dest syslog\$#log_dest stdout#" \
+    -e "s#^user mosquitto\$#$run_as#" \
+    deploy/mosquitto/mosquitto.conf > "$B/mosquitto.conf"
+start broker "$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c "$B/mosquitto.conf"
+wait_port "$MQTT_PORT" broker "$V/logs/broker.log"   # the loopback listener: a probe there makes no TLS noise
+
+# -- the dashboard: SQLite, migrations, the demo device and login ------------------------------------------
+export DEBUG=1 STETH_VAR_DIR=$V/dashboard
+"$STETH" dashboard migrate --noinput -v 0
+"$STETH" dashboard registerdevice "$DEVICE" --clinic demo --clinic-name "Demo clinic" \
+  --name "Demo kit replaying PhysioNet recordings" > /dev/null
+if [ ! -s "$V/login-password" ]; then
+  (umask 077; "$PY" -c 'import secrets; print(secrets.token_urlsafe(12))' > "$V/login-password")
+fi
+"$STETH" dashboard createuser demo --role physician --role admin --password-file "$V/login-password" > /dev/null
+start dashboard "$STETH" dashboard runserver "127.0.0.1:$HTTP_PORT" --noreload
+wait_port "$HTTP_PORT" dashboard "$V/logs/dashboard.log"
+
+# -- the ingest worker: the loopback listener, with the ingest account ---------------------------------------
+start ingest env STETH_MQTT_URL="mqtt://127.0.0.1:$MQTT_PORT" STETH_MQTT_USERNAME=svc.ingest \
+  STETH_MQTT_PASSWORD_FILE="$V/bundles/svc.ingest/mqtt-password" STETH_LOG_LEVEL=info \
+  "$STETH" dashboard ingest --client-id demo-ingest-1
+
+# -- the device: the provisioned bundle, replaying the bundled recordings at a stethoscope's pace ------------
+mkdir -p "$V/device" "$V/replay"
+# the folder the device replays (new files are picked up as they appear): the bundled recordings
+cp -p device/samples/*.flac "$V/replay/"
+# Audio waiting for upload stays in RAM, as on the Pi (/run/steth there)
+transient=$V/device/transient
+[ -d /dev/shm ] && [ -w /dev/shm ] && transient=/dev/shm/stethoscope-edge-demo-$(id -u)
+[ "$keep" -eq 1 ] || rm -rf "$transient"
+start device env STETH_DEVICE__MODE=replay STETH_DEVICE__AUDIO__SOURCE=replay \
+  STETH_DEVICE__AUDIO__REPLAY_PATH="$V/replay" \
+  STETH_DEVICE__AUDIO__TRANSIENT_DIR="$transient" STETH_DEVICE__OUTBOX__PATH="$V/device/outbox.sqlite" \
+  STETH_DEVICE__BROKER__URL="mqtts://localhost:$TLS_PORT" \
+  "$STETH" device run --config "$V/bundles/$DEVICE/device.toml"
+
+cat <<EOF
+
+  stethoscope-edge demo is running.
+
+    Dashboard:  http://127.0.0.1:$HTTP_PORT/
+    Log in as:  demo   password: $(cat "$V/login-password")
+
+  The device $DEVICE replays $(find device/samples -name "*.flac" | wc -l) real recordings (PhysioNet 2016, ODC-BY) as if from
+  a stethoscope; each result (and its recording) travels over MQTT with TLS to the broker, then to the
+  ingest worker and the dashboard, whose live feed shows it within seconds. Add recordings to the
+  replay by copying WAV/FLAC files into var/demo/replay/. Screening support, not a diagnosis.
+  Logs: var/demo/logs/. Ctrl-C stops everything.
+
+EOF
+
+# Report results as they land; stop everything if a part dies.
+db=$V/dashboard/dashboard.sqlite3
+seen=0
+while true; do
+  for i in "${!pids[@]}"; do
+    if ! kill -0 "${pids[i]}" 2>/dev/null; then
+      echo "demo: ${names[i]} stopped unexpectedly; the end of its log:" >&2
+      tail -n 20 "$V/logs/${names[i]}.log" >&2
+      exit 1
+    fi
+  done
+  n=$("$PY" -c 'import sqlite3, sys
+try:
+    print(sqlite3.connect(sys.argv[1]).execute("select count(*) from clinic_result").fetchone()[0])
+except Exception:
+    print(0)' "$db" 2>/dev/null || echo 0)
+  if [ "$n" != "$seen" ]; then echo "demo: $n result(s) on the dashboard"; seen=$n; fi
+  sleep 2
 done
