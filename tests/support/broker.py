@@ -6,6 +6,7 @@ an outage, and gives it whatever listeners, passwords and ACLs the test needs.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -54,8 +55,11 @@ class Broker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "mosquitto.conf"
         listener = self.listener or f"listener {self.port} 127.0.0.1\n"
+        # As root, mosquitto drops to the 'mosquitto' user, which cannot write the test's folder: its
+        # persistence (sessions kept while a client is away) and its log would silently vanish.
+        user = "user root\n" if os.geteuid() == 0 else ""
         conf.write_text(
-            "per_listener_settings false\n"
+            user + "per_listener_settings false\n"
             f"persistence true\npersistence_location {self.workdir}/\n"
             f"log_dest file {self.workdir}/mosquitto.log\nlog_type all\n"
             "autosave_interval 1\n"
