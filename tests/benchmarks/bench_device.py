@@ -105,6 +105,21 @@ def write_config(tmp: Path, broker_url: str, replay: Path, model: str) -> Path:
     return path
 
 
+# `steth device run` as on a Raspberry Pi, where only the [device] extra is installed: without Django the
+# dashboard's commands are simply absent (device/cli.py); "numpy" also swaps in the librosa-free features.
+LAUNCHER = """
+import sys
+variant = sys.argv.pop(1)
+sys.modules["django"] = None  # not installed on the device
+if "numpy" in variant:
+    import device.features, device.inference
+    from tests.benchmarks import mfcc_numpy
+    device.features.window_features = device.inference.window_features = mfcc_numpy.window_features
+from device.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 class Subscriber:
     """Counts result messages arriving at the broker, with the time of the first."""
 
@@ -134,7 +149,7 @@ class Subscriber:
 class Daemon:
     """`python -m device device run` as systemd starts it, with $NOTIFY_SOCKET to catch READY=1."""
 
-    def __init__(self, config: Path, env: dict[str, str]) -> None:
+    def __init__(self, config: Path, env: dict[str, str], variant: str = "librosa") -> None:
         import socket
 
         self.notify_path = config.parent / f"notify-{time.monotonic_ns()}.sock"
@@ -145,8 +160,11 @@ class Daemon:
         self.log = config.parent / "daemon.log"
         self.t0 = time.time()
         with self.log.open("ab") as log:
+            argv = [support.PYTHON, "-m", "device", "device", "run", "--config", str(config)]
+            if variant != "librosa":  # the same command through a launcher (see LAUNCHER)
+                argv = [support.PYTHON, "-c", LAUNCHER, variant, "device", "run", "--config", str(config)]
             self.proc = subprocess.Popen(
-                [support.PYTHON, "-m", "device", "device", "run", "--config", str(config)],
+                argv,
                 cwd=support.REPO, env={**env, "NOTIFY_SOCKET": str(self.notify_path)}, stdout=log,
                 stderr=subprocess.STDOUT,
             )  # fmt: skip
@@ -247,15 +265,22 @@ def hour_of_recordings(folder: Path, seconds: float) -> tuple[int, float]:
     return count, total
 
 
-def memory(tmp: Path, model: str, hours: float) -> None:
-    replay = tmp / "hour"
-    replay.mkdir()
-    files, audio_s = hour_of_recordings(replay, hours * 3600)
-    print(f"replay folder: {files} recordings, {audio_s / 3600:.2f} h of audio", flush=True)
+def warm_numba(cache: Path) -> None:
+    """Fill a numba cache as the first start would (so the memory runs measure the steady state)."""
+    code = (
+        "import numpy as np; from device.features import window_features, FeatureParams as P; "
+        "window_features(np.zeros((1, P().window_samples), dtype=np.float32), P())"
+    )
+    subprocess.run([support.PYTHON, "-c", code], cwd=support.REPO, env={**os.environ, "NUMBA_CACHE_DIR": str(cache)},
+                   check=True, capture_output=True)  # fmt: skip
+
+
+def memory_run(tmp: Path, model: str, replay: Path, files: int, variant: str) -> dict[str, Any]:
+    tmp.mkdir()
     broker = support.BenchBroker(tmp / "broker").start()
     sub = Subscriber(broker.port)
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp / "numba-cache")}
-    daemon = Daemon(write_config(tmp, broker.url, replay, model), env)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp.parent / "numba-cache"), "PYTHONPATH": str(support.REPO)}
+    daemon = Daemon(write_config(tmp, broker.url, replay, model), env, variant)
     outbox = tmp / "state" / "outbox.sqlite"
     samples: list[tuple[float, int, int]] = []  # (seconds since start, results stored, RSS KiB)
     try:
@@ -266,33 +291,54 @@ def memory(tmp: Path, model: str, hours: float) -> None:
             samples.append((time.time() - daemon.t0, stored_results(outbox), support.rss_kib(daemon.proc.pid)))
             if samples[-1][1] >= files and sub.count >= files:
                 break
-            time.sleep(0.5)
-        for _ in range(10):  # idle afterwards: does it give memory back, or keep growing?
-            time.sleep(0.5)
+            time.sleep(0.25)
+        for _ in range(20):  # idle afterwards: does it give memory back, or keep growing?
+            time.sleep(0.25)
             samples.append((time.time() - daemon.t0, stored_results(outbox), support.rss_kib(daemon.proc.pid)))
     finally:
         daemon.stop()
         sub.close()
         broker.stop()
-    elapsed = samples[-1][0]
     first = next((s for s in samples if s[1] > 0), samples[0])
-    marks = [("first result", first)]
-    for frac in (0.25, 0.5, 0.75, 1.0):
-        marks.append((f"{frac:.0%} of the recordings", next((s for s in samples if s[1] >= frac * files), samples[-1])))
-    marks.append(("5 s idle after the last", samples[-1]))
-    peak = max(s[2] for s in samples)
-    rows = [(name, s[0], s[1], s[2] / 1024) for name, s in marks]
+    last = next((s for s in samples if s[1] >= files), samples[-1])
+    at = {frac: next((s for s in samples if s[1] >= frac * files), samples[-1]) for frac in (0.25, 0.5, 0.75, 1.0)}
+    return {
+        "variant": variant,
+        "first": first,
+        "at": at,
+        "idle": samples[-1],
+        "peak": max(s[2] for s in samples),
+        "growth": (samples[-1][2] - at[0.25][2]) / 1024,
+        "seconds": last[0] - first[0],
+        "delivered": sub.count,
+    }
+
+
+def memory(tmp: Path, model: str, hours: float, variants: list[str]) -> None:
+    replay = tmp / "hour"
+    replay.mkdir()
+    files, audio_s = hour_of_recordings(replay, hours * 3600)
+    print(f"replay folder: {files} recordings, {audio_s / 3600:.2f} h of audio", flush=True)
+    warm_numba(tmp / "numba-cache")
+    runs = [memory_run(tmp / f"run-{v}", model, replay, files, v) for v in variants]
+    names = {
+        "librosa": "steth device run, as shipped (this venv: every extra)",
+        "device-only": "as shipped, [device] extra only (no Django), as on the Pi",
+        "device-only-numpy": "[device] only + numpy features (proposal, mfcc_numpy.py)",
+    }
+    rows = []
+    for r in runs:
+        mib = lambda s: s[2] / 1024  # noqa: E731
+        rows.append((names[r["variant"]], mib(r["first"]), mib(r["at"][0.25]), mib(r["at"][0.5]), mib(r["at"][0.75]),
+                     mib(r["at"][1.0]), mib(r["idle"]), r["peak"] / 1024, f"{r['growth']:+.1f}",
+                     f"{audio_s / max(r['seconds'], 1e-9):.0f}x", f"{r['delivered']}/{files}"))  # fmt: skip
     support.table(
-        ["point", "seconds since start", "results stored", "RSS MiB"],
+        ["daemon", "RSS at 1st result MiB", "at 25 %", "50 %", "75 %", "100 %", "5 s idle after", "peak",
+         "growth 25 %->end MiB", "speed vs real time", "delivered"],
         rows,
-        f"Resident memory of `steth device run` over {audio_s / 3600:.2f} h of replayed audio ({files} recordings, "
-        f"{elapsed:.0f} s)",
-    )
-    settled = [s[2] for s in samples if s[1] >= 0.25 * files]
-    growth = (settled[-1] - settled[0]) / 1024 if settled else float("nan")
-    print(f"peak RSS {peak / 1024:.1f} MiB; from 25 % to the end {growth:+.1f} MiB; "
-          f"{files / max(elapsed, 1e-9):.1f} recordings/s, {audio_s / max(elapsed, 1e-9):.0f}x real time; "
-          f"{sub.count} results at the broker")  # fmt: skip
+        f"Resident memory of `steth device run`, replay of {audio_s / 3600:.2f} h of real recordings ({files} "
+        "files, analysed as fast as the daemon goes), warm numba cache (target <= 150 MB, flat)",
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,6 +347,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="screening")
     p.add_argument("--results", type=int, default=2000, help="results for the outbox rates")
     p.add_argument("--only", default="outbox,start,memory")
+    p.add_argument(
+        "--variants",
+        default="librosa,device-only,device-only-numpy",
+        help="daemons for the memory runs: librosa (as shipped), device-only (no Django, as on the Pi), "
+        "device-only-numpy (and the librosa-free features of mfcc_numpy.py)",
+    )
     args = p.parse_args(argv)
     print(support.machine())
     support.quiet_warning()
@@ -314,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             cold_start(Path(tmp) / "start", args.model)
         if "memory" in only:
             (Path(tmp) / "memory").mkdir()
-            memory(Path(tmp) / "memory", args.model, args.hours)
+            memory(Path(tmp) / "memory", args.model, args.hours, args.variants.split(","))
     return 0
 
 
