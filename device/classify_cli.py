@@ -11,8 +11,6 @@ from typing import Any
 from device.audio_io import AUDIO_SUFFIXES
 from device.errors import AudioError, ModelError
 
-NOTICE = "Screening support, not a diagnosis: a clinician decides."
-
 
 def register(sub: Any) -> None:
     p = sub.add_parser("classify", help="classify recordings (files or folders) with a shipped model")
@@ -32,19 +30,8 @@ def expand(paths: list[Path]) -> list[Path]:
     return out
 
 
-def describe(name: str, a: Any) -> str:
-    hr = f"{a.heart_rate_bpm:.0f} bpm" if a.heart_rate_bpm else "not found"
-    lines = [
-        f"{name}: {a.label.upper()} (confidence {a.confidence:.0%})",
-        f"  heart rate {hr}; signal quality {a.quality.score:.2f} ({'ok' if a.quality.ok else 'poor'})",
-    ]
-    if a.rerecord_reason:
-        lines.append(f"  re-record: {a.rerecord_reason}")
-    lines.append(f"  model {a.model.name} {a.model.version} ({a.model.sha256[:12]})")
-    return "\n".join(lines)
-
-
 def run(args: argparse.Namespace) -> int:
+    from device.analyser import NOTICE, answer
     from device.inference import load_model
 
     try:
@@ -67,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(analysis.to_json(str(f))), flush=True)
         else:
-            print(describe(str(f), analysis), flush=True)
+            print(f"{f}:\n{answer(analysis)}\n", flush=True)
     if not args.json:
         print(NOTICE)
     return 1 if failed else 0

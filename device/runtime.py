@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ def interpreter(model_path: Path, num_threads: int = 1) -> Any:
         ("tflite_runtime.interpreter", "Interpreter"),
         ("tensorflow.lite", "Interpreter"),
     )
+    # LiteRT logs "Created TensorFlow Lite XNNPACK delegate" to stderr on every load: noise for a nurse.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     errors = []
     for module_name, attr in candidates:
         try:
