@@ -129,7 +129,7 @@ def test_classify_json_prints_one_valid_object_per_recording_and_reports_bad_fil
 def test_classify_for_a_person_says_it_is_not_a_diagnosis(samples_dir):
     proc = _steth("classify", str(samples_dir / "a0405.flac"))
     assert proc.returncode == 0
-    assert "heart rate" in proc.stdout and "not a diagnosis" in proc.stdout
+    assert "Heart rate:" in proc.stdout and "Signal quality:" in proc.stdout and "not a diagnosis" in proc.stdout
 
 
 def test_evaluate_scores_a_labelled_folder(samples_dir):
