@@ -60,7 +60,7 @@ def fill_sql(results: int, devices: int) -> str:
     INSERT INTO clinic_result (result_id, source, device_id, clinic_id, uploaded_by_id, recorded_at, received_at,
         patient_ref, location, duration_s, sample_rate, task, model_name, model_version, model_sha256, label,
         probabilities, windows, heart_rate_bpm, quality_score, quality_ok, quality_issues, audio_declared,
-        software_version, message, ingested_by)
+        software_version, message, ingested_by, reviewed)
     SELECT r.id, 'device', d.id, d.clinic_id, NULL, r.at - interval '17 seconds', r.at, r.patient, r.site, 15.0,
            4000, 'screening', 'screening', '1.0.0', '{"0" * 64}', r.label, r.probs, r.windows, r.hr, 0.9,
            r.label <> 'unsure', CASE WHEN r.label = 'unsure' THEN '["too noisy"]'::jsonb ELSE '[]'::jsonb END,
@@ -73,7 +73,7 @@ def fill_sql(results: int, devices: int) -> str:
                'label', r.label, 'probabilities', r.probs, 'windows', r.windows, 'heart_rate_bpm', r.hr,
                'quality', jsonb_build_object('score', 0.9, 'ok', r.label <> 'unsure', 'issues', '[]'::jsonb),
                'audio', NULL, 'software_version', '0.1.0'),
-           'bench'
+           'bench', false
     FROM (
         SELECT n,
                (substr(md5(n::text), 1, 8) || '-' || substr(md5(n::text), 9, 4) || '-4' || substr(md5(n::text), 14, 3)
@@ -113,14 +113,10 @@ def build(env: dict[str, str], results: int, devices: int) -> None:
         "FROM clinic_result WHERE label <> 'normal' AND abs(hashtext(result_id::text)) % 3 = 0",
         DB,
     )
-    if support.psql(
-        "SELECT 1 FROM information_schema.columns WHERE table_name = 'clinic_result' AND column_name = 'reviewed'",
-        DB,
-        capture=True,
-    ):  # what Review's signals keep (migration 0003)
-        support.psql(
-            "UPDATE clinic_result SET reviewed = true WHERE result_id IN (SELECT result_id FROM clinic_review)", DB
-        )
+    # what Review's signals keep (migration 0003)
+    support.psql(
+        "UPDATE clinic_result SET reviewed = true WHERE result_id IN (SELECT result_id FROM clinic_review)", DB
+    )
     support.psql("VACUUM ANALYZE", DB)
     print(f"built in {time.perf_counter() - t0:.0f} s", flush=True)
 

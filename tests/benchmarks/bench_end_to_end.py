@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="steth-bench-e2e-") as tmp_name:
         tmp = Path(tmp_name)
-        env = support.dashboard_env(DB, tmp / "var", STETH_LOG_LEVEL="info")
+        log_level = "debug" if os.environ.get("BENCH_DEBUG") else "info"  # debug: every message, with its time
+        env = support.dashboard_env(DB, tmp / "var", STETH_LOG_LEVEL=log_level)
         prepare_database(env, args.fill)
         broker = support.BenchBroker(tmp / "broker").start()
         subprocess.run([support.PYTHON, "-m", "dashboard.manage", "collectstatic", "--noinput"], cwd=support.REPO,
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         config = tmp / "device.toml"
         outbox_path = tmp / "state" / "outbox.sqlite"
         config.write_text(
-            f'device_id = "{DEVICE}"\nmode = "deliver"\nlog_level = "INFO"\n'
+            f'device_id = "{DEVICE}"\nmode = "deliver"\nlog_level = "{log_level.upper()}"\n'
             f'[broker]\nurl = "{broker.url}"\nreconnect_min_s = 0.2\nreconnect_max_s = 1.0\n'
             f'[audio]\ntransient_dir = "{tmp / "run"}"\n[models]\nrun = ["{args.model}"]\n'
             f'[outbox]\npath = "{outbox_path}"\n'
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                 in_db = in_feed = received = None
                 deadline = time.monotonic() + 30
                 next_feed = 0.0
-                while time.monotonic() < deadline and in_feed is None:
+                while time.monotonic() < deadline and (in_feed is None or in_db is None):
                     now = time.monotonic()
                     if in_db is None:
                         row = db.execute(
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                         ).fetchone()
                         if row:
                             in_db, received = time.time(), row[0].timestamp()
-                    if now >= next_feed:
+                    if in_feed is None and now >= next_feed:
                         next_feed = now + 0.02
                         conn.request("GET", f"/api/feed?since={since}", headers=headers)
                         response = conn.getresponse()
@@ -167,7 +168,11 @@ def main(argv: list[str] | None = None) -> int:
                             in_feed = time.time()
                     time.sleep(0.005)
                 if in_feed is None or in_db is None:
-                    raise RuntimeError(f"result {rid} never reached the feed")
+                    logs = "\n".join(f"--- {n}\n" + (tmp / n).read_text()[-6000:] for n in ("ingest.log", "daemon.log"))
+                    where = "the feed" if in_db else "the database"
+                    logs += f"\noutbox: {box.stats()}"
+                    raise RuntimeError(f"result {rid} never reached {where} within 30 s\n{logs}")
+                in_db = min(in_db, in_feed)  # the feed's query saw the row: it was visible by then
                 rows.append((stored - ended, (received or in_db) - stored, in_db - stored, in_feed - stored))
                 print(f"  {i + 1:3d}: analysis+outbox {1000 * (stored - ended):.0f} ms, "
                       f"row {1000 * (in_db - stored):.0f} ms, feed {1000 * (in_feed - stored):.0f} ms after the outbox",

@@ -87,7 +87,7 @@ class Worker:
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
             [support.PYTHON, "-m", "dashboard.manage", "ingest", "--url", url, "--client-id", client_id],
-            cwd=support.REPO,
+            cwd=env.get("PYTHONPATH", support.REPO),
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -165,6 +165,8 @@ def run_once(
         env = support.dashboard_env(DB, Path(tmp) / "var", STETH_LOG_LEVEL="info", STETH_INGEST_BATCH_SIZE=str(batch))
         if args.receive_maximum:
             env["STETH_INGEST_RECEIVE_MAXIMUM"] = str(args.receive_maximum)
+        if args.code:
+            env["PYTHONPATH"] = str(args.code.resolve())
         ids = [f"bench-ingest-{i + 1}" for i in range(workers)]
         procs = [Worker(env, broker.url, client_id) for client_id in ids]
         spy = None
@@ -252,6 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", type=Path, default=None, help="write py-spy profiles (raw stacks) of worker 1 here")
     p.add_argument("--idle", action="store_true", help="profile wall time (waits included), not only CPU")
     p.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    p.add_argument(
+        "--code",
+        type=Path,
+        default=None,
+        help="run the workers from this source tree (e.g. `git archive <commit>` unpacked: the 'before' of a fix)",
+    )
     args = p.parse_args(argv)
 
     print(support.machine())
@@ -285,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
              r["cpu_per_result_ms"], f"{r['busy']:.0%}", r["split"], r["publish_rate"])
             for r in rows
         ],
-        "Ingest: results/s into PostgreSQL through Mosquitto (target >= 2,000/s with one worker)",
+        "Ingest: results/s into PostgreSQL through Mosquitto (target >= 2,000/s with one worker)"
+        + (f", workers from {args.code}" if args.code else ""),
     )  # fmt: skip
     if not args.keep:
         support.psql(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
