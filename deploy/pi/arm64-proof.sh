@@ -113,6 +113,7 @@ for name in pyproject.toml README.md; do cp "$repo/$name" "$stash/src/"; done
 "$repo/.venv/bin/python" -m pip wheel -q --no-deps -w "$stash/wheel" "$stash/src"
 wheel=$(cd "$stash/wheel" && ls stethoscope_edge-*.whl)
 cp -r "$repo/deploy" "$stash/deploy"
+cp "$repo/README.md" "$stash/README.md"   # install.sh puts it beside the venv (the unit's Documentation=)
 cp -r "$repo/device/samples" "$stash/samples"
 bash "$repo/deploy/mosquitto/make-certs.sh" "$stash/broker" broker.example.org >/dev/null
 "$repo/.venv/bin/python" -m device provision arm64-proof-pi --broker-dir "$stash/broker" --out "$stash/bundles" \

@@ -153,8 +153,13 @@ else
   mkdir -p "$R$APP"
   [ -x "$R$VENV/bin/python" ] || "$python" -m venv "$R$VENV"
   src=$source; [ -d "$source" ] && src=$(cd "$source" && pwd)
+  pip=("$R$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-cache-dir)
   # shellcheck disable=SC2086 # pip_args are separate words on purpose
-  "$R$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-cache-dir $pip_args "${src}[device]"
+  "${pip[@]}" $pip_args "${src}[device]"
+  # pip keeps an installed project of the same version even when its files differ (a rebuilt wheel,
+  # newer models): put this build's files in place whatever the version says.
+  # shellcheck disable=SC2086
+  "${pip[@]}" $pip_args --force-reinstall --no-deps "$src"
   echo "$stamp_want" > "$stamp"
   restart_needed=1
   report venv installed "$VENV, the device extra from $(basename "$source")"

@@ -28,14 +28,15 @@ SHADOW_ARTEFACTS = {"etc/passwd-", "etc/group-", "etc/shadow-", "etc/gshadow-", 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="install.sh creates users and chowns files: needs root")
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    """The project's wheel, built from a copy of the source (the checkout stays clean)."""
+def build_wheel(tmp_path_factory, marker: str = "") -> Path:
+    """The project's wheel, built from a copy of the source (the checkout stays clean); ``marker`` is
+    written into the copy's device/BUILD_MARKER, to tell two builds of one version apart."""
     src = tmp_path_factory.mktemp("src")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, src / name)
     for package in ("device", "converter", "dashboard"):
         shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
+    (src / "device" / "schemas" / "BUILD_MARKER.json").write_text(f'"{marker}"')  # package data: shipped
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
         [str(REPO / ".venv" / "bin" / "python"), "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(src)],
@@ -44,6 +45,11 @@ def wheel(tmp_path_factory) -> Path:
     )
     (found,) = out.glob("stethoscope_edge-*.whl")
     return found
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    return build_wheel(tmp_path_factory, "first build")
 
 
 @pytest.fixture(scope="module")
@@ -217,3 +223,16 @@ def test_it_refuses_a_folder_that_is_not_a_bundle(tmp_path, wheel):
     assert done.returncode == 1
     assert "steth provision" in done.stderr
     assert snapshot(root) == snapshot(make_root(tmp_path / "fresh"))  # nothing was touched
+
+
+def test_a_rebuilt_wheel_of_the_same_version_replaces_the_installed_files(tmp_path, tmp_path_factory, bundle, wheel):
+    root = make_root(tmp_path / "root")
+    install(root, bundle, wheel)
+    (marker,) = (root / "opt/stethoscope-edge/.venv/lib").glob(
+        "python3*/site-packages/device/schemas/BUILD_MARKER.json"
+    )
+    assert marker.read_text() == '"first build"'
+    rebuilt = build_wheel(tmp_path_factory, "second build")  # same version number, different files
+    again = install(root, bundle, rebuilt)
+    assert steps(again.stdout)["venv"] == "installed"
+    assert marker.read_text() == '"second build"'
