@@ -109,6 +109,17 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "overview"
 LOGOUT_REDIRECT_URL = "login"
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 12 * 3600, minimum=300)  # one clinical shift
+# Login brute force (front/login_throttle.py): failures per user name and address before a lockout, and
+# its length; counted in a file cache every web worker shares.
+STETH_LOGIN_MAX_FAILURES = env_int("STETH_LOGIN_MAX_FAILURES", 5, minimum=1, maximum=100)
+STETH_LOGIN_LOCKOUT_S = env_int("STETH_LOGIN_LOCKOUT_S", 900, minimum=10, maximum=86400)
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "login-throttle": {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": str(VAR_DIR / "cache" / "login-throttle"),
+    },
+}
 
 LANGUAGE_CODE = "en"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")

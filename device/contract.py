@@ -106,14 +106,27 @@ def errors(name: str, message: Any) -> list[str]:
     return out
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON value (NaN and infinities are not allowed)")
+
+
+def loads(payload: bytes | str) -> Any:
+    """Strict JSON: NaN/Infinity refused (Python's json accepts them and schema bounds let NaN through);
+    raises ValueError, also for nesting deeper than Python can parse (a RecursionError otherwise)."""
+    try:
+        return json.loads(payload, parse_constant=_not_json)
+    except RecursionError as exc:
+        raise ValueError("nested too deeply") from exc
+
+
 def decode(name: str, payload: bytes | str, max_bytes: int | None = None) -> dict[str, Any]:
     """Parse and validate a message; raises ContractError listing every problem."""
     limit = max_bytes or (MAX_RESULT_BYTES if name == "result" else MAX_STATUS_BYTES)
     if len(payload) > limit:
         raise ContractError(f"{name} message of {len(payload)} bytes exceeds the {limit}-byte limit")
     try:
-        message = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
+        message = loads(payload)
+    except ValueError as exc:  # UnicodeDecodeError is a ValueError
         raise ContractError(f"{name} message is not JSON: {exc}") from exc
     if not isinstance(message, dict):
         raise ContractError(f"{name} message must be a JSON object, got {type(message).__name__}")

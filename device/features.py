@@ -20,7 +20,14 @@ import numpy as np
 from scipy import signal
 
 from device.audio_io import Audio, read_audio
-from device.errors import ClippedAudioError, ConfigError, SilentAudioError, TooShortError
+from device.errors import (
+    ClippedAudioError,
+    ConfigError,
+    EmptyAudioError,
+    InvalidAudioError,
+    SilentAudioError,
+    TooShortError,
+)
 
 FeatureKind = Literal["mfcc", "logmel"]
 
@@ -129,6 +136,30 @@ class Features:
     @property
     def n_windows(self) -> int:
         return int(self.features.shape[0])
+
+
+# The sample rates a result can carry (device/schemas/result.v1.json): below 500 Hz there is no heart sound.
+MIN_SAMPLE_RATE = 500
+MAX_SAMPLE_RATE = 384_000
+
+
+def check_samples(audio: Audio) -> None:
+    """Refuse what no analysis can use: no samples, non-numbers, or a rate no result may carry.
+
+    read_audio checks the first two for files; live captures and other callers reach the pipeline
+    without it, and a rate of a few hertz otherwise gives a result the contract refuses.
+    """
+    if audio.samples.size == 0:
+        raise EmptyAudioError(f"{audio.source}: no samples", "record again; the capture was empty")
+    if not MIN_SAMPLE_RATE <= audio.sample_rate <= MAX_SAMPLE_RATE:
+        raise InvalidAudioError(
+            f"{audio.source}: sample rate {audio.sample_rate} Hz is outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz",
+            "record at 2000-8000 Hz (audio.sample_rate), or re-export the file at such a rate",
+        )
+    if not np.all(np.isfinite(audio.samples)):
+        raise InvalidAudioError(
+            f"{audio.source}: contains NaN or infinite samples", "the file is corrupt; re-export or record again"
+        )
 
 
 def check_signal(audio: Audio, params: FeatureParams) -> None:

@@ -24,7 +24,7 @@ from device import __version__
 from device.analysis import HeartRate, Quality, assess
 from device.audio_io import Audio, read_audio
 from device.errors import ClippedAudioError, ModelError, SilentAudioError
-from device.features import FeatureParams, check_signal, frame_windows, preprocess, window_features
+from device.features import FeatureParams, check_samples, check_signal, frame_windows, preprocess, window_features
 from device.runtime import interpreter
 
 log = logging.getLogger(__name__)
@@ -190,6 +190,7 @@ class Classifier:
 
     def analyse(self, audio: Audio) -> Analysis:
         """Classify one recording. Unusable signal (silent, clipped, no rhythm) gives label 'unsure'."""
+        check_samples(audio)  # EmptyAudioError / InvalidAudioError: nothing to analyse
         blocking: list[str] = []
         try:
             check_signal(audio, self.params)

@@ -1,10 +1,10 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from dashboard.front.views import admin_pages, feed, results, upload
+from dashboard.front.views import admin_pages, feed, login, results, upload
 
 urlpatterns = [
-    path("login/", auth_views.LoginView.as_view(template_name="front/login.html"), name="login"),
+    path("login/", login.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", feed.overview, name="overview"),
     path("api/feed", feed.feed_json, name="feed-json"),

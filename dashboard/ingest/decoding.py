@@ -13,7 +13,6 @@ it refuses goes through ``contract.decode``, which decides and gives the readabl
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -41,8 +40,8 @@ def decode(name: str, payload: bytes | str, max_bytes: int | None = None) -> dic
     limit = max_bytes or (contract.MAX_RESULT_BYTES if name == "result" else contract.MAX_STATUS_BYTES)
     if len(payload) <= limit:
         try:
-            message = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
+            message = contract.loads(payload)
+        except ValueError:
             message = None
         version = message.get("schema_version") if isinstance(message, dict) else None
         if type(version) is int and version == contract.SCHEMA_VERSION and passes_compiled(name, message):

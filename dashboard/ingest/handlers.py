@@ -14,7 +14,6 @@ admin assigns one.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import uuid
 from collections import Counter
@@ -42,8 +41,8 @@ def refusal_reason(payload: bytes, limit: int) -> str:
     if len(payload) > limit:
         return "oversized"
     try:
-        message = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+        message = contract.loads(payload)
+    except ValueError:
         return "malformed"
     if not isinstance(message, dict):
         return "malformed"

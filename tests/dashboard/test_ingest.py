@@ -166,8 +166,8 @@ def test_nothing_is_lost_while_the_database_is_unreachable(workers, device, devi
     it has not stored; when the database is back every message lands exactly once."""
     from django.db import connection
 
-    from tests.dashboard.tcpproxy import TcpProxy
     from tests.dashboard.workers import database_url, worker_env
+    from tests.support.tcpproxy import TcpProxy
 
     if connection.vendor != "postgresql":
         pytest.skip("runs in the PostgreSQL pass (STETH_TEST_DB=postgresql; test_postgresql.py starts it)")

@@ -27,6 +27,7 @@ def upload(request: HttpRequest) -> HttpResponse:
         # refuse an oversized body before Django spools it to disk
         if int(request.META.get("CONTENT_LENGTH") or 0) > limit + 64 * 1024:
             form = UploadForm(clinics=clinics, max_bytes=limit)
+            form.cleaned_data = {}  # an unbound form has none, and add_error needs it (else a 500)
             form.add_error(
                 None, f"the upload is larger than the {limit / 1e6:.0f} MB limit: upload a shorter recording"
             )

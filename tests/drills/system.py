@@ -1,0 +1,473 @@
+"""The real system on this machine, for the drills: every part in its own process, configured the
+production way, with a proxy on each link a drill cuts.
+
+  device daemons (`steth device run`, replay mode, provisioned bundles, TLS + password)
+     -> TcpProxy (the device's link: cut, stalled)
+     -> Mosquitto (deploy/mosquitto: TLS, password file, ACLs; certificates from make-certs.sh)
+     -> ingest workers (`steth dashboard ingest`, the ingest account on the loopback listener)
+     -> TcpProxy (the database link: cut)
+     -> PostgreSQL (a throwaway database on 127.0.0.1:5432, dropped afterwards)
+
+The harness plays systemd: a part that exits is started again (counted as a restart), as
+``Restart=always`` would. What each device produced is read from its own log (the producer logs
+``<recording> -> <result_id>`` once the result is in its outbox); what was delivered, from the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from device import provision
+from tests.deploy.conftest import REPO, SecureBroker, start_secure_broker
+from tests.support.tcpproxy import TcpProxy
+
+SAMPLES = REPO / "device" / "samples"
+STETH = [sys.executable, "-m", "device"]
+PRODUCED_RE = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO device\.producers: (.*) -> ([0-9a-f-]{36})$", re.MULTILINE
+)
+PG = ["-h", "127.0.0.1", "-U", "postgres"]
+
+
+def psql(db: str, sql: str) -> str:
+    return subprocess.run(
+        ["psql", *PG, "-d", db, "-At", "-c", sql], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def create_database(prefix: str) -> str | None:
+    """A fresh database, or None (with the reason printed) when PostgreSQL is not there."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    done = subprocess.run(["createdb", *PG, name], capture_output=True, text=True, check=False)
+    return name if done.returncode == 0 else None
+
+
+def drop_database(name: str) -> None:
+    subprocess.run(["dropdb", *PG, "--if-exists", "--force", name], capture_output=True, check=False)
+
+
+def run_ok(args: list[str], env: dict[str, str], stdin: str | None = None) -> str:
+    done = subprocess.run(
+        args, cwd=REPO, env=env, input=stdin, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, f"{' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("STETH_", "DJANGO_", "DATABASE_"))}
+
+
+@dataclass
+class Proc:
+    """One long-running child; output appended to ``log_path`` across restarts."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    kills: int = 0
+
+    def start(self) -> Proc:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(self.args, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.starts += 1
+        return self
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.kills += 1
+
+    def terminate(self, timeout: float = 40.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"{self.name} ignored SIGTERM:\n{self.log[-3000:]}") from None
+        return self.proc.returncode
+
+    def wait_log(self, text: str, timeout: float = 60.0, after: int = 0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log[after:]:
+                return True
+            time.sleep(0.1)
+        return False
+
+
+@dataclass
+class Produced:
+    device_id: str
+    result_id: str
+    recording: str
+    at: float  # epoch seconds, from the log line (this machine's clock)
+
+
+@dataclass
+class Figures:
+    produced: int = 0
+    delivered: int = 0
+    duplicated: int = 0  # result_ids stored more than once, or a recording given two results
+    lost: int = 0
+    strangers: int = 0  # rows in the database no device produced
+    redeliveries_absorbed: int = 0  # duplicates ingest received and stored nothing for
+    worst_delay_s: float = 0.0
+    faults: dict[str, int] = field(default_factory=dict)
+    refused_for_full_disk: int = 0
+    lost_ids: list[str] = field(default_factory=list)  # device:result_id, to find them in the logs
+
+    def line(self) -> str:
+        faults = ", ".join(f"{k}={v}" for k, v in sorted(self.faults.items()))
+        return (
+            f"produced={self.produced} delivered={self.delivered} duplicated={self.duplicated} lost={self.lost} "
+            f"strangers={self.strangers} redeliveries_absorbed={self.redeliveries_absorbed} "
+            f"refused_for_full_disk={self.refused_for_full_disk} worst_delay_s={self.worst_delay_s:.1f} "
+            f"faults: {faults} lost: {self.lost_ids}"
+        )
+
+
+class System:
+    """Start with ``start()``; ``close()`` stops everything and drops the database (always call it)."""
+
+    def __init__(self, root: Path, database: str, devices: int, workers: int = 2) -> None:
+        self.root = root
+        self.database = database
+        self.logs = root / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.device_ids = [f"drill-pi-{i + 1}" for i in range(devices)]
+        self.n_workers = workers
+        self.broker: SecureBroker | None = None
+        self.device_link: TcpProxy | None = None
+        self.db_link: TcpProxy | None = None
+        self.devices: dict[str, Proc] = {}
+        self.workers: list[Proc] = []
+        self.faults: dict[str, int] = {}
+        self.mounts: list[Path] = []
+        self.copies = 0
+
+    # -- set-up ------------------------------------------------------------------------------------------
+
+    def start(self, tmpfs_outbox_for: set[str] = frozenset()) -> System:  # type: ignore[assignment]
+        self.broker = start_secure_broker(self.root)
+        self.device_link = TcpProxy("127.0.0.1", self.broker.tls_port).start()
+        self.db_link = TcpProxy("127.0.0.1", 5432).start()
+        bundles = self.root / "bundles"
+        for device_id in self.device_ids:
+            spec = provision.BundleSpec(device_id, self.broker.tls_url, install_dir=bundles / device_id,
+                                        use_credential=False)  # fmt: skip
+            provision.provision_device(spec, self.broker.files, bundles, pid_file=self.broker.pid_file)
+        self.broker.add_ingest(bundles)
+        env = self.dashboard_env(direct=True)
+        run_ok([*STETH, "dashboard", "migrate", "--noinput", "-v", "0"], env)
+        for device_id in self.device_ids:
+            run_ok([*STETH, "dashboard", "registerdevice", device_id, "--clinic", "drill"], env)
+        for i in range(self.n_workers):
+            self.workers.append(self.make_worker(i + 1).start())
+        for device_id in self.device_ids:
+            self.devices[device_id] = self.make_device(device_id, tmpfs=device_id in tmpfs_outbox_for).start()
+        return self
+
+    def dashboard_env(self, *, direct: bool = False) -> dict[str, str]:
+        assert self.broker is not None and self.db_link is not None
+        env = clean_env()
+        port = 5432 if direct else self.db_link.port
+        env.update(
+            DEBUG="1",
+            STETH_VAR_DIR=str(self.root / "var"),
+            DATABASE_URL=f"postgres://postgres@127.0.0.1:{port}/{self.database}",
+            DATABASE_CONN_MAX_AGE="0",
+            STETH_MQTT_URL=f"mqtt://127.0.0.1:{self.broker.port}",
+            STETH_MQTT_USERNAME="svc.ingest",
+            STETH_MQTT_PASSWORD_FILE=str(self.root / "bundles" / "svc.ingest" / "mqtt-password"),
+            STETH_MQTT_KEEPALIVE_S="5",
+            STETH_INGEST_MAX_BACKOFF_S="2",
+            STETH_LOG_LEVEL="info",
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def make_worker(self, n: int) -> Proc:
+        args = [*STETH, "dashboard", "ingest", "--client-id", f"drill-ingest-{n}"]
+        return Proc(f"ingest-{n}", args, self.dashboard_env(), self.logs / f"ingest-{n}.log")
+
+    def replay_dir(self, device_id: str) -> Path:
+        return self.root / "replay" / device_id
+
+    def outbox_dir(self, device_id: str) -> Path:
+        return self.root / "state" / device_id
+
+    def make_device(self, device_id: str, *, tmpfs: bool = False) -> Proc:
+        assert self.device_link is not None
+        replay = self.replay_dir(device_id)
+        replay.mkdir(parents=True, exist_ok=True)
+        state = self.outbox_dir(device_id)
+        state.mkdir(parents=True, exist_ok=True)
+        if tmpfs:
+            self.mount_small_tmpfs(state)
+        env = clean_env()
+        env.update(
+            STETH_DEVICE__MODE="replay",
+            STETH_DEVICE__AUDIO__SOURCE="replay",
+            STETH_DEVICE__AUDIO__REPLAY_PATH=str(replay),
+            STETH_DEVICE__AUDIO__REPLAY_REALTIME="false",
+            STETH_DEVICE__AUDIO__TRANSIENT_DIR=str(self.root / "transient" / device_id),
+            STETH_DEVICE__OUTBOX__PATH=str(state / "outbox.sqlite"),
+            # the device reaches the broker through the proxy the drills cut
+            STETH_DEVICE__BROKER__URL=f"mqtts://localhost:{self.device_link.port}",
+            STETH_DEVICE__BROKER__KEEPALIVE_S="5",
+            STETH_DEVICE__BROKER__RECONNECT_MIN_S="0.5",
+            STETH_DEVICE__BROKER__RECONNECT_MAX_S="3",
+            STETH_DEVICE__BROKER__STATUS_INTERVAL_S="5",
+            PYTHONUNBUFFERED="1",
+        )
+        config = self.root / "bundles" / device_id / "device.toml"
+        return Proc(device_id, [*STETH, "device", "run", "--config", str(config)], env, self.logs / f"{device_id}.log")
+
+    def mount_small_tmpfs(self, folder: Path, size: str = "4m") -> None:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True,
+                       capture_output=True)  # fmt: skip
+        self.mounts.append(folder)
+
+    # -- feeding recordings --------------------------------------------------------------------------------
+
+    def feed(self, device_id: str, n: int = 1) -> None:
+        """Give a device ``n`` new recordings (copies of the bundled samples under new names)."""
+        samples = sorted(SAMPLES.glob("*.flac"))
+        target = self.replay_dir(device_id)
+        for _ in range(n):
+            self.copies += 1
+            src = samples[self.copies % len(samples)]
+            tmp = target / f".{self.copies:05d}-{src.name}.part"
+            shutil.copyfile(src, tmp)
+            tmp.rename(target / f"r{self.copies:05d}-{src.name}")  # appears whole: never half-read
+
+    # -- the supervisor ------------------------------------------------------------------------------------
+
+    def supervise(self) -> None:
+        """Restart what exited (systemd's Restart=always), counting it."""
+        for proc in [*self.devices.values(), *self.workers]:
+            if proc.proc is not None and not proc.alive():
+                self.count(f"restarted_by_supervisor:{proc.name.rsplit('-', 1)[0]}")
+                proc.start()
+
+    def count(self, fault: str, n: int = 1) -> None:
+        self.faults[fault] = self.faults.get(fault, 0) + n
+
+    def wait(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.supervise()
+            time.sleep(0.2)
+
+    # -- faults ----------------------------------------------------------------------------------------------
+
+    def restart_broker(self) -> None:
+        assert self.broker is not None
+        self.broker.restart()
+        from tests.support.broker import wait_for_port
+
+        wait_for_port(self.broker.tls_port)
+        self.count("broker_restarted")
+
+    def kill_worker(self, i: int, down_s: float = 2.0) -> None:
+        self.workers[i].kill9()
+        self.count("ingest_killed_9")
+        time.sleep(down_s)
+        self.workers[i].start()
+
+    def kill_device_mid_delivery(self, device_id: str, timeout: float = 60.0) -> bool:
+        """kill -9 the daemon right after it stored a new result, before the broker can acknowledge it."""
+        proc = self.devices[device_id]
+        before = len(PRODUCED_RE.findall(proc.log))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(PRODUCED_RE.findall(proc.log)) > before:
+                proc.kill9()
+                self.count("device_killed_9")
+                proc.start()
+                return True
+            time.sleep(0.02)
+        return False
+
+    def cut_device_link(self, seconds: float) -> None:
+        assert self.device_link is not None
+        self.device_link.cut()
+        self.count("device_link_cut")
+        self.wait(seconds)
+        self.device_link.restore()
+
+    def stall_device_link(self, seconds: float) -> None:
+        assert self.device_link is not None
+        self.device_link.stall()
+        self.count("device_link_stalled")
+        self.wait(seconds)
+        self.device_link.resume()
+
+    def cut_database(self, seconds: float) -> None:
+        assert self.db_link is not None
+        self.db_link.cut()
+        self.count("database_link_cut")
+        self.wait(seconds)
+        self.db_link.restore()
+
+    def corrupt_outbox(self, device_id: str) -> Path:
+        """Stop the device, wreck its outbox file, move the recordings it had done aside, start it again.
+
+        The outbox also remembers which recordings were analysed; a wrecked one forgets, and the device
+        would analyse them again under new result ids. On a real device those recordings would be long
+        gone; here they are moved away so the count of results per recording stays meaningful.
+        """
+        proc = self.devices[device_id]
+        # A wrecked file loses what it held (the daemon says so at CRITICAL; salvage of a partly damaged
+        # one is tests/device/test_outbox.py's): wreck it once what it held is delivered, so the count
+        # measures the recovery, not the wreck.
+        assert self.wait_analysed(device_id, 120), f"{device_id} never analysed all its recordings"
+        assert self.wait_delivered(device_id, 120), f"{device_id} never emptied its outbox"
+        proc.terminate()
+        path = self.outbox_dir(device_id) / "outbox.sqlite"
+        with path.open("r+b") as f:
+            f.write(b"this is not an SQLite database any more " * 64)
+        done = self.root / "replay-done" / device_id
+        done.mkdir(parents=True, exist_ok=True)
+        for file in self.replay_dir(device_id).glob("*.flac"):
+            file.rename(done / file.name)
+        self.count("outbox_corrupted")
+        proc.start()
+        return path
+
+    def fill_disk(self, device_id: str) -> Path:
+        """Fill the device's (small tmpfs) outbox folder to the last byte."""
+        filler = self.outbox_dir(device_id) / "filler"
+        with filler.open("wb", buffering=0) as f:
+            for block in (65536, 4096, 512, 1):
+                with contextlib.suppress(OSError):
+                    while True:
+                        f.write(b"\0" * block)
+        self.count("device_disk_full")
+        return filler
+
+    # -- counting ---------------------------------------------------------------------------------------------
+
+    def produced(self) -> list[Produced]:
+        out = []
+        for device_id, proc in self.devices.items():
+            for stamp, recording, result_id in PRODUCED_RE.findall(proc.log):
+                at = dt.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()  # local time, as logged
+                out.append(Produced(device_id, result_id, recording, at))
+        return out
+
+    def stored(self) -> dict[str, tuple[str, float]]:
+        rows = psql(
+            self.database,
+            "SELECT r.result_id, d.device_id, extract(epoch from r.received_at) FROM clinic_result r "
+            "JOIN clinic_device d ON d.id = r.device_id",
+        )
+        out: dict[str, tuple[str, float]] = {}
+        for line in rows.splitlines():
+            rid, device_id, at = line.split("|")
+            out[rid] = (device_id, float(at))
+        return out
+
+    def wait_analysed(self, device_id: str, timeout: float) -> bool:
+        """Every recording in the device's replay folder has its result."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.supervise()
+            done = {Path(p.recording).name for p in self.produced() if p.device_id == device_id}
+            if {f.name for f in self.replay_dir(device_id).glob("*.flac")} <= done:
+                return True
+            time.sleep(0.5)
+        return False
+
+    def wait_delivered(self, device_id: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.supervise()
+            if {p.result_id for p in self.produced() if p.device_id == device_id} <= set(self.stored()):
+                return True
+            time.sleep(0.5)
+        return False
+
+    def wait_all_delivered(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.supervise()
+            wanted = {p.result_id for p in self.produced()}
+            if wanted and wanted <= set(self.stored()):
+                return True
+            time.sleep(1.0)
+        return False
+
+    def figures(self) -> Figures:
+        produced = self.produced()
+        stored = self.stored()
+        ids = [p.result_id for p in produced]
+        per_recording: dict[tuple[str, str], int] = {}
+        for p in produced:
+            per_recording[(p.device_id, p.recording)] = per_recording.get((p.device_id, p.recording), 0) + 1
+        count_rows = int(psql(self.database, "SELECT count(*) FROM clinic_result"))
+        delays = [stored[p.result_id][1] - p.at for p in produced if p.result_id in stored]
+        redelivered = sum(
+            int(m) for w in self.workers for m in re.findall(r'"result_duplicate": (\d+)', w.log)
+        )  # fmt: skip
+        return Figures(
+            produced=len(set(ids)),
+            delivered=len(set(ids) & set(stored)),
+            duplicated=(len(ids) - len(set(ids)))
+            + (count_rows - len(stored))
+            + sum(n - 1 for n in per_recording.values()),
+            lost=len(set(ids) - set(stored)),
+            strangers=len(set(stored) - set(ids)),
+            redeliveries_absorbed=redelivered,
+            worst_delay_s=max(delays, default=0.0),
+            faults=dict(self.faults),
+            refused_for_full_disk=sum(p.log.count("RESULT DROPPED") for p in self.devices.values()),
+            lost_ids=sorted(f"{p.device_id}:{p.result_id}" for p in produced if p.result_id not in stored),
+        )
+
+    # -- tear-down ---------------------------------------------------------------------------------------------
+
+    def close(self) -> dict[str, int | None]:
+        codes: dict[str, int | None] = {}
+        for proc in [*self.devices.values(), *self.workers]:
+            try:
+                codes[proc.name] = proc.terminate()
+            except AssertionError:
+                codes[proc.name] = -9
+        for proxy in (self.device_link, self.db_link):
+            if proxy is not None:
+                proxy.stop()
+        if self.broker is not None:
+            self.broker.stop()
+        for folder in reversed(self.mounts):
+            subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)
+        drop_database(self.database)
+        return codes
