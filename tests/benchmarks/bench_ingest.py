@@ -268,7 +268,10 @@ def main(argv: list[str] | None = None) -> int:
 
     devices = [f"bench-pi-{i:04d}" for i in range(args.devices)]
     with tempfile.TemporaryDirectory() as tmp:
-        setup_database(support.dashboard_env(DB, Path(tmp)), devices)
+        env = support.dashboard_env(DB, Path(tmp))
+        if args.code:
+            env["PYTHONPATH"] = str(args.code.resolve())  # its own migrations: the schema it was written for
+        setup_database(env, devices)
     messages = support.result_messages(args.results, devices)
     payloads = [
         (contract.results_topic(m["device_id"]), json.dumps(m, separators=(",", ":")).encode()) for m in messages

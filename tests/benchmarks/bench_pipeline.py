@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     pinned = one_core()
     os.environ["OMP_NUM_THREADS"] = "1"
+    from tests.benchmarks import support
+
+    print(support.machine())
+    support.quiet_warning()
 
     from device.audio_io import Audio, read_audio
     from device.features import frame_windows, preprocess, window_features
@@ -78,6 +82,17 @@ def main(argv: list[str] | None = None) -> int:
     feats = features()  # warm: librosa import, mel basis, FFT plans
     n = len(feats)
     t_feat = statistics.median(timed(features, args.repeat)) / n
+
+    # The alternative proposed for the device's memory (tests/benchmarks/mfcc_numpy.py): same features, no librosa.
+    from tests.benchmarks import mfcc_numpy
+
+    def features_numpy() -> np.ndarray:
+        a = read_audio(path)
+        x = preprocess(a.samples, a.sample_rate, params)
+        return mfcc_numpy.window_features(frame_windows(x, params), params)
+
+    identical = np.array_equal(features_numpy(), feats)
+    t_feat_numpy = statistics.median(timed(features_numpy, args.repeat)) / n
 
     rows = []
     t_int8 = statistics.median(timed(lambda: clf.predict_windows(feats), args.repeat)) / n
@@ -153,6 +168,25 @@ def main(argv: list[str] | None = None) -> int:
         f"steth classify path (read + pipeline + int8 + heart rate + quality) on the {audio.duration_s:.0f} s "
         f"recording, warm: {t_classify * 1e3:.1f} ms"
     )
+    print(f"features without librosa (mfcc_numpy.py, proposal): {t_feat_numpy * 1e3:.2f} ms per window, "
+          f"bit-identical to the shipped features: {identical}")  # fmt: skip
+    yes = lambda ok: "yes" if ok else "NO"  # noqa: E731
+    support.table(
+        ["measure", "figure", "target", "met"],
+        [
+            ("features + int8 inference per 5 s window", f"{(t_feat + t_int8) * 1e3:.2f} ms", "<= 5 ms",
+             yes(t_feat + t_int8 <= 0.005)),
+            ("x real time (one core)", f"{params.window_s / (t_feat + t_int8):.0f}x", ">= 1000x",
+             yes(params.window_s / (t_feat + t_int8) >= 1000)),
+            ("int8 LiteRT vs Keras float, inference only", f"{t_keras / t_int8:.0f}x faster", ">= 5x",
+             yes(t_keras / t_int8 >= 5)),
+            ("int8 vs Keras float, features + inference", f"{(t_feat + t_keras) / (t_feat + t_int8):.0f}x faster",
+             ">= 5x", yes((t_feat + t_keras) / (t_feat + t_int8) >= 5)),
+            (f"classify a {audio.duration_s:.0f} s recording, warm", f"{t_classify * 1e3:.1f} ms", "<= 100 ms",
+             yes(t_classify <= 0.1)),
+        ],
+        "Device pipeline vs targets (one core)",
+    )  # fmt: skip
     return 0
 
 

@@ -197,8 +197,10 @@ def dashboard_env(db_name: str, var_dir: Path, **extra: str) -> dict[str, str]:
 
 
 def manage(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """`manage.py` of the tree on env's PYTHONPATH (an older checkout being compared), else this one."""
+    cwd = env.get("PYTHONPATH") or REPO
     proc = subprocess.run(
-        [PYTHON, "-m", "dashboard.manage", *args], cwd=REPO, env=env, capture_output=True, text=True, check=False
+        [PYTHON, "-m", "dashboard.manage", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
     )
     if check and proc.returncode != 0:
         raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")

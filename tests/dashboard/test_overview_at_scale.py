@@ -91,3 +91,18 @@ def test_the_migration_marks_results_reviewed_before_it(physician, device_a, mak
     migration = executor.loader.get_migration("clinic", "0003_result_reviewed")
     migration.operations[1].code(executor.loader.project_state(("clinic", "0003_result_reviewed")).apps, None)
     assert Result.objects.get(pk=reviewed.pk).reviewed and not Result.objects.get(pk=waiting.pk).reviewed
+
+
+def test_the_results_list_stops_counting_at_the_cap(login, physician, device_a, make_result, monkeypatch):
+    from dashboard.front.views import results
+
+    monkeypatch.setattr(results, "COUNT_CAP", 3)
+    monkeypatch.setattr(results, "PAGE_SIZE", 2)
+    for _ in range(5):
+        make_result(device_a)
+    page = login(physician).get(reverse("results")).content.decode()
+    assert "over 3 results: narrow the filters" in page
+    assert page.count("<tr>") == 1 + 2  # the header and one page of two rows
+    monkeypatch.setattr(results, "COUNT_CAP", 100)
+    page = login(physician).get(reverse("results")).content.decode()
+    assert "page 1 of 3 (5 results)" in page
