@@ -57,7 +57,8 @@ class Broker:
         listener = self.listener or f"listener {self.port} 127.0.0.1\n"
         # As root, mosquitto drops to the 'mosquitto' user, which cannot write the test's folder: its
         # persistence (sessions kept while a client is away) and its log would silently vanish.
-        user = "user root\n" if os.geteuid() == 0 else ""
+        own_user = "user " in self.extra_config or "user " in self.listener
+        user = "user root\n" if os.geteuid() == 0 and not own_user else ""
         conf.write_text(
             user + "per_listener_settings false\n"
             f"persistence true\npersistence_location {self.workdir}/\n"
@@ -69,14 +70,15 @@ class Broker:
 
     def start(self) -> Broker:
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.proc = subprocess.Popen(
-            [exe, "-c", str(self.write_config())], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        conf = self.write_config()
+        with open(self.workdir / "mosquitto.stderr", "ab") as err:
+            self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=err)
         try:
             wait_for_port(self.port)
         except TimeoutError as exc:
             self.stop()
-            raise RuntimeError(f"mosquitto did not start:\n{self.log[-2000:]}") from exc
+            stderr = (self.workdir / "mosquitto.stderr").read_text(errors="replace")
+            raise RuntimeError(f"mosquitto did not start:\n{stderr[-1000:]}\n{self.log[-2000:]}") from exc
         return self
 
     def stop(self) -> None:
