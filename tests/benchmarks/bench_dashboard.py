@@ -117,7 +117,6 @@ def build(env: dict[str, str], results: int, devices: int) -> None:
     support.psql(
         "UPDATE clinic_result SET reviewed = true WHERE result_id IN (SELECT result_id FROM clinic_review)", DB
     )
-    support.psql("VACUUM ANALYZE", DB)
     print(f"built in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
@@ -239,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("hey") is None:
         print("hey is not installed: sudo apt-get install hey", file=sys.stderr)
         return 2
+    support.stop_on_sigterm()
     print(support.machine())
     support.quiet_warning()
     with tempfile.TemporaryDirectory(prefix="steth-bench-web-") as tmp:
@@ -248,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             build(env, args.results, args.devices)
         else:
             support.manage(env, "migrate", "--noinput")  # indexes added since the database was built
+        support.vacuum(DB)
         n_results, n_devices = counts()
         size = support.psql(f"SELECT pg_size_pretty(pg_database_size('{DB}'))", capture=True)
         print(f"{DB}: {n_results:,} results, {n_devices:,} devices, {size}")

@@ -354,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         "device-only-numpy (and the librosa-free features of mfcc_numpy.py)",
     )
     args = p.parse_args(argv)
+    support.stop_on_sigterm()
     print(support.machine())
     support.quiet_warning()
     only = set(args.only.split(","))

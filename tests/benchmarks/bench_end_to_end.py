@@ -58,9 +58,9 @@ def prepare_database(env: dict[str, str], fill: int) -> None:
         support.manage(env, "migrate", "--noinput")
         if fill:
             support.psql(bench_dashboard.fill_sql(fill, 1000), DB)
-            support.psql("VACUUM ANALYZE", DB)
     else:
         support.manage(env, "migrate", "--noinput")
+    support.vacuum(DB)
     support.psql(
         f"DELETE FROM clinic_result WHERE device_id IN (SELECT id FROM clinic_device WHERE device_id = '{DEVICE}')", DB
     )
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fill", type=int, default=1_000_000, help="results already in the database")
     p.add_argument("--model", default="screening")
     args = p.parse_args(argv)
+    support.stop_on_sigterm()
     print(support.machine())
     support.quiet_warning()
 

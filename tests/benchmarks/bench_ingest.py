@@ -262,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
 
+    support.stop_on_sigterm()
     print(support.machine())
     support.quiet_warning()
     from device import contract

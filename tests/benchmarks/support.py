@@ -118,6 +118,20 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM ends the benchmark like Ctrl-C: its finally blocks stop the servers it started."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
+def vacuum(db: str) -> None:
+    """What autovacuum does in production (deploy/central/postgresql-steth.conf leaves it on); the CI
+    configuration of this machine's PostgreSQL turns it off, and without it index-only scans visit
+    every recently changed row."""
+    psql("VACUUM ANALYZE", db)
+
+
 def quiet_warning() -> None:
     """Say so when the machine is busy: figures taken under load are not comparable."""
     load1 = float(Path("/proc/loadavg").read_text().split()[0])
