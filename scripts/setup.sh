@@ -16,6 +16,7 @@ APT_PACKAGES=(
   rsync             # audio backups (deploy/central/backup-audio.sh), tested
   chromium          # browser tests (driven by Playwright, never a downloaded browser)
   nodejs npm        # dashboard JavaScript libraries, from the npm registry
+  hey               # HTTP load generator of the dashboard benchmark (BENCHMARKS.md)
 )
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
