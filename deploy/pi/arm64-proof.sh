@@ -134,16 +134,32 @@ grep -q "0 step(s) changed" "$work/install-2.log" || { echo "arm64-proof: the se
 [ "$until" = install ] && { echo "arm64-proof: stopped after the install"; exit 0; }
 
 # -- 4. classify there (as the service user, with the service's numba cache) and here ---------------------------------
+# qemu-user passes this host's x86 /proc/cpuinfo through. LiteRT's CPU detection (the cpuinfo library
+# under XNNPACK and ruy) finds no ARM core in it and crashes (SIGSEGV) while creating the interpreter.
+# A Raspberry Pi 4 lists its Cortex-A72 cores there; show the chroot the same (as many cores as this
+# host's sysfs has), in a private mount namespace that vanishes with the command.
+pi_cpuinfo=$stash/pi4-cpuinfo
+for ((n = 0; n < $(nproc); n++)); do
+  printf 'processor\t: %d\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\n' "$n"
+  printf 'CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\nCPU revision\t: 3\n\n'
+done > "$pi_cpuinfo"
+printf 'Hardware\t: BCM2835\nRevision\t: c03111\nModel\t\t: Raspberry Pi 4 Model B Rev 1.1\n' >> "$pi_cpuinfo"
+in_pi() {
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  unshare --mount --propagation private -- bash -c 'mount --bind "$1" "$2/proc/cpuinfo" && exec "${@:3}"' _ \
+    "$pi_cpuinfo" "$rootfs" chroot "$rootfs" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin \
+    HOME=/root LANG=C.UTF-8 "$@"
+}
 ls "$repo"/device/models/*.tflite >/dev/null 2>&1 || {
   echo "arm64-proof: no shipped model in device/models/ (run again once there is one)" >&2; exit 1; }
 stage "steth classify --json on arm64 (user steth)"
 chmod -R a+rX "$stash/samples"
 s=$(date +%s)
-in_root /usr/sbin/runuser -u steth -- /usr/bin/env NUMBA_CACHE_DIR=/var/cache/steth/numba \
+in_pi /usr/sbin/runuser -u steth -- /usr/bin/env NUMBA_CACHE_DIR=/var/cache/steth/numba \
   /opt/stethoscope-edge/.venv/bin/steth classify --json /tmp/steth/samples > "$work/arm64.jsonl"
 timing[classify_arm64]=$(since "$s")
 s=$(date +%s)
-in_root /usr/sbin/runuser -u steth -- /usr/bin/env NUMBA_CACHE_DIR=/var/cache/steth/numba \
+in_pi /usr/sbin/runuser -u steth -- /usr/bin/env NUMBA_CACHE_DIR=/var/cache/steth/numba \
   /opt/stethoscope-edge/.venv/bin/steth classify --json /tmp/steth/samples > "$work/arm64-again.jsonl"
 timing[classify_arm64_warm]=$(since "$s")
 stage "steth classify --json on $(uname -m) (this machine)"
