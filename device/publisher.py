@@ -232,11 +232,13 @@ class Publisher:
             self._next_poll = now + POLL_EMPTY_S
         for item in items:
             info = self._client.publish(item.topic, item.payload, qos=1)
-            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN, mqtt.MQTT_ERR_CONN_LOST):
                 log.error("could not publish %s %s: %s", item.kind, item.result_id, mqtt.error_string(info.rc))
                 self._held[item.seq] = now + HOLD_REFUSED_S
                 continue
-            # NO_CONN: paho keeps a QoS 1 message and sends it after the reconnect, so it is in flight too
+            # NO_CONN, CONN_LOST (the link broke as it was written; found by the drills, which saw it held
+            # for a minute and then sent twice): paho keeps a QoS 1 message and sends it after the
+            # reconnect, so it is in flight too
             self._inflight[info.mid] = item
             self.published += 1
 

@@ -132,6 +132,13 @@ def finish(s: System, record_figures, name: str, timeout: float) -> None:
     assert figures.strangers == 0, figures.line()
     # every recording given to a device gave exactly one result (none skipped, none analysed twice)
     assert figures.produced == s.copies, f"{s.copies} recordings fed; {figures.line()}"
+    # no secret in any log: every password provisioned, searched in every part's output
+    secrets = [f.read_text().strip() for f in (s.root / "bundles").glob("*/*password*")]
+    assert len(secrets) == len(s.devices) + 1
+    logs = [p.read_text(errors="replace") for p in (s.root / "logs").glob("*.log")]
+    assert s.broker is not None
+    logs.append(s.broker.log)
+    assert not [x for x in secrets if any(x in log for log in logs)], "a password appears in a log"
     codes = s.close()
     assert all(code == 0 for code in codes.values()), f"unclean stop: {codes}"
 
