@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 LOCATIONS = (*contract.SITES, "unknown")
 LABELS = contract.SCREENING_LABELS
 AWAITING_REVIEW_LABELS = ("abnormal", "unsure")
+# The big JSON of a result, which lists (feed, results, patient timeline) never show: not loaded there.
+LISTING_DEFERRED = ("message", "windows", "quality_issues", "audio_declared")
 
 
 class Clinic(models.Model):

@@ -106,3 +106,28 @@ def test_the_results_list_stops_counting_at_the_cap(login, physician, device_a, 
     monkeypatch.setattr(results, "COUNT_CAP", 100)
     page = login(physician).get(reverse("results")).content.decode()
     assert "page 1 of 3 (5 results)" in page
+
+
+@pytest.mark.parametrize("page", ["feed", "results", "patient"])
+def test_lists_make_as_many_queries_for_ten_results_as_for_two(login, physician, device_a, make_result, page):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = login(physician)
+    url = {
+        "feed": reverse("feed-json"),
+        "results": reverse("results"),
+        "patient": reverse("patient", args=["clinic-a", "P-000123"]),
+    }[page]
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(url).status_code == 200
+        return len(captured.captured_queries)
+
+    for _ in range(2):
+        make_result(device_a, label="abnormal").add_review(physician, agrees=True, label="abnormal", note="")
+    few = queries()
+    for _ in range(8):
+        make_result(device_a, label="abnormal").add_review(physician, agrees=True, label="abnormal", note="")
+    assert queries() == few  # nothing loaded row by row (a deferred field read in a template would be)

@@ -14,7 +14,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from dashboard.clinic import access
-from dashboard.clinic.models import AWAITING_REVIEW_LABELS, Result
+from dashboard.clinic.models import AWAITING_REVIEW_LABELS, LISTING_DEFERRED, Result
 from dashboard.front.decorators import allowed
 
 FEED_SIZE = 25
@@ -61,7 +61,7 @@ def device_item(device: Any) -> dict[str, Any]:
 def _feed(user: Any, since: datetime | None) -> list[Result]:
     # No join with the reviews (Result.reviewed says it): the newest 25 come straight from the
     # received_at index instead of grouping every result first (seconds with a million results).
-    qs = access.visible_results(user)
+    qs = access.visible_results(user).defer(*LISTING_DEFERRED)
     if since is not None:
         # >= and the client de-duplicates by id: two results in the same microsecond are both shown
         qs = qs.filter(received_at__gte=since)

@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 from dashboard.clinic import access
 from dashboard.clinic.export import csv_lines
 from dashboard.clinic.fhir import observation
-from dashboard.clinic.models import Clinic, Result
+from dashboard.clinic.models import LISTING_DEFERRED, Clinic, Result
 from dashboard.clinic.recordings import media_path, playback_file
 from dashboard.front.decorators import allowed
 from dashboard.front.forms import ResultFilterForm, ReviewForm
@@ -52,7 +52,7 @@ def _visible(request: HttpRequest, result_id: uuid.UUID) -> Result:
 @allowed(access.is_clinical)
 def result_list(request: HttpRequest) -> HttpResponse:
     form = ResultFilterForm(request.GET or None)
-    qs = access.visible_results(request.user).prefetch_related("reviews__reviewer")
+    qs = access.visible_results(request.user).defer(*LISTING_DEFERRED).prefetch_related("reviews__reviewer")
     if request.GET:
         qs = form.apply(qs)
     page = CappedPaginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
@@ -173,7 +173,7 @@ def patient(request: HttpRequest, clinic: str, patient_ref: str) -> HttpResponse
     else:
         clinic_obj = get_object_or_404(Clinic, slug=clinic)
         qs = qs.filter(clinic=clinic_obj)
-    results = list(qs.prefetch_related("reviews__reviewer").order_by("-recorded_at")[:500])
+    results = list(qs.defer(*LISTING_DEFERRED).prefetch_related("reviews__reviewer").order_by("-recorded_at")[:500])
     if not results:
         raise Http404("no results for this patient that you may see")
     return render(
