@@ -73,10 +73,13 @@ class TestClient:
         """Connect and return the CONNACK reason code (raises OSError/ssl.SSLError when the link fails)."""
         self.client.connect("localhost", self.port, keepalive=30, clean_start=True)
         self.client.loop_start()
-        try:
-            return self.connack.get(timeout=WAIT_S)
-        except queue.Empty as exc:
-            raise ConnectionError(f"no CONNACK from port {self.port}") from exc
+        for _ in range(int(WAIT_S / 0.05)):
+            try:
+                return self.connack.get(timeout=0.05)
+            except queue.Empty:
+                if self.disconnected.is_set():
+                    raise ConnectionError(f"port {self.port} closed the connection without a CONNACK") from None
+        raise ConnectionError(f"no CONNACK from port {self.port}")
 
     def subscribe(self, *topics: str) -> list[Any]:
         result, mid = self.client.subscribe([(t, 1) for t in topics])
