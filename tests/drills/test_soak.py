@@ -100,7 +100,7 @@ def soak(s: System, per_device: int, interval_s: float, record_figures, name: st
         "device_errors": [e for sim in sims for e in sim.errors],
         "lost_ids": lost[:20],
     }
-    record_figures(name, figures)
+    record_figures(name if HOLD else f"{name}-unheld", figures)
     assert figures["produced"] == len(sims) * per_device, figures
     assert not figures["device_errors"], figures
     assert figures["lost"] == 0 and figures["duplicated"] == 0 and figures["strangers"] == 0, figures
