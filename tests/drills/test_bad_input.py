@@ -45,9 +45,11 @@ REAL_FILES.append(_wav(read_audio(sorted(SAMPLES.glob("*.flac"))[0]).samples[:80
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _report(record_figures):
+def _report(record_figures, request):
     yield
-    record_figures("bad-input", dict(TRIED))
+    expr = request.config.option.markexpr or ""
+    full = "full" in expr and "not full" not in expr
+    record_figures("bad-input-full" if full else "bad-input", dict(TRIED))
 
 
 @pytest.fixture(scope="module")
