@@ -154,8 +154,8 @@ def login(base: str, username: str) -> str:
 def hey(url: str, session: str, requests: int, concurrency: int) -> dict[str, float]:
     """Run hey; percentiles computed here from its per-request CSV (its own summary rounds and skips p99)."""
     proc = subprocess.run(
-        ["hey", "-n", str(requests), "-c", str(concurrency), "-o", "csv", "-H", f"Cookie: sessionid={session}",
-         "-H", "X-Forwarded-Proto: https", url],
+        ["hey", "-n", str(requests), "-c", str(concurrency), "-t", "300", "-o", "csv",
+         "-H", f"Cookie: sessionid={session}", "-H", "X-Forwarded-Proto: https", url],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     lines = [line.split(",") for line in proc.stdout.splitlines()[1:] if line.strip()]
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                 for page, url in pick_urls(base, clinic).items():
                     if args.pages and args.pages not in page:
                         continue
-                    hey(url, session, max(20, args.requests // 5), max(levels))  # warm-up: connections, caches
+                    hey(url, session, max(4, args.requests // 10), max(levels))  # warm-up: connections, caches
                     for c in levels:
                         r = hey(url, session, args.requests, c)
                         rows.append((page, role, c, r["p50"], r["p95"], r["p99"], r["rps"],
