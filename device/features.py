@@ -141,6 +141,7 @@ class Features:
 # The sample rates a result can carry (device/schemas/result.v1.json): below 500 Hz there is no heart sound.
 MIN_SAMPLE_RATE = 500
 MAX_SAMPLE_RATE = 384_000
+MAX_PEAK = 1000.0  # 60 dB over full scale: a float file may exceed ±1 a little, never by this much
 
 
 def check_samples(audio: Audio) -> None:
@@ -159,6 +160,12 @@ def check_samples(audio: Audio) -> None:
     if not np.all(np.isfinite(audio.samples)):
         raise InvalidAudioError(
             f"{audio.source}: contains NaN or infinite samples", "the file is corrupt; re-export or record again"
+        )
+    peak = float(np.max(np.abs(audio.samples)))
+    if peak > MAX_PEAK:  # float files can hold anything; resampling such values overflows to infinity
+        raise InvalidAudioError(
+            f"{audio.source}: samples reach {peak:.3g}, far beyond full scale (±1): not a recording",
+            "re-export it as 16-bit PCM WAV or FLAC",
         )
 
 

@@ -334,6 +334,8 @@ def test_what_the_pipeline_cannot_use_is_refused_with_a_reason(classifier):
         classifier.analyse(Audio(samples=noise[:20], sample_rate=1, source="x"))
     with pytest.raises(EmptyAudioError):
         classifier.analyse(Audio(samples=np.zeros(0, np.float32), sample_rate=4000, source="x"))
+    with pytest.raises(InvalidAudioError, match="beyond full scale"):  # found by the full form
+        classifier.analyse(Audio(samples=np.full(3000, 3.4e38, np.float32), sample_rate=500, source="x"))
     noise[100] = np.nan
     with pytest.raises(InvalidAudioError, match="NaN"):
         classifier.analyse(Audio(samples=noise, sample_rate=4000, source="x"))
