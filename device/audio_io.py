@@ -56,7 +56,7 @@ def read_audio(source: str | Path | bytes | BinaryIO, name: str | None = None) -
     try:
         with sf.SoundFile(stream) as f:
             channels, rate, subtype = f.channels, f.samplerate, f.subtype
-            data = f.read(dtype="float32", always_2d=True)
+            data = _read_blocks(f)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
         raise UnreadableAudioError(f"{label}: not a readable WAV or FLAC file ({exc})", CONVERT_HINT) from exc
     if rate <= 0:
@@ -75,6 +75,24 @@ def read_audio(source: str | Path | bytes | BinaryIO, name: str | None = None) -
         channels=int(channels),
         subtype=str(subtype),
     )
+
+
+BLOCK_FRAMES = 1 << 20
+
+
+def _read_blocks(f: sf.SoundFile) -> np.ndarray:
+    """Every frame the file really holds, read a block at a time.
+
+    Reading "all" at once allocates what the header claims, and a header can lie: a 42-byte FLAC
+    claiming 8 billion frames asked for 32 GiB (found by the bad-input drill).
+    """
+    chunks = []
+    while True:
+        block = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
+        if len(block) == 0:
+            break
+        chunks.append(block)
+    return np.concatenate(chunks) if chunks else np.zeros((0, f.channels), dtype=np.float32)
 
 
 def audio_info(path: str | Path) -> tuple[int, int, float]:

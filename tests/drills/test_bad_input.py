@@ -339,3 +339,11 @@ def test_what_the_pipeline_cannot_use_is_refused_with_a_reason(classifier):
     noise[100] = np.nan
     with pytest.raises(InvalidAudioError, match="NaN"):
         classifier.analyse(Audio(samples=noise, sample_rate=4000, source="x"))
+
+
+def test_a_header_claiming_billions_of_frames_allocates_nothing_of_the_kind():
+    """Found by the full form: 42 bytes of FLAC header claiming 8.6 billion frames made read_audio ask
+    for 32 GiB (a MemoryError, or the OOM killer on a Pi, from one tiny upload)."""
+    lying = b'fLaC\x00\x00\x00"' + bytes(12) + b"\x10r" + bytes(20)
+    with pytest.raises(StethError):
+        read_audio(lying, name="lying header")
