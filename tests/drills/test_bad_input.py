@@ -313,6 +313,19 @@ def test_ingest_answers_every_message_with_a_row_or_a_dead_letter(ingestor, data
     _ingest(ingestor, topic, payload)
 
 
+@pytest.mark.full
+@pytest.mark.django_db
+@settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_ingest_answers_every_message_with_a_row_or_a_dead_letter_at_length(ingestor, data):
+    topic = data.draw(TOPICS)
+    if data.draw(st.booleans()):
+        payload = _payload_variants(_valid(), data.draw)
+    else:
+        payload = data.draw(st.sampled_from([*HOSTILE_PAYLOADS, *REAL_FILES]) | st.binary(max_size=256))
+    _ingest(ingestor, topic, payload)
+
+
 @pytest.mark.django_db
 def test_a_hostile_batch_is_stored_or_dead_lettered_message_by_message(ingestor):
     from dashboard.clinic.models import DeadLetter, Result
