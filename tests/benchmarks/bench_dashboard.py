@@ -159,12 +159,13 @@ def hey(url: str, session: str, requests: int, concurrency: int) -> dict[str, fl
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     lines = [line.split(",") for line in proc.stdout.splitlines()[1:] if line.strip()]
+    lines = [f for f in lines if f[6] == "200"]
     times = [float(f[0]) * 1000 for f in lines]
-    codes = {f[6] for f in lines}
-    if codes != {"200"} or len(times) != requests:
-        raise RuntimeError(f"{url}: status codes {codes}, {len(times)}/{requests} responses")
+    if not times:
+        raise RuntimeError(f"{url}: no successful response out of {requests}")
     span = max(float(f[7]) + float(f[0]) for f in lines) - min(float(f[7]) for f in lines)
     return {
+        "failed": requests - len(times),  # errors and time-outs (gunicorn kills a worker after 120 s)
         "p50": support.percentile(times, 50),
         "p95": support.percentile(times, 95),
         "p99": support.percentile(times, 99),
@@ -281,18 +282,18 @@ def main(argv: list[str] | None = None) -> int:
                 for page, url in pick_urls(base, clinic).items():
                     if args.pages and args.pages not in page:
                         continue
-                    hey(url, session, max(4, args.requests // 10), max(levels))  # warm-up: connections, caches
+                    hey(url, session, max(2, args.requests // 10), max(levels))  # warm-up: connections, caches
                     for c in levels:
                         r = hey(url, session, args.requests, c)
-                        rows.append((page, role, c, r["p50"], r["p95"], r["p99"], r["rps"],
-                                     "yes" if r["p95"] <= 150 else "NO"))  # fmt: skip
+                        rows.append((page, role, c, r["p50"], r["p95"], r["p99"], r["rps"], r["failed"],
+                                     "yes" if r["p95"] <= 150 and not r["failed"] else "NO"))  # fmt: skip
                         print(f"  {page} / {role} / c={c}: p50 {r['p50']:.1f} ms, p95 {r['p95']:.1f} ms", flush=True)
         finally:
             server.terminate()
             server.wait(30)
             log.close()
     support.table(
-        ["page", "user", "concurrent", "p50 ms", "p95 ms", "p99 ms", "req/s", "p95 <= 150 ms"],
+        ["page", "user", "concurrent", "p50 ms", "p95 ms", "p99 ms", "req/s", "failed", "p95 <= 150 ms"],
         rows,
         f"Dashboard latency, {n_results:,} results / {n_devices:,} devices, gunicorn {workers} workers x 2 threads"
         + (f", code from {args.code}" if args.code else ""),
