@@ -14,7 +14,7 @@
 #
 # Needs root, network access to deb.debian.org and PyPI, and: apt-get install debootstrap
 # qemu-user-static binfmt-support. Slow (emulated arm64: tens of minutes); not part of CI.
-# Results: WORK/result.json, WORK/arm64.jsonl, WORK/x86.jsonl, WORK/install-*.log; see docs/arm64-proof.md.
+# Results: WORK/result.json, WORK/arm64-<cpu>.jsonl, WORK/x86.jsonl, WORK/install-*.log; docs/arm64-proof.md.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
