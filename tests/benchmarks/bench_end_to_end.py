@@ -35,7 +35,7 @@ import urllib.parse
 from pathlib import Path
 
 from tests.benchmarks import support
-from tests.benchmarks.bench_dashboard import login
+from tests.benchmarks.bench_dashboard import _up, login
 from tests.benchmarks.bench_device import Daemon
 
 DB = "steth_bench_e2e"
@@ -208,16 +208,6 @@ def main(argv: list[str] | None = None) -> int:
         f"End to end on loopback, {len(rows)} recordings (target: <= 1,000 ms to the database and the feed)",
     )
     return 0
-
-
-def _up(base: str) -> bool:
-    import urllib.request
-
-    try:
-        urllib.request.urlopen(urllib.request.Request(base + "/login/", headers={"X-Forwarded-Proto": "https"}))
-        return True
-    except OSError:
-        return False
 
 
 if __name__ == "__main__":
