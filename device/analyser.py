@@ -1,9 +1,7 @@
 """The models a device runs on every recording, loaded once, and the results they make.
 
-Loading a model is fast (LiteRT only); librosa, which feature extraction needs, takes a second or two
-to import, so ``warm_up()`` does that (and one dummy feature extraction) in a background thread while
-the daemon starts or while ``steth record`` is still recording: the answer then comes well within a
-second of the end of the recording.
+Loading a model imports everything an analysis needs (LiteRT, numpy, scipy): the first analysis after
+it takes a few milliseconds more than the next ones, so nothing needs warming up.
 """
 
 from __future__ import annotations
@@ -16,8 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from device import __version__
 from device.audio_io import Audio, encode_flac
@@ -40,7 +36,6 @@ class Analyser:
         self.names = tuple(names)
         self._classifiers: list[Classifier] | None = None
         self._lock = threading.Lock()
-        self._warm = threading.Event()
 
     @property
     def classifiers(self) -> list[Classifier]:
@@ -58,23 +53,6 @@ class Analyser:
         with self._lock:
             loaded = list(self._classifiers or [])
         return [{"name": c.info.name, "version": c.info.version, "sha256": c.info.sha256} for c in loaded]
-
-    def warm_up(self) -> None:
-        """Load the models and import librosa by extracting features from one window of silence."""
-        try:
-            from device.features import window_features
-
-            for clf in self.classifiers:
-                window_features(np.zeros((1, clf.params.window_samples), dtype=np.float32), clf.params)
-        except Exception as exc:  # the real call reports it properly; warming is best effort
-            log.debug("warm-up failed: %s", exc)
-        finally:
-            self._warm.set()
-
-    def warm_up_in_background(self) -> threading.Thread:
-        thread = threading.Thread(target=self.warm_up, name="warm-up", daemon=True)
-        thread.start()
-        return thread
 
     def analyse(self, audio: Audio) -> list[Analysis]:
         """One Analysis per model; AudioError subclasses propagate for unusable input."""

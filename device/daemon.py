@@ -89,8 +89,6 @@ class Daemon:
                 raise
             log.warning("no model loaded (%s); delivering the outbox only", exc)
             return
-        if self.config.mode != "deliver":  # only a mode that analyses needs librosa: import it off the start path
-            self.analyser.warm_up_in_background()
 
     def start(self) -> None:
         self.outbox = open_outbox(self.config, check=True)

@@ -11,12 +11,14 @@ import dataclasses
 import functools
 import hashlib
 import json
+import threading
 from dataclasses import dataclass
 from math import gcd
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 import numpy as np
+import scipy.fft
 from scipy import signal
 
 from device.audio_io import Audio, read_audio
@@ -201,14 +203,146 @@ def _bandpass_sos(params: FeatureParams) -> np.ndarray:
     )
 
 
-@functools.lru_cache(maxsize=16)
-def _mel_basis(params: FeatureParams) -> np.ndarray:
-    import librosa  # imported here: it is slow to import and only feature extraction needs it
+# -- MFCC without librosa ------------------------------------------------------------------------------
+# The shipped models were trained on librosa's features: a centred STFT, the Slaney mel filter bank, power
+# in dB, a DCT-II. librosa pulls in numba and LLVM (+130 MiB resident on the device, and a first start that
+# compiles for 17 s), so the same computations are done here with numpy and scipy.fft, in the same order,
+# precision and memory layout, and the features are librosa's bit for bit
+# (tests/device/test_features_vs_librosa.py).
 
-    basis = librosa.filters.mel(
-        sr=params.sample_rate, n_fft=params.n_fft, n_mels=params.n_mels, fmin=params.fmin, fmax=params.fmax
-    )
-    return np.asarray(basis, dtype=np.float32)
+
+def _hz_to_mel(hz: float) -> float:
+    """Slaney's mel scale (librosa.hz_to_mel with htk=False): linear below 1 kHz, logarithmic above."""
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    if hz < min_log_hz:
+        return hz / f_sp
+    return float(min_log_hz / f_sp + np.log(np.asarray(hz / min_log_hz)) / (np.log(6.4) / 27.0))
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    hz = f_sp * mels
+    above = mels >= min_log_hz / f_sp
+    hz[above] = min_log_hz * np.exp(np.log(6.4) / 27.0 * (mels[above] - min_log_hz / f_sp))
+    return hz
+
+
+@functools.lru_cache(maxsize=16)
+def mel_basis(params: FeatureParams) -> np.ndarray:
+    """librosa.filters.mel(sr, n_fft, n_mels, fmin, fmax) with its defaults: Slaney scale, area-normalised.
+
+    (n_mels, 1 + n_fft // 2) float32, computed in float64 as librosa does. Read-only (it is cached).
+    """
+    fft_hz = np.fft.rfftfreq(n=params.n_fft, d=1.0 / params.sample_rate)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(params.fmin), _hz_to_mel(params.fmax), params.n_mels + 2))
+    width = np.diff(edges)
+    ramps = np.subtract.outer(edges, fft_hz)
+    weights = np.zeros((params.n_mels, len(fft_hz)), dtype=np.float32)
+    for i in range(params.n_mels):
+        weights[i] = np.maximum(0, np.minimum(-ramps[i] / width[i], ramps[i + 2] / width[i + 1]))
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, np.newaxis]
+    weights.setflags(write=False)
+    return weights
+
+
+@dataclass(frozen=True)
+class _MelPlan:
+    """What window_features computes once per FeatureParams."""
+
+    window: np.ndarray  # float64 (n_fft,): the periodic Hann window of librosa.stft
+    bins: slice  # the FFT bins some mel band uses: the others are not computed
+    taps: np.ndarray  # intp (n_mels, k): each band's bins, in increasing order, relative to bins.start
+    gains: np.ndarray  # float32 (n_mels, k, 1): their weights; 0 past a band's last bin
+
+
+@functools.lru_cache(maxsize=16)
+def _mel_plan(params: FeatureParams) -> _MelPlan:
+    basis = mel_basis(params)
+    used = [np.flatnonzero(row) for row in basis if np.any(row)]
+    lo = min((int(u[0]) for u in used), default=0)
+    hi = max((int(u[-1]) + 1 for u in used), default=1)
+    k = max((int(u[-1] - u[0]) + 1 for u in used), default=1)
+    taps = np.zeros((params.n_mels, k), dtype=np.intp)
+    gains = np.zeros((params.n_mels, k, 1), dtype=np.float32)
+    for m, row in enumerate(basis):
+        if np.any(row):
+            span = np.arange(int(np.flatnonzero(row)[0]), hi)[:k]
+            taps[m, : len(span)] = span - lo
+            gains[m, : len(span), 0] = row[span]
+    window = np.asarray(signal.get_window("hann", params.n_fft, fftbins=True), dtype=np.float64)
+    return _MelPlan(window=window, bins=slice(lo, hi), taps=taps, gains=gains)
+
+
+# The STFT runs over this many windows at a time, in buffers kept per thread: a long recording's float64
+# frames and complex128 spectra never take more memory than this many windows' worth (0.8 MB each), and the
+# buffers are not allocated again for every chunk (fresh pages cost more than the FFT itself).
+_STFT_CHUNK = 2
+_workspaces = threading.local()
+
+
+def _workspace(params: FeatureParams, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """This thread's buffers for n <= _STFT_CHUNK windows: float64 frames, complex128 spectra."""
+    shape = (_STFT_CHUNK, params.frames_per_window, params.n_fft)
+    if getattr(_workspaces, "shape", None) != shape:
+        _workspaces.shape = shape
+        _workspaces.frames = np.empty(shape, dtype=np.float64)
+        _workspaces.spectrum = np.empty((*shape[:2], params.n_fft // 2 + 1), dtype=np.complex128)
+    return _workspaces.frames[:n], _workspaces.spectrum[:n]
+
+
+def _power(windows: np.ndarray, params: FeatureParams, bins: slice) -> np.ndarray:
+    """|librosa.stft(windows, n_fft, hop_length, center=True)|**2 at these bins: float32, (n, bins, frames).
+
+    The array is a view of a (n, frames, bins) one: each frame's bins are contiguous, as in librosa's.
+    """
+    n_fft = params.n_fft
+    padded = np.pad(windows, [(0, 0), (n_fft // 2, n_fft // 2)])  # centred, librosa's pad_mode="constant"
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=-1)[:, :: params.hop_length]
+    # librosa's arithmetic: a float64 window times float32 frames, numpy's FFT in float64, stored as
+    # complex64, then the magnitude (float32) squared.
+    windowed, spectrum = _workspace(params, len(windows))
+    np.multiply(_mel_plan(params).window, frames, out=windowed)
+    np.fft.rfft(windowed, axis=-1, out=spectrum)
+    power = np.abs(spectrum[..., bins].astype(np.complex64))
+    np.multiply(power, power, out=power)
+    return power.transpose(0, 2, 1)
+
+
+def _mel_power(windows: np.ndarray, params: FeatureParams, out: np.ndarray, single: bool) -> None:
+    """The mel spectrogram into out (n, n_mels, frames) float32, exactly as librosa's einsum makes it.
+
+    With several windows, numpy's einsum adds bin by bin in increasing order, a float32 product and a
+    float32 sum each rounded. That is done here over each band's few non-zero weights only (adding
+    0 * power changes nothing), which is 20 times less work. A single window makes einsum take its
+    vectorised dot-product loop instead, whose lanes are the CPU's own: that case (``single``: the whole
+    batch is one window) calls einsum itself, on the layout librosa gives it.
+    """
+    if single:
+        out[...] = np.einsum("mf,nft->nmt", mel_basis(params), _power(windows, params, slice(None)))
+        return
+    plan = _mel_plan(params)
+    power = _power(windows, params, plan.bins)
+    np.multiply(plan.gains[:, 0], np.take(power, plan.taps[:, 0], axis=1), out=out)
+    for j in range(1, plan.taps.shape[1]):
+        out += plan.gains[:, j] * np.take(power, plan.taps[:, j], axis=1)
+
+
+def _log_mel(windows: np.ndarray, params: FeatureParams) -> np.ndarray:
+    """(n, window_samples) float32 -> (n, n_mels, frames) float32 power in dB, top_db below each window's max.
+
+    The array is laid out in memory as librosa's einsum lays it out (band, frame, window: the window
+    varies fastest), because the DCT and the means of CMVN add in memory order, and another layout
+    changes last bits.
+    """
+    n = len(windows)
+    mel = np.empty((params.n_mels, params.frames_per_window, n), dtype=np.float32).transpose(2, 0, 1)
+    for start in range(0, n, _STFT_CHUNK):
+        _mel_power(windows[start : start + _STFT_CHUNK], params, mel[start : start + _STFT_CHUNK], single=n == 1)
+    np.maximum(mel, 1e-10, out=mel)
+    np.log10(mel, out=mel)
+    mel *= 10.0
+    # top_db per window (librosa's power_to_db would take the max over the whole batch).
+    return np.maximum(mel, mel.max(axis=(1, 2), keepdims=True) - params.top_db)
 
 
 def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
@@ -246,16 +380,13 @@ def frame_windows(x: np.ndarray, params: FeatureParams, source: str = "recording
 
 
 def window_features(windows: np.ndarray, params: FeatureParams) -> np.ndarray:
-    """(n, window_samples) -> (n, frames, n_features) float32."""
-    import librosa
-
+    """(n, window_samples) -> (n, frames, n_features) float32: MFCC or log-mel, then CMVN per window."""
     windows = np.atleast_2d(windows).astype(np.float32, copy=False)
-    spec = np.abs(librosa.stft(windows, n_fft=params.n_fft, hop_length=params.hop_length, center=True)) ** 2
-    mel = np.einsum("mf,nft->nmt", _mel_basis(params), spec)
-    log_mel = 10.0 * np.log10(np.maximum(mel, 1e-10))
-    # top_db per window (librosa's power_to_db would take the max over the whole batch).
-    log_mel = np.maximum(log_mel, log_mel.max(axis=(1, 2), keepdims=True) - params.top_db)
-    feats = librosa.feature.mfcc(S=log_mel, n_mfcc=params.n_mfcc) if params.kind == "mfcc" else log_mel
+    log_mel = _log_mel(windows, params)
+    if params.kind == "mfcc":  # librosa.feature.mfcc of a given spectrogram: exactly this DCT
+        feats = scipy.fft.dct(log_mel, axis=-2, type=2, norm="ortho")[..., : params.n_mfcc, :]
+    else:
+        feats = log_mel
     feats = np.transpose(feats, (0, 2, 1))  # (n, frames, coefficients): time-major for the RNN
     if params.cmvn:
         feats = (feats - feats.mean(axis=1, keepdims=True)) / (feats.std(axis=1, keepdims=True) + 1e-5)

@@ -1,7 +1,7 @@
 """`steth record`: the bedside workflow. Record, analyse, answer at once, keep the result safe.
 
-The model is loaded before the recording starts and librosa is warmed up while it runs, so the answer
-is printed well within a second of the end of the recording. The result goes into the outbox before
+The model is loaded before the recording starts, so the answer is printed well within a second of the
+end of the recording (the analysis of 15 s takes milliseconds). The result goes into the outbox before
 the answer is shown; the daemon's publisher delivers it (``--send`` also tries to deliver it now).
 """
 
@@ -68,7 +68,6 @@ def run(args: argparse.Namespace) -> int:
     length = args.seconds or config.audio.record_seconds
     analyser = Analyser(config.models.run)
     analyser.classifiers  # noqa: B018 - load before recording: a missing model is said at once
-    analyser.warm_up_in_background()
     box = open_outbox(config, check=True)
     try:
         # A replayed recording takes as long as a real one, so the demo and the timing are the bedside's.

@@ -7,8 +7,9 @@ outbox   results/s into the SQLite outbox: one transaction per result with synch
          synchronous=NORMAL and against batches of 100 per transaction; then results/s drained to a
          real local Mosquitto (QoS 1, deleted on PUBACK) with 1, 10 (the default) and 100 in flight.
 start    `steth device run` (replay mode, one 15 s recording) from exec to READY=1 (sd_notify) and to
-         the first result stored in the outbox and received by the broker: the very first start with
-         an empty NUMBA_CACHE_DIR (librosa's numba functions compiled), then three with that cache warm.
+         the first result stored in the outbox and received by the broker: a first start, then three more,
+         as shipped and with the librosa features of before (whose first start, with an empty
+         NUMBA_CACHE_DIR, compiled librosa's numba functions).
 memory   `steth device run` in replay mode over a folder of real PhysioNet recordings adding up to
          --hours of audio (each analysed once, as fast as the daemon goes: replay is not paced), its
          resident memory (VmRSS) sampled every 0.5 s and reported against the audio analysed so far.
@@ -106,18 +107,25 @@ def write_config(tmp: Path, broker_url: str, replay: Path, model: str) -> Path:
 
 
 # `steth device run` as on a Raspberry Pi, where only the [device] extra is installed: without Django the
-# dashboard's commands are simply absent (device/cli.py); "numpy" also swaps in the librosa-free features.
+# dashboard's commands are simply absent (device/cli.py); "librosa" also swaps in the features as they were
+# computed before (through librosa: tests/device/librosa_features.py), for the before/after comparison.
 LAUNCHER = """
 import sys
 variant = sys.argv.pop(1)
 sys.modules["django"] = None  # not installed on the device
-if "numpy" in variant:
+if "librosa" in variant:
     import device.features, device.inference
-    from tests.benchmarks import mfcc_numpy
-    device.features.window_features = device.inference.window_features = mfcc_numpy.window_features
+    from tests.device import librosa_features
+    device.features.window_features = device.inference.window_features = librosa_features.window_features
 from device.cli import main
 sys.exit(main(sys.argv[1:]))
 """
+
+VARIANTS = {
+    "shipped": "`steth device run`, as shipped (this venv: every extra)",
+    "device-only": "as shipped, `[device]` extra only (no Django), as on the Pi",
+    "device-only-librosa": "`[device]` only, features through librosa (before)",
+}
 
 
 class Subscriber:
@@ -149,7 +157,7 @@ class Subscriber:
 class Daemon:
     """`python -m device device run` as systemd starts it, with $NOTIFY_SOCKET to catch READY=1."""
 
-    def __init__(self, config: Path, env: dict[str, str], variant: str = "librosa") -> None:
+    def __init__(self, config: Path, env: dict[str, str], variant: str = "shipped") -> None:
         import socket
 
         self.notify_path = config.parent / f"notify-{time.monotonic_ns()}.sock"
@@ -161,7 +169,7 @@ class Daemon:
         self.t0 = time.time()
         with self.log.open("ab") as log:
             argv = [support.PYTHON, "-m", "device", "device", "run", "--config", str(config)]
-            if variant != "librosa":  # the same command through a launcher (see LAUNCHER)
+            if variant != "shipped":  # the same command through a launcher (see LAUNCHER)
                 argv = [support.PYTHON, "-c", LAUNCHER, variant, "device", "run", "--config", str(config)]
             self.proc = subprocess.Popen(
                 argv,
@@ -206,40 +214,45 @@ def stored_results(outbox: Path) -> int:
         return 0
 
 
-def cold_start(tmp: Path, model: str, runs: int = 3) -> None:
+def cold_start(tmp: Path, model: str, variants: list[str], runs: int = 3) -> None:
     replay = tmp / "one"
     replay.mkdir()
     (replay / SAMPLE.name).symlink_to(SAMPLE)
-    numba_cache = tmp / "numba-cache"
     rows = []
-    for i in range(runs + 1):
-        work = tmp / f"start{i}"
-        work.mkdir()
-        broker = support.BenchBroker(work / "broker").start()
-        sub = Subscriber(broker.port)
-        env = {**os.environ, "NUMBA_CACHE_DIR": str(numba_cache), "PYTHONDONTWRITEBYTECODE": "0"}
-        daemon = Daemon(write_config(work, broker.url, replay, model), env)
-        outbox = work / "state" / "outbox.sqlite"
-        stored_at = None
-        try:
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline and (stored_at is None or sub.first is None):
-                if stored_at is None and stored_results(outbox) > 0:
-                    stored_at = time.time()
-                if daemon.proc.poll() is not None:
-                    raise RuntimeError(f"the daemon exited:\n{daemon.log.read_text()[-3000:]}")
-                time.sleep(0.01)
-        finally:
-            daemon.stop()
-            sub.close()
-            broker.stop()
-        name = "first start, empty NUMBA_CACHE_DIR" if i == 0 else f"warm caches, start {i}"
-        ready = (daemon.ready or float("nan")) - daemon.t0
-        first = (stored_at or float("nan")) - daemon.t0
-        delivered = (sub.first or float("nan")) - daemon.t0
-        rows.append((name, ready, first, delivered, "yes" if i > 0 and first <= 3 else ("-" if i == 0 else "NO")))
-        print(f"  {name}: READY {ready:.2f} s, first result stored {first:.2f} s, at the broker {delivered:.2f} s",
-              flush=True)  # fmt: skip
+    for variant in variants:
+        numba_cache = tmp / f"numba-cache-{variant}"  # empty at the first start: what a fresh install has
+        for i in range(runs + 1):
+            work = tmp / f"start-{variant}-{i}"
+            work.mkdir()
+            broker = support.BenchBroker(work / "broker").start()
+            sub = Subscriber(broker.port)
+            env = {**os.environ, "NUMBA_CACHE_DIR": str(numba_cache), "PYTHONDONTWRITEBYTECODE": "0",
+                   "PYTHONPATH": str(support.REPO)}  # fmt: skip
+            daemon = Daemon(write_config(work, broker.url, replay, model), env, variant)
+            outbox = work / "state" / "outbox.sqlite"
+            stored_at = None
+            try:
+                deadline = time.monotonic() + 300
+                while time.monotonic() < deadline and (stored_at is None or sub.first is None):
+                    if stored_at is None and stored_results(outbox) > 0:
+                        stored_at = time.time()
+                    if daemon.proc.poll() is not None:
+                        raise RuntimeError(f"the daemon exited:\n{daemon.log.read_text()[-3000:]}")
+                    time.sleep(0.01)
+            finally:
+                daemon.stop()
+                sub.close()
+                broker.stop()
+            if i == 0:
+                name = f"{VARIANTS[variant]}: first start" + (", empty NUMBA_CACHE_DIR" if "librosa" in variant else "")
+            else:
+                name = f"{VARIANTS[variant]}: start {i + 1}"
+            ready = (daemon.ready or float("nan")) - daemon.t0
+            first = (stored_at or float("nan")) - daemon.t0
+            delivered = (sub.first or float("nan")) - daemon.t0
+            rows.append((name, ready, first, delivered, "yes" if first <= 3 else "NO"))
+            print(f"  {name}: READY {ready:.2f} s, first result stored {first:.2f} s, at the broker "
+                  f"{delivered:.2f} s", flush=True)  # fmt: skip
     support.table(
         ["start", "to READY=1 s", "to first result stored s", "to first result at broker s", "<= 3 s"],
         rows,
@@ -266,13 +279,15 @@ def hour_of_recordings(folder: Path, seconds: float) -> tuple[int, float]:
 
 
 def warm_numba(cache: Path) -> None:
-    """Fill a numba cache as the first start would (so the memory runs measure the steady state)."""
+    """Fill a numba cache for the librosa variant as its first start would (the memory runs measure the
+    steady state)."""
     code = (
-        "import numpy as np; from device.features import window_features, FeatureParams as P; "
-        "window_features(np.zeros((1, P().window_samples), dtype=np.float32), P())"
+        "import numpy as np; from device.features import FeatureParams as P; "
+        "from tests.device.librosa_features import window_features; "
+        "window_features(np.zeros((2, P().window_samples), dtype=np.float32), P())"
     )
-    subprocess.run([support.PYTHON, "-c", code], cwd=support.REPO, env={**os.environ, "NUMBA_CACHE_DIR": str(cache)},
-                   check=True, capture_output=True)  # fmt: skip
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "PYTHONPATH": str(support.REPO)}
+    subprocess.run([support.PYTHON, "-c", code], cwd=support.REPO, env=env, check=True, capture_output=True)
 
 
 def memory_run(tmp: Path, model: str, replay: Path, files: int, variant: str) -> dict[str, Any]:
@@ -321,11 +336,7 @@ def memory(tmp: Path, model: str, hours: float, variants: list[str]) -> None:
     print(f"replay folder: {files} recordings, {audio_s / 3600:.2f} h of audio", flush=True)
     warm_numba(tmp / "numba-cache")
     runs = [memory_run(tmp / f"run-{v}", model, replay, files, v) for v in variants]
-    names = {
-        "librosa": "steth device run, as shipped (this venv: every extra)",
-        "device-only": "as shipped, [device] extra only (no Django), as on the Pi",
-        "device-only-numpy": "[device] only + numpy features (proposal, mfcc_numpy.py)",
-    }
+    names = VARIANTS
     rows = []
     for r in runs:
         mib = lambda s: s[2] / 1024  # noqa: E731
@@ -337,7 +348,7 @@ def memory(tmp: Path, model: str, hours: float, variants: list[str]) -> None:
          "growth 25 %->end MiB", "speed vs real time", "delivered"],
         rows,
         f"Resident memory of `steth device run`, replay of {audio_s / 3600:.2f} h of real recordings ({files} "
-        "files, analysed as fast as the daemon goes), warm numba cache (target <= 150 MB, flat)",
+        "files, analysed as fast as the daemon goes), numba's cache warm for librosa (target <= 150 MB, flat)",
     )  # fmt: skip
 
 
@@ -349,10 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default="outbox,start,memory")
     p.add_argument(
         "--variants",
-        default="librosa,device-only,device-only-numpy",
-        help="daemons for the memory runs: librosa (as shipped), device-only (no Django, as on the Pi), "
-        "device-only-numpy (and the librosa-free features of mfcc_numpy.py)",
+        default="shipped,device-only,device-only-librosa",
+        help="daemons for the memory runs: shipped (this venv), device-only (no Django, as on the Pi), "
+        "device-only-librosa (and the features through librosa, as before)",
     )
+    p.add_argument("--start-variants", default="device-only,device-only-librosa", help="daemons for the start runs")
     args = p.parse_args(argv)
     support.stop_on_sigterm()
     print(support.machine())
@@ -364,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             outbox_rates(Path(tmp) / "outbox", args.results)
         if "start" in only:
             (Path(tmp) / "start").mkdir()
-            cold_start(Path(tmp) / "start", args.model)
+            cold_start(Path(tmp) / "start", args.model, args.start_variants.split(","))
         if "memory" in only:
             (Path(tmp) / "memory").mkdir()
             memory(Path(tmp) / "memory", args.model, args.hours, args.variants.split(","))

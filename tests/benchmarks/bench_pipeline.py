@@ -3,6 +3,7 @@
     .venv/bin/python -m tests.benchmarks.bench_pipeline [--recording FILE] [--repeat N]
 
 Compares, in one run and on the same real recording:
+  features       device.features (numpy, scipy) and the same features through librosa (before)
   int8 LiteRT    the shipped model as the device runs it
   float TFLite   the same architecture converted without quantisation
   Keras float    the same architecture in full TensorFlow/Keras (what a user might run instead)
@@ -79,20 +80,25 @@ def main(argv: list[str] | None = None) -> int:
         x = preprocess(a.samples, a.sample_rate, params)
         return window_features(frame_windows(x, params), params)
 
-    feats = features()  # warm: librosa import, mel basis, FFT plans
+    feats = features()  # warm: mel basis, FFT plans
     n = len(feats)
     t_feat = statistics.median(timed(features, args.repeat)) / n
 
-    # The alternative proposed for the device's memory (tests/benchmarks/mfcc_numpy.py): same features, no librosa.
-    from tests.benchmarks import mfcc_numpy
+    # Before: the same features through librosa (tests/device/librosa_features.py), where it is installed.
+    t_feat_librosa: float | None = None
+    identical: bool | None = None
+    try:
+        from tests.device import librosa_features
 
-    def features_numpy() -> np.ndarray:
-        a = read_audio(path)
-        x = preprocess(a.samples, a.sample_rate, params)
-        return mfcc_numpy.window_features(frame_windows(x, params), params)
+        def features_librosa() -> np.ndarray:
+            a = read_audio(path)
+            x = preprocess(a.samples, a.sample_rate, params)
+            return librosa_features.window_features(frame_windows(x, params), params)
 
-    identical = np.array_equal(features_numpy(), feats)
-    t_feat_numpy = statistics.median(timed(features_numpy, args.repeat)) / n
+        identical = np.array_equal(features_librosa(), feats)
+        t_feat_librosa = statistics.median(timed(features_librosa, args.repeat)) / n
+    except ImportError:
+        pass
 
     rows = []
     t_int8 = statistics.median(timed(lambda: clf.predict_windows(feats), args.repeat)) / n
@@ -168,8 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         f"steth classify path (read + pipeline + int8 + heart rate + quality) on the {audio.duration_s:.0f} s "
         f"recording, warm: {t_classify * 1e3:.1f} ms"
     )
-    print(f"features without librosa (mfcc_numpy.py, proposal): {t_feat_numpy * 1e3:.2f} ms per window, "
-          f"bit-identical to the shipped features: {identical}")  # fmt: skip
+    if t_feat_librosa is not None:
+        print(f"features through librosa (before): {t_feat_librosa * 1e3:.2f} ms per window; device.features: "
+              f"{t_feat * 1e3:.2f} ms per window, bit-identical to librosa's: {identical}")  # fmt: skip
+    else:
+        print("librosa is not installed: no comparison with the features as they were computed before")
     yes = lambda ok: "yes" if ok else "NO"  # noqa: E731
     support.table(
         ["measure", "figure", "target", "met"],
