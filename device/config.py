@@ -57,6 +57,19 @@ class BrokerConfig(_Section):
     reconnect_min_s: float = Field(1.0, gt=0, le=60, description="first reconnect delay (doubles, with jitter)")
     reconnect_max_s: float = Field(60.0, gt=0, le=3600, description="longest reconnect delay")
     status_interval_s: float = Field(60.0, ge=1, le=3600, description="how often the online status is refreshed")
+    delivery_ack: Literal["ingest", "broker"] = Field(
+        "ingest",
+        description="when a result leaves the outbox: 'ingest' (default) when the dashboard's ingest says it is "
+        "stored (an ack on the device's acks topic); 'broker' on the broker's PUBACK, only for a broker with no "
+        "ingest sending acks (a broker that loses an acknowledged message then loses the result)",
+    )
+    ack_timeout_s: float = Field(
+        60.0,
+        ge=1,
+        le=86400,
+        description="a result the broker has but ingest has not acknowledged within this many seconds is sent "
+        "again (delivery_ack = 'ingest'; ingest stores it once however often it arrives)",
+    )
 
     @field_validator("url")
     @classmethod

@@ -6,9 +6,13 @@ Topics are versioned and per device::
     steth/v1/devices/{device_id}/status           status JSON (schemas/status.v1.json), QoS 1, retained
     steth/v1/devices/{device_id}/audio/{result_id} FLAC bytes of that result's recording, QoS 1
     steth/v1/devices/{device_id}/commands         commands to the device (JSON), QoS 1
+    steth/v1/devices/{device_id}/acks             ack JSON (schemas/ack.v1.json) from ingest, QoS 1
 
-The broker's ACLs give a device write access to its own subtree and read access to its own commands
-topic only (see deploy/mosquitto). Receivers de-duplicate results by ``result_id``.
+The broker's ACLs give a device write access to its own results, status and audio, and read access to
+its own commands and acks topics only (see deploy/mosquitto). Receivers de-duplicate results by
+``result_id``. A device deletes a result from its outbox when an ack naming it arrives (ingest sends it
+after the database commit), not on the broker's PUBACK: a broker that loses a message it acknowledged
+cannot lose a result (docs/contract.md, "Delivery acknowledgements").
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ SCHEMA_VERSION = 1
 TOPIC_ROOT = f"steth/v{SCHEMA_VERSION}/devices"
 MAX_RESULT_BYTES = 256 * 1024  # a 1-hour recording's per-window track fits with room to spare
 MAX_STATUS_BYTES = 16 * 1024
+MAX_ACK_IDS = 256  # per list of an ack message (schemas/ack.v1.json); ingest splits a bigger batch
+MAX_ACK_BYTES = 32 * 1024  # 2 x 256 ids of 36 characters, quoted, with room to spare
 MAX_AUDIO_BYTES = 16 * 1024 * 1024
 DEVICE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 SITES = ("aortic", "pulmonic", "tricuspid", "mitral")
@@ -59,6 +65,11 @@ def commands_topic(device_id: str) -> str:
     return f"{TOPIC_ROOT}/{_check_device_id(device_id)}/commands"
 
 
+def acks_topic(device_id: str) -> str:
+    """Where ingest tells the device which of its results and recordings are stored."""
+    return f"{TOPIC_ROOT}/{_check_device_id(device_id)}/acks"
+
+
 # Subscriptions for receivers; the shared form lets several ingest workers split one stream.
 ALL_RESULTS = f"{TOPIC_ROOT}/+/results"
 ALL_STATUS = f"{TOPIC_ROOT}/+/status"
@@ -71,7 +82,7 @@ def shared(topic_filter: str, group: str = SHARED_GROUP) -> str:
 
 
 _TOPIC_RE = re.compile(
-    rf"^{re.escape(TOPIC_ROOT)}/(?P<device>[^/]+)/(?P<kind>results|status|commands|audio)(?:/(?P<rest>[^/]+))?$"
+    rf"^{re.escape(TOPIC_ROOT)}/(?P<device>[^/]+)/(?P<kind>results|status|commands|acks|audio)(?:/(?P<rest>[^/]+))?$"
 )
 
 
@@ -85,7 +96,7 @@ def parse_topic(topic: str) -> tuple[str, str, str | None]:
 
 @functools.cache
 def schema(name: str) -> dict[str, Any]:
-    """The JSON Schema 'result' or 'status' (as shipped in device/schemas)."""
+    """The JSON Schema 'result', 'status' or 'ack' (as shipped in device/schemas)."""
     text = resources.files("device").joinpath("schemas", f"{name}.v{SCHEMA_VERSION}.json").read_text()
     data: dict[str, Any] = json.loads(text)
     return data
@@ -119,9 +130,14 @@ def loads(payload: bytes | str) -> Any:
         raise ValueError("nested too deeply") from exc
 
 
+def max_bytes_of(name: str) -> int:
+    """The size limit of a message of schema ``name``."""
+    return {"result": MAX_RESULT_BYTES, "ack": MAX_ACK_BYTES}.get(name, MAX_STATUS_BYTES)
+
+
 def decode(name: str, payload: bytes | str, max_bytes: int | None = None) -> dict[str, Any]:
     """Parse and validate a message; raises ContractError listing every problem."""
-    limit = max_bytes or (MAX_RESULT_BYTES if name == "result" else MAX_STATUS_BYTES)
+    limit = max_bytes or max_bytes_of(name)
     if len(payload) > limit:
         raise ContractError(f"{name} message of {len(payload)} bytes exceeds the {limit}-byte limit")
     try:
@@ -197,6 +213,14 @@ EXAMPLE_STATUS: dict[str, Any] = {
         "bytes": 0,
         "dropped_results": 0,
         "dropped_audio": 0,
+        "awaiting_ack": 0,
     },
     "uptime_s": 3600.0,
+}
+
+EXAMPLE_ACK: dict[str, Any] = {
+    "schema_version": 1,
+    "device_id": "clinic-a-pi-01",
+    "result_ids": ["0b7f3c1e-8a53-4f7e-9d1c-2f6a4b5c6d7e"],
+    "audio_ids": [],
 }

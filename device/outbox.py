@@ -5,9 +5,13 @@ a result the nurse has been told is saved survives a power cut; NORMAL would kee
 but could lose the last commits. Results are rare (one a minute at most) so the fsync costs nothing
 that matters, even on an SD card.
 
-A message leaves the outbox only when the broker has acknowledged it (the publisher calls ``ack``), so
-a crash between publish and acknowledgement means it is sent again, never lost; receivers de-duplicate
-by ``result_id``.
+A message leaves the outbox only when ingest has acknowledged it as stored (an ack message naming it on
+the device's acks topic, sent after the database commit; the publisher calls ``confirm``). The broker's
+PUBACK only marks it ``sent`` (``mark_sent``): a broker can acknowledge a message and then lose it
+(Mosquitto 2.0.11 does, for shared subscriptions over a restart: RELIABILITY.md). A message sent but not
+acknowledged within the ack timeout is ``pending`` again and sent again; receivers de-duplicate by
+``result_id``. So a crash, a lost ack or a lost message means a message is sent again, never lost.
+(With ``broker.delivery_ack = "broker"`` the publisher deletes on PUBACK instead, with ``ack``.)
 
 Audio for upload is kept as FLAC files in a RAM-backed folder (tmpfs), not in the SQLite file on the SD
 card: patient audio never rests on removable storage, and it is the first thing shed when space runs
@@ -40,18 +44,25 @@ from device.errors import ContractError, StethError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: sent_at and attempts (end-to-end acknowledgements)
 Kind = Literal["result", "audio"]
 
+# Version 1 outboxes (before end-to-end acks) gain the two columns; their messages count as not sent.
+_MIGRATE_1_TO_2 = (
+    "ALTER TABLE messages ADD COLUMN sent_at REAL",
+    "ALTER TABLE messages ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL CHECK (kind IN ('result', 'audio')),
     result_id TEXT NOT NULL,
     topic TEXT NOT NULL,
-    payload BLOB,               -- result JSON; NULL for audio, whose FLAC is a file in the audio folder
+    payload BLOB,               -- result JSON, NULL for audio (whose FLAC is a file in the audio folder)
     bytes INTEGER NOT NULL,
     created_at REAL NOT NULL,
+    sent_at REAL,               -- wall-clock time of the broker's last PUBACK (NULL: not sent yet)
+    attempts INTEGER NOT NULL DEFAULT 0,  -- PUBACKs so far (a re-send after the ack timeout adds one)
     UNIQUE (kind, result_id)
 );
 CREATE INDEX IF NOT EXISTS messages_kind ON messages (kind, seq);
@@ -87,6 +98,16 @@ class Pending:
     result_id: str
     topic: str
     payload: bytes
+    attempts: int = 0  # times the broker took it already: > 0 means a re-send (no ack from ingest in time)
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    """What an ack removed: the seqs deleted (ids the outbox did not hold are simply not there)."""
+
+    seqs: list[int]
+    results: int
+    audio: int
 
 
 @dataclass(frozen=True)
@@ -106,6 +127,7 @@ class Stats:
     dropped_audio: int
     delivered_results: int
     delivered_audio: int
+    awaiting_ack: int = 0  # of the pending ones: the broker has them, ingest has not acknowledged them yet
 
     def for_status(self) -> dict[str, int]:
         """The ``outbox`` object of the status message."""
@@ -115,6 +137,7 @@ class Stats:
             "bytes": self.bytes,
             "dropped_results": self.dropped_results,
             "dropped_audio": self.dropped_audio,
+            "awaiting_ack": self.awaiting_ack,
         }
 
 
@@ -207,16 +230,32 @@ class Outbox:
         return None if rows == ["ok"] else "; ".join(rows[:5])
 
     def _migrate(self, db: sqlite3.Connection) -> None:
-        db.executescript(_SCHEMA)
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
+        if db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            return  # the usual case: nothing to write
+        # One writer at a time: the daemon and `steth record` may open an old outbox at the same moment.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, 1, SCHEMA_VERSION):
+                db.execute("ROLLBACK")
+                db.close()
+                raise OutboxError(
+                    f"outbox {self.path} has schema version {version}; this software knows {SCHEMA_VERSION}",
+                    "upgrade stethoscope-edge, or move the file aside to start a fresh outbox",
+                )
+            if version == 1:
+                for statement in _MIGRATE_1_TO_2:
+                    db.execute(statement)
+                log.info("outbox %s upgraded to schema version %d (end-to-end acknowledgements)", self.path, 2)
+            for statement in _SCHEMA.split(";"):  # executescript would commit the transaction first
+                if statement.strip():
+                    db.execute(statement)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        elif version != SCHEMA_VERSION:
-            db.close()
-            raise OutboxError(
-                f"outbox {self.path} has schema version {version}; this software knows {SCHEMA_VERSION}",
-                "upgrade stethoscope-edge, or move the file aside to start a fresh outbox",
-            )
+            db.execute("COMMIT")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
 
     def _set_aside_and_recreate(self, problem: str) -> sqlite3.Connection:
         salvaged = self._salvage()
@@ -408,12 +447,18 @@ class Outbox:
                 self._audio_file(rid).unlink()
 
     def _enforce_cap(self, db: sqlite3.Connection, keep: set[str]) -> tuple[list[str], list[str]]:
-        """Shed the oldest audio, then the oldest results, until the waiting bytes fit the cap."""
+        """Shed the oldest audio, then the oldest results, until the waiting bytes fit the cap.
+
+        Among each kind, messages the broker already took (awaiting ingest's ack, most likely stored
+        already) go before those never sent.
+        """
         total = db.execute("SELECT COALESCE(SUM(bytes), 0) FROM messages").fetchone()[0]
         shed_audio: list[str] = []
         dropped: list[str] = []
         while total > self.max_bytes:
-            row = db.execute("SELECT seq, result_id, bytes FROM messages WHERE kind = 'audio' ORDER BY seq LIMIT 1")
+            row = db.execute(
+                "SELECT seq, result_id, bytes FROM messages WHERE kind = 'audio' ORDER BY sent_at IS NULL, seq LIMIT 1"
+            )
             found = row.fetchone()
             if found is not None:
                 seq, rid, size = found
@@ -424,19 +469,21 @@ class Outbox:
                 total -= size
                 continue
             found = db.execute(
-                "SELECT seq, result_id, bytes FROM messages WHERE kind = 'result' ORDER BY seq"
+                "SELECT seq, result_id, bytes, attempts FROM messages WHERE kind = 'result' "
+                "ORDER BY sent_at IS NULL, seq"
             ).fetchall()
             victim = next((r for r in found if r[1] not in keep), None)
             if victim is None:
                 break  # only what we are adding is left: keep it rather than drop it unseen
-            seq, rid, size = victim
+            seq, rid, size, attempts = victim
             db.execute("DELETE FROM messages WHERE seq = ?", (seq,))
             self._bump(db, "dropped_results")
             log.error(
-                "RESULT DROPPED: outbox over its %d-byte cap while offline; dropped the oldest result %s "
+                "RESULT DROPPED: outbox over its %d-byte cap while offline; dropped the oldest result %s%s "
                 "(raise outbox.max_bytes or restore the link)",
                 self.max_bytes,
                 rid,
+                f" (the broker took it {attempts} time(s), ingest never acknowledged it)" if attempts else "",
             )
             dropped.append(rid)
             total -= size
@@ -470,21 +517,43 @@ class Outbox:
 
     # -- reading and acknowledging ----------------------------------------------------------------------
 
-    def pending(self, limit: int, exclude: Sequence[int] = (), max_audio: int | None = None) -> list[Pending]:
+    def pending(
+        self,
+        limit: int,
+        exclude: Sequence[int] = (),
+        max_audio: int | None = None,
+        *,
+        ack_timeout_s: float | None = None,
+        max_resend: int = 0,
+    ) -> list[Pending]:
         """The next messages to send: results before audio, oldest first, skipping those in flight.
 
         ``max_audio`` bounds the recordings read into memory at once (each can be megabytes).
+        With ``ack_timeout_s`` (end-to-end acks) a message already sent is due again only once that long
+        has passed since its PUBACK without an ack, and at most ``max_resend`` of those are returned:
+        after a long ingest outage thousands can be due at once, and they go a few at a time, not in one
+        burst. Without it (acks from the broker) every message is due.
         """
         marks = ",".join("?" * len(exclude))
-        where = f"WHERE seq NOT IN ({marks})" if exclude else ""
+        skip = f"seq NOT IN ({marks})" if exclude else "1"
+        select = f"SELECT seq, kind, result_id, topic, payload, attempts FROM messages WHERE {skip} AND "  # noqa: S608 - placeholders only
+        order = " ORDER BY kind = 'audio', seq LIMIT ?"
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT seq, kind, result_id, topic, payload FROM messages {where} "  # noqa: S608 - placeholders only
-                "ORDER BY kind = 'audio', seq LIMIT ?",
-                (*exclude, limit),
-            ).fetchall()
+            if ack_timeout_s is None:
+                rows = self._db.execute(select + "1" + order, (*exclude, limit)).fetchall()
+            else:
+                rows = self._db.execute(select + "sent_at IS NULL" + order, (*exclude, limit)).fetchall()
+                if max_resend > 0:
+                    now = time.time()
+                    # due: acked by the broker longer ago than the timeout, or "in the future" (the clock
+                    # was set back, as a Raspberry Pi's is when NTP corrects it after a boot without RTC)
+                    rows += self._db.execute(
+                        select + "sent_at IS NOT NULL AND (sent_at <= ? OR sent_at > ?)" + order,
+                        (*exclude, now - ack_timeout_s, now + ack_timeout_s, max_resend),
+                    ).fetchall()
+                    rows = sorted(rows, key=lambda r: (r[1] == "audio", r[0]))[:limit]
         out: list[Pending] = []
-        for seq, kind, rid, topic, stored in rows:
+        for seq, kind, rid, topic, stored, attempts in rows:
             payload = stored
             if kind == "audio":
                 if max_audio is not None and sum(p.kind == "audio" for p in out) >= max_audio:
@@ -495,7 +564,7 @@ class Outbox:
                     log.warning("audio of result %s is gone from %s; not sending it", rid, self.audio_dir)
                     self._delete(seq, kind, rid, counter="dropped_audio")
                     continue
-            out.append(Pending(seq, kind, rid, topic, bytes(payload)))
+            out.append(Pending(seq, kind, rid, topic, bytes(payload), attempts))
         return out
 
     def _delete(self, seq: int, kind: str, result_id: str, counter: str) -> bool:
@@ -509,17 +578,75 @@ class Outbox:
         return bool(gone)
 
     def ack(self, item: Pending) -> bool:
-        """The broker has the message: remove it. False if it was already gone (another sender)."""
+        """Delivered (acks from the broker): remove it. False if it was already gone (another sender)."""
         counter = "delivered_results" if item.kind == "result" else "delivered_audio"
         return self._delete(item.seq, item.kind, item.result_id, counter)
+
+    def mark_sent(self, items: Sequence[Pending]) -> int:
+        """The broker has these (PUBACK): they wait for ingest's ack now. Returns how many were still here.
+
+        Not fsynced (synchronous=NORMAL for this one commit; the WAL keeps it across a crash of the
+        process): a power cut can only forget the mark, and the message is then sent again sooner,
+        which receivers absorb. This keeps a PUBACK as cheap as it was when it deleted the row.
+        """
+        if not items:
+            return 0
+        now = time.time()
+        with self._lock:
+            db = self._db
+            db.execute("PRAGMA synchronous = NORMAL")
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    marked = sum(
+                        db.execute(
+                            "UPDATE messages SET sent_at = ?, attempts = attempts + 1 WHERE seq = ?", (now, item.seq)
+                        ).rowcount
+                        for item in items
+                    )
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            finally:
+                db.execute("PRAGMA synchronous = FULL")
+        return marked
+
+    def confirm(self, result_ids: Sequence[str], audio_ids: Sequence[str]) -> Confirmed:
+        """Ingest has stored these (an ack message): delete them, count them delivered.
+
+        Ids this outbox does not hold (already confirmed, another device's, dropped) are ignored, so a
+        repeated or stray ack is harmless.
+        """
+        gone: list[tuple[int, str, str]] = []
+        with self._write() as db:
+            for kind, ids in (("result", result_ids), ("audio", audio_ids)):
+                for start in range(0, len(ids), 500):  # SQLite's limit on parameters
+                    chunk = list(ids[start : start + 500])
+                    marks = ",".join("?" * len(chunk))
+                    rows = db.execute(
+                        f"DELETE FROM messages WHERE kind = ? AND result_id IN ({marks}) RETURNING seq, result_id",  # noqa: S608
+                        (kind, *chunk),
+                    ).fetchall()
+                    gone += [(seq, kind, rid) for seq, rid in rows]
+            results = sum(kind == "result" for _, kind, _ in gone)
+            if results:
+                self._bump(db, "delivered_results", results)
+            if len(gone) - results:
+                self._bump(db, "delivered_audio", len(gone) - results)
+        self._unlink_audio([rid for _, kind, rid in gone if kind == "audio"])
+        return Confirmed([seq for seq, _, _ in gone], results, len(gone) - results)
 
     def stats(self) -> Stats:
         with self._lock:
             counts = dict.fromkeys(("result", "audio"), (0, 0))
-            for kind, n, size in self._db.execute(
-                "SELECT kind, COUNT(*), COALESCE(SUM(bytes), 0) FROM messages GROUP BY kind"
+            awaiting = 0
+            for kind, n, size, sent in self._db.execute(
+                "SELECT kind, COUNT(*), COALESCE(SUM(bytes), 0), COUNT(sent_at) FROM messages GROUP BY kind"
             ):
                 counts[kind] = (n, size)
+                awaiting += sent
             counters = dict.fromkeys(_COUNTERS, 0)
             counters.update(dict(self._db.execute("SELECT name, value FROM counters").fetchall()))
         return Stats(
@@ -530,6 +657,7 @@ class Outbox:
             dropped_audio=counters["dropped_audio"],
             delivered_results=counters["delivered_results"],
             delivered_audio=counters["delivered_audio"],
+            awaiting_ack=awaiting,
         )
 
     def result_ids(self) -> list[str]:

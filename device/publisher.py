@@ -1,14 +1,24 @@
-"""Delivering the outbox over MQTT: QoS 1, and a message leaves the outbox only once the broker has it.
+"""Delivering the outbox over MQTT: QoS 1, and a message leaves the outbox only once ingest has stored it.
 
 One thread owns the MQTT client and its own outbox connection and drives the network loop itself
-(``client.loop()``), so the acknowledgement callback deletes the acknowledged row from the same thread
-that published it. Reconnection is ours, not paho's: bounded exponential backoff with jitter, from the
-very first attempt, so a device that boots with the link down simply keeps trying.
+(``client.loop()``), so the callbacks touch the outbox from the same thread that published. Reconnection
+is ours, not paho's: bounded exponential backoff with jitter, from the very first attempt, so a device
+that boots with the link down simply keeps trying.
 
-Within one process a message is published once; paho resends it after a reconnect, with the same
-packet id, until the broker acknowledges it. After a crash or restart everything still in the outbox
-is published again: a message the broker had but whose acknowledgement was lost then arrives twice,
-with the same ``result_id``, which receivers de-duplicate (contract.md).
+End-to-end acknowledgements (``broker.delivery_ack = "ingest"``, the default): the broker's PUBACK only
+marks a message ``sent``; it is deleted when ingest's ack naming it arrives on the device's acks topic
+(sent after the database commit). The device subscribes to that topic on a persistent session
+(``clean_start`` off, a week's expiry), so acks sent while it was offline arrive when it reconnects. A
+message sent but not acknowledged within ``broker.ack_timeout_s`` is sent again, also after a restart;
+at most ``max_inflight`` re-sends wait for their ack at once (a slot frees when the ack comes or the
+timeout passes again), so thousands of unacknowledged messages after a long ingest outage trickle out
+instead of flooding the broker. Why: a broker may acknowledge a message and then lose it (Mosquitto
+2.0.11 loses messages for shared subscriptions over a restart, RELIABILITY.md); a PUBACK is not proof
+that a result is stored. With ``delivery_ack = "broker"`` the PUBACK deletes the message, as before.
+
+Within one process a message is published once per attempt; paho resends it after a reconnect, with the
+same packet id, until the broker acknowledges it. Any message may so arrive more than once, with the same
+``result_id``, which receivers de-duplicate (contract.md).
 
 The device's status topic is retained, with a last will of ``offline`` (contract.offline_will), and an
 ``online`` status carrying the outbox counters is refreshed when they change and every
@@ -20,6 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+import sqlite3
 import ssl
 import threading
 import time
@@ -27,9 +38,12 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from device import __version__, contract
 from device.config import BrokerConfig
+from device.errors import ContractError
 from device.outbox import Outbox, OutboxError, Pending
 
 log = logging.getLogger(__name__)
@@ -40,6 +54,8 @@ STATUS_MIN_GAP_S = 2.0
 HOLD_REFUSED_S = 60.0  # a message the broker refused (MQTT 5 reason code) is retried after this
 CHECK_FILE_S = 5.0
 MAX_AUDIO_IN_FLIGHT = 2  # recordings are megabytes each: bound the memory they take while in flight
+ACK_SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps acks for an offline device this long
+RESEND_LOG_GAP_S = 60.0  # re-sends are logged at WARNING at most this often (a long outage re-sends many)
 
 
 class OutboxReplacedError(OutboxError):
@@ -67,7 +83,11 @@ def utc_now() -> str:
 
 
 class Publisher:
-    """Drains one outbox to the broker. Call ``step()`` in a loop (or ``run(stop)``), then ``close()``."""
+    """Drains one outbox to the broker. Call ``step()`` in a loop (or ``run(stop)``), then ``close()``.
+
+    ``announce=False`` makes a one-off sender (``steth record --send``): no status, no last will, and a
+    clean session for the acks (the daemon's persistent session receives those it misses).
+    """
 
     def __init__(
         self,
@@ -86,17 +106,25 @@ class Publisher:
         self.max_inflight = max_inflight
         self.models = models
         self.announce = announce  # False for a one-off sender: no status, no last will
+        self.end_to_end = broker.delivery_ack == "ingest"
+        self.persistent = self.end_to_end and announce
         self.heartbeat = time.monotonic()
         self.started = time.monotonic()
         self.state = "down"  # down -> connecting -> up
         self.published = 0
         self.acknowledged = 0
         self.refused = 0
+        self.confirmed = 0  # messages ingest acknowledged as stored
+        self.resent = 0  # messages sent again for want of an ack
         self._backoff = Backoff(broker.reconnect_min_s, broker.reconnect_max_s)
         self._next_attempt = 0.0
         self._connect_started = 0.0
         self._inflight: dict[int, Pending] = {}
         self._held: dict[int, float] = {}  # seq -> monotonic time to retry
+        self._resending: dict[int, float] = {}  # seq of a re-send -> monotonic time its ack is due
+        self._sent: list[Pending] = []  # PUBACKed in this loop round, to mark sent in one commit
+        self._last_resend_log = -1e9
+        self._acks_topic = contract.acks_topic(device_id)
         self._next_poll = 0.0
         self._next_file_check = time.monotonic() + CHECK_FILE_S
         self._last_status = -1e9
@@ -124,12 +152,24 @@ class Publisher:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     def _connect(self) -> None:
         self._connect_started = time.monotonic()
+        props = None
+        if self.persistent:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = ACK_SESSION_EXPIRY_S
         try:
-            self._client.connect(self.broker.host, self.broker.port, self.broker.keepalive_s, clean_start=True)
+            self._client.connect(
+                self.broker.host,
+                self.broker.port,
+                self.broker.keepalive_s,
+                clean_start=not self.persistent,
+                properties=props,
+            )
         except ssl.SSLError as exc:
             self._lost(f"TLS with {self.broker.url} failed: {exc} (check broker.ca_file, cert_file, key_file)")
             return
@@ -148,11 +188,15 @@ class Publisher:
         self._backoff.reset()
         stats = self.outbox.stats()
         log.info(
-            "connected to %s; %d result(s) and %d audio waiting",
+            "connected to %s; %d result(s) and %d audio waiting, %d of them sent and awaiting ingest's ack",
             self.broker.url,
             stats.pending_results,
             stats.pending_audio,
+            stats.awaiting_ack,
         )
+        if self.end_to_end:
+            # every time: the session (and its subscription) may be gone, e.g. a broker without persistence
+            client.subscribe(self._acks_topic, qos=1)
         if self.announce:
             self._publish_status("online")
 
@@ -185,8 +229,63 @@ class Publisher:
             self._held[item.seq] = time.monotonic() + HOLD_REFUSED_S
             return
         self.acknowledged += 1
-        self.outbox.ack(item)
+        if self.end_to_end:
+            self._sent.append(item)  # marked after this loop round, before anything is picked to send
+        else:
+            self.outbox.ack(item)
         log.debug("broker acknowledged %s %s", item.kind, item.result_id)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
+        failed = [str(r) for r in reasons if r.is_failure]
+        if failed:
+            log.error(
+                "the broker refused the subscription to %s (%s): results will be sent again every %.0f s and "
+                "never leave the outbox; check the broker's ACL (deploy/mosquitto/steth.acl)",
+                self._acks_topic,
+                ", ".join(failed),
+                self.broker.ack_timeout_s,
+            )
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        """An ack from ingest: delete what it names (paho sends our PUBACK when this returns)."""
+        if msg.topic != self._acks_topic:
+            log.warning("ignored a message on %s: this device only reads its acks topic", msg.topic)
+            return
+        try:
+            ack = contract.decode("ack", bytes(msg.payload))
+        except ContractError as exc:
+            log.error("ignored an invalid ack: %s", exc)
+            return
+        if ack["device_id"] != self.device_id:
+            log.error("ignored an ack for device %s on this device's topic", ack["device_id"])
+            return
+        try:
+            done = self.outbox.confirm(ack["result_ids"], ack["audio_ids"])
+        except (OutboxError, sqlite3.Error) as exc:
+            # the messages stay; they are sent again after the ack timeout and acknowledged again
+            log.error("could not remove acknowledged messages from the outbox: %s", exc)
+            return
+        for seq in done.seqs:
+            self._resending.pop(seq, None)
+        self.confirmed += len(done.seqs)
+        log.debug(
+            "ingest stored %d result(s) and %d recording(s) (%d named were no longer here)",
+            done.results,
+            done.audio,
+            len(ack["result_ids"]) + len(ack["audio_ids"]) - len(done.seqs),
+        )
+
+    def _loop(self, timeout: float) -> int:
+        """One round of paho's network loop, then the PUBACKed messages marked sent (one commit)."""
+        rc: int = self._client.loop(timeout=timeout)
+        if self._sent:
+            sent, self._sent = self._sent, []
+            try:
+                self.outbox.mark_sent(sent)
+            except (OutboxError, sqlite3.Error) as exc:
+                # not marked: they look unsent and go again now, which ingest absorbs
+                log.error("could not mark %d message(s) sent in the outbox: %s", len(sent), exc)
+        return rc
 
     # -- the loop ---------------------------------------------------------------------------------------
 
@@ -208,7 +307,7 @@ class Publisher:
             self._connect()
             if self.state == "down":
                 return
-        rc = self._client.loop(timeout=timeout)
+        rc = self._loop(timeout)
         if rc != mqtt.MQTT_ERR_SUCCESS and self.state != "down":
             self._lost(mqtt.error_string(rc))
         if self.state == "connecting" and time.monotonic() - self._connect_started > CONNACK_TIMEOUT_S:
@@ -227,7 +326,18 @@ class Publisher:
         self._held = {seq: t for seq, t in self._held.items() if t > now}
         exclude = [item.seq for item in self._inflight.values()] + list(self._held)
         audio_room = MAX_AUDIO_IN_FLIGHT - sum(item.kind == "audio" for item in self._inflight.values())
-        items = self.outbox.pending(room, exclude=exclude, max_audio=max(0, audio_room))
+        if self.end_to_end:
+            self._resending = {seq: t for seq, t in self._resending.items() if t > now}
+            items = self.outbox.pending(
+                room,
+                exclude=exclude,
+                max_audio=max(0, audio_room),
+                ack_timeout_s=self.broker.ack_timeout_s,
+                max_resend=max(0, self.max_inflight - len(self._resending)),
+            )
+            self._note_resends([item for item in items if item.attempts], now)
+        else:
+            items = self.outbox.pending(room, exclude=exclude, max_audio=max(0, audio_room))
         if len(items) < room:
             self._next_poll = now + POLL_EMPTY_S
         for item in items:
@@ -241,6 +351,26 @@ class Publisher:
             # reconnect, so it is in flight too
             self._inflight[info.mid] = item
             self.published += 1
+
+    def _note_resends(self, items: list[Pending], now: float) -> None:
+        if not items:
+            return
+        for item in items:
+            self._resending[item.seq] = now + self.broker.ack_timeout_s
+        self.resent += len(items)
+        level = logging.WARNING if now - self._last_resend_log >= RESEND_LOG_GAP_S else logging.DEBUG
+        if level == logging.WARNING:
+            self._last_resend_log = now
+        log.log(
+            level,
+            "no ack from ingest within %.0f s for %d message(s) the broker took (e.g. %s %s, sent %d time(s)); "
+            "sending them again (ingest down or slow, or the broker lost them)",
+            self.broker.ack_timeout_s,
+            len(items),
+            items[0].kind,
+            items[0].result_id,
+            items[0].attempts,
+        )
 
     def status_message(self, state: str) -> dict[str, Any]:
         message: dict[str, Any] = {
@@ -279,7 +409,8 @@ class Publisher:
         return stats.pending_results + stats.pending_audio
 
     def drain(self, timeout: float) -> bool:
-        """Publish until the outbox is empty or ``timeout`` passes; True when everything was delivered."""
+        """Publish until the outbox is empty or ``timeout`` passes; True when everything was delivered
+        (with end-to-end acks: stored by ingest, not only taken by the broker)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.step(timeout=0.1)
@@ -292,12 +423,12 @@ class Publisher:
         if self.state == "up":
             deadline = time.monotonic() + grace_s
             while self._inflight and self.state == "up" and time.monotonic() < deadline:
-                self._client.loop(timeout=0.1)
+                self._loop(0.1)
             if self.announce and self.state == "up":
                 info = self._publish_status("offline")
                 deadline = time.monotonic() + 2.0
                 while not info.is_published() and self.state == "up" and time.monotonic() < deadline:
-                    self._client.loop(timeout=0.1)
+                    self._loop(0.1)
             if self._inflight:
                 log.info("%d message(s) still unacknowledged at shutdown stay in the outbox", len(self._inflight))
         self.state = "closed"

@@ -37,7 +37,7 @@ def passes_compiled(name: str, message: Any) -> bool:
 
 def decode(name: str, payload: bytes | str, max_bytes: int | None = None) -> dict[str, Any]:
     """Exactly ``contract.decode``'s answer (the message, or ContractError), faster when the message is valid."""
-    limit = max_bytes or (contract.MAX_RESULT_BYTES if name == "result" else contract.MAX_STATUS_BYTES)
+    limit = max_bytes or contract.max_bytes_of(name)
     if len(payload) <= limit:
         try:
             message = contract.loads(payload)

@@ -12,6 +12,11 @@ Under load, everything already waiting on the socket is read and stored in batch
 each, see Ingestor.handle_batch) and acknowledged after the commit; a message arriving alone is stored
 alone, with no waiting for company.
 
+Two acknowledgements follow each commit: the MQTT one to the broker, and an application one to each
+device whose messages the batch stored (acks.py; QoS 1 on the device's acks topic). The device deletes
+a result from its outbox only on the second, so a broker that loses a message after acknowledging it to
+the device (Mosquitto 2.0.11 with shared subscriptions over a restart) costs a re-send, not a result.
+
 Deliveries are tagged with the connection they came on: after a reconnect, packet ids restart, so an
 acknowledgement for an old delivery could acknowledge a different message. Old ones are dropped
 unacknowledged instead; the broker redelivers them on the new connection.
@@ -30,6 +35,7 @@ import paho.mqtt.client as mqtt
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connections
 
 from dashboard.clinic.models import DeadLetter
+from dashboard.ingest.acks import ack_messages
 from dashboard.ingest.handlers import Ingestor
 from dashboard.ingest.mqtt import BrokerConfig, BrokerUnavailableError, connect, new_client, subscriptions
 from dashboard.lib.backoff import Backoff
@@ -62,6 +68,7 @@ class IngestWorker:
         self.generation = 0  # bumped on every successful CONNACK
         self.connected = False
         self.connecting_since: float | None = None
+        self.acks_sent = 0  # ack messages published to devices (not an outcome: kept out of ingestor.stats)
         self.client = new_client(config)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -169,17 +176,27 @@ class IngestWorker:
                     batch.append(delivery)  # else: came on a lost connection; the broker redelivers it
             if not batch:
                 return
-            if not (self._store_batch(batch) if len(batch) > 1 else self._store(batch[0])):
+            outcomes = self._store_batch(batch) if len(batch) > 1 else self._store(batch[0])
+            if outcomes is None:
                 if self.stop_requested.is_set():
                     self.pending.extendleft(reversed(batch))
                 continue
+            self._ack_devices(batch, outcomes)
             if self.connected:
                 for delivery in batch:
                     if delivery.generation == self.generation and delivery.qos > 0:
                         self.client.ack(delivery.mid, delivery.qos)
 
-    def _store_batch(self, batch: list[Delivery]) -> bool:
-        """Store several deliveries in one transaction (see Ingestor.handle_batch); True when done.
+    def _ack_devices(self, batch: list[Delivery], outcomes: list[str]) -> None:
+        """Tell each device what of the batch is stored (committed). Published even while disconnected:
+        paho sends a QoS 1 message after the reconnect; one lost with the process is harmless, the device
+        sends the result again after its ack timeout and this acknowledges the duplicate."""
+        for topic, payload in ack_messages([(d.topic, d.payload) for d in batch], outcomes):
+            self.client.publish(topic, payload, qos=1)
+            self.acks_sent += 1
+
+    def _store_batch(self, batch: list[Delivery]) -> list[str] | None:
+        """Store several deliveries in one transaction (see Ingestor.handle_batch); their outcomes when done.
 
         Retries while the database is down, like ``_store``. When the database refuses something in
         the batch, the batch is stored one delivery at a time, so only the culprit becomes a dead letter.
@@ -189,18 +206,23 @@ class IngestWorker:
         while not self.stop_requested.is_set() and generation == self.generation:
             close_old_connections()
             try:
-                self.ingestor.handle_batch([(d.topic, d.payload) for d in batch])
+                return self.ingestor.handle_batch([(d.topic, d.payload) for d in batch])
             except (OperationalError, InterfaceError) as exc:
                 self._database_down(exc, backoff)
                 continue
             except DatabaseError as exc:
                 log.warning("database refused a batch of %d (%s); storing them one by one", len(batch), exc)
-                return all(self._store(delivery) for delivery in batch)
-            return True
-        return False
+                outcomes: list[str] = []
+                for delivery in batch:
+                    done = self._store(delivery)
+                    if done is None:
+                        return None
+                    outcomes += done
+                return outcomes
+        return None
 
-    def _store(self, delivery: Delivery) -> bool:
-        """Store (or dead-letter) one delivery; True when done. Retries while the database is down."""
+    def _store(self, delivery: Delivery) -> list[str] | None:
+        """Store (or dead-letter) one delivery; its outcome when done. Retries while the database is down."""
         backoff = Backoff(maximum=self.max_backoff_s)
         while not self.stop_requested.is_set() and delivery.generation == self.generation:
             close_old_connections()
@@ -220,10 +242,10 @@ class IngestWorker:
                     self._database_down(down, backoff)
                     continue
                 log.error("database refused a message on %s: %s", delivery.topic, exc)
-                return True
+                return ["dead_database"]
             log.debug("%s <- %s", outcome, delivery.topic)
-            return True
-        return False
+            return [outcome]
+        return None
 
     def _database_down(self, exc: Exception, backoff: Backoff) -> None:
         delay = backoff.next()
@@ -243,4 +265,8 @@ class IngestWorker:
             for _ in range(5):  # let the DISCONNECT go out
                 if self.client.loop(timeout=0.05) != mqtt.MQTT_ERR_SUCCESS:
                     break
-        log.info("ingest stopped; %d deliveries left unacknowledged for redelivery", len(self.pending))
+        log.info(
+            "ingest stopped; %d deliveries left unacknowledged for redelivery; %d ack message(s) sent to devices",
+            len(self.pending),
+            self.acks_sent,
+        )

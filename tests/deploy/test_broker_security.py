@@ -154,6 +154,28 @@ def test_a_device_cannot_read_other_devices_results(world):
     assert a.wait_message(contract.commands_topic("pi-a")).payload == b"marker"
 
 
+def test_a_device_reads_only_its_own_acks_and_cannot_publish_any(world):
+    ingest = connected(world.ingest())
+    b = connected(world.device("pi-b"))
+    b.subscribe(contract.acks_topic("pi-b"))
+    a = connected(world.device("pi-a"))
+    a.subscribe(contract.acks_topic("pi-b"), f"{contract.TOPIC_ROOT}/+/acks", contract.acks_topic("pi-a"))
+    # a device faking an ack, for another device or for itself, is refused
+    for topic in (contract.acks_topic("pi-b"), contract.acks_topic("pi-a")):
+        assert a.publish(topic, b"fake-ack").is_failure, topic
+    # ingest may write every device's acks: b's first, then a's own as the marker
+    assert not ingest.publish(contract.acks_topic("pi-b"), b"ack-for-b").is_failure
+    assert not ingest.publish(contract.acks_topic("pi-a"), b"ack-for-a").is_failure
+    assert b.wait_message(contract.acks_topic("pi-b")).payload == b"ack-for-b"
+    assert a.wait_message(contract.acks_topic("pi-a")).payload == b"ack-for-a"  # b's, had it passed, came first
+    while True:  # a's own ack again (two of its subscriptions match it); never b's, never a fake
+        try:
+            extra = a.messages.get_nowait()
+        except queue.Empty:
+            break
+        assert (extra.topic, extra.payload) == (contract.acks_topic("pi-a"), b"ack-for-a")
+
+
 def test_the_ingest_account_receives_results_status_and_audio_through_shared_subscriptions(world):
     w1 = connected(world.ingest("ingest-1"))
     w2 = connected(world.ingest("ingest-2"))

@@ -40,7 +40,9 @@ class Subscriber:
     """Subscribes to every device topic on a broker and keeps what arrives, by result_id.
 
     A persistent MQTT 5 session (clean_start False, an hour's expiry) that reconnects by itself, as an
-    ingest worker does: across a broker restart it misses nothing the broker stored for it.
+    ingest worker does: across a broker restart it misses nothing the broker stored for it. With ``ack``
+    (the default) it also plays ingest's part in delivery: every result and recording it receives is
+    acknowledged on the device's acks topic, so the device deletes it from its outbox.
     """
 
     def __init__(
@@ -48,7 +50,10 @@ class Subscriber:
         port: int,
         topics: tuple[str, ...] = (contract.ALL_RESULTS, contract.ALL_STATUS),
         auth: tuple[str, str] | None = None,
+        ack: bool = True,
     ) -> None:
+        self.ack = ack
+        self.acks_sent = 0
         self.results: dict[str, dict[str, Any]] = {}
         self.arrivals: Counter[str] = Counter()  # MQTT-level deliveries per result_id (QoS 1 may repeat)
         self.invalid: list[str] = []
@@ -84,7 +89,7 @@ class Subscriber:
         self._subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        _, kind, rest = contract.parse_topic(msg.topic)
+        device_id, kind, rest = contract.parse_topic(msg.topic)
         with self._lock:
             if kind == "results":
                 try:
@@ -94,10 +99,18 @@ class Subscriber:
                     return
                 self.arrivals[result["result_id"]] += 1
                 self.results[result["result_id"]] = result
+                self._ack(device_id, result_ids=[result["result_id"]])
             elif kind == "status":
                 self.status.append(json.loads(msg.payload) | {"_retained": bool(msg.retain)})
             elif kind == "audio" and rest:
                 self.audio[rest] = bytes(msg.payload)
+                self._ack(device_id, audio_ids=[rest])
+
+    def _ack(self, device_id: str, result_ids: list[str] = [], audio_ids: list[str] = []) -> None:  # noqa: B006 - never mutated
+        if self.ack:
+            message = {"schema_version": 1, "device_id": device_id, "result_ids": result_ids, "audio_ids": audio_ids}
+            self.client.publish(contract.acks_topic(device_id), contract.encode("ack", message), qos=1)
+            self.acks_sent += 1
 
     def wait_for(self, result_ids: set[str], timeout: float = 30.0) -> set[str]:
         """Wait until every id has arrived; returns the ids still missing."""

@@ -282,3 +282,126 @@ def test_only_so_many_recordings_are_read_into_memory_at_once(paths):
             box.add([Entry(make_result(), flac=b"fLaC" + bytes(5000))])
         kinds = [p.kind for p in box.pending(limit=10, max_audio=2)]
         assert kinds == ["result"] * 5 + ["audio"] * 2
+
+
+# -- end-to-end acknowledgements: sent on PUBACK, deleted on ingest's ack ---------------------------------
+
+
+def age_sends(path: Path, seconds: float) -> None:
+    """Pretend the broker's PUBACKs came ``seconds`` earlier (another connection, as another process)."""
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE messages SET sent_at = sent_at - ? WHERE sent_at IS NOT NULL", (seconds,))
+    db.close()
+
+
+def test_a_message_the_broker_took_stays_sent_across_reopen_until_its_timeout(paths):
+    result = make_result()
+    with open_outbox(paths) as box:
+        box.add([Entry(result)])
+        (item,) = box.pending(limit=10, ack_timeout_s=60, max_resend=10)
+        assert item.attempts == 0
+        assert box.mark_sent([item]) == 1
+        assert box.pending(limit=10, ack_timeout_s=60, max_resend=10) == []  # waits for the ack
+    with open_outbox(paths) as box:
+        stats = box.stats()
+        assert (stats.pending_results, stats.awaiting_ack, stats.delivered_results) == (1, 1, 0)
+        assert stats.for_status()["awaiting_ack"] == 1
+        assert box.pending(limit=10, ack_timeout_s=60, max_resend=10) == []
+        # acks from the broker (delivery_ack = "broker") send whatever is there
+        assert [p.result_id for p in box.pending(limit=10)] == [result["result_id"]]
+    age_sends(paths[0], 61)
+    with open_outbox(paths) as box:
+        (again,) = box.pending(limit=10, ack_timeout_s=60, max_resend=10)
+        assert (again.result_id, again.attempts) == (result["result_id"], 1)
+        box.mark_sent([again])
+        assert box.pending(limit=10, ack_timeout_s=60, max_resend=10) == []
+        db = sqlite3.connect(paths[0])
+        assert db.execute("SELECT attempts FROM messages").fetchone()[0] == 2
+        db.close()
+
+
+def test_an_ack_deletes_what_it_names_and_repeats_or_strangers_are_harmless(paths):
+    kept, acked = make_result(), make_result()
+    with open_outbox(paths) as box:
+        box.add([Entry(kept), Entry(acked, flac=b"fLaC" + bytes(100))])
+        box.mark_sent(box.pending(limit=10))
+        done = box.confirm([acked["result_id"]], [])
+        assert (done.results, done.audio, len(done.seqs)) == (1, 0, 1)
+        assert box.confirm([acked["result_id"]], []).seqs == []  # the same ack again
+        assert box.confirm([make_result()["result_id"]], [kept["result_id"]]).seqs == []  # ids it never held
+        assert box.result_ids() == [kept["result_id"]]
+        audio_file = paths[1] / f"{acked['result_id']}.flac"
+        assert audio_file.exists()  # the recording has its own ack
+        assert box.confirm([], [acked["result_id"]]).audio == 1
+        assert not audio_file.exists()
+        stats = box.stats()
+        assert (stats.pending_results, stats.pending_audio, stats.awaiting_ack) == (1, 0, 1)
+        assert (stats.delivered_results, stats.delivered_audio) == (1, 1)
+
+
+def test_re_sends_are_bounded_and_new_results_go_first(paths):
+    with open_outbox(paths) as box:
+        box.add([Entry(make_result()) for _ in range(50)])
+        box.mark_sent(box.pending(limit=100))
+        fresh = make_result()
+        box.add([Entry(fresh)])
+    age_sends(paths[0], 3600)  # a long ingest outage: 50 unacknowledged
+    with open_outbox(paths) as box:
+        items = box.pending(limit=10, ack_timeout_s=60, max_resend=3)
+        assert [p.attempts for p in items].count(1) == 3  # only three re-sends at a time
+        assert fresh["result_id"] in [p.result_id for p in items]
+        assert len(box.pending(limit=100, ack_timeout_s=60, max_resend=0)) == 1  # only the new one
+
+
+def test_a_clock_set_back_does_not_strand_a_sent_message(paths):
+    with open_outbox(paths) as box:
+        box.add([Entry(make_result())])
+        box.mark_sent(box.pending(limit=10))
+    age_sends(paths[0], -86400)  # PUBACK "tomorrow": the clock was wrong then (a Pi without RTC)
+    with open_outbox(paths) as box:
+        assert len(box.pending(limit=10, ack_timeout_s=60, max_resend=10)) == 1
+
+
+def test_a_version_1_outbox_is_upgraded_and_its_messages_count_as_not_sent(paths):
+    paths[0].parent.mkdir(parents=True)
+    db = sqlite3.connect(paths[0])
+    db.executescript(
+        """
+        CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, result_id TEXT NOT NULL,
+            topic TEXT NOT NULL, payload BLOB, bytes INTEGER NOT NULL, created_at REAL NOT NULL,
+            UNIQUE (kind, result_id));
+        PRAGMA user_version = 1;
+        """
+    )
+    result = make_result()
+    payload = contract.encode("result", result)
+    db.execute(
+        "INSERT INTO messages (kind, result_id, topic, payload, bytes, created_at) VALUES ('result', ?, ?, ?, ?, 0)",
+        (result["result_id"], contract.results_topic("pi-test"), payload, len(payload)),
+    )
+    db.commit()
+    db.close()
+    with open_outbox(paths) as box:
+        (item,) = box.pending(limit=10, ack_timeout_s=60, max_resend=0)
+        assert (item.result_id, item.attempts) == (result["result_id"], 0)
+    with open_outbox(paths) as box:  # and opening it again changes nothing
+        assert box.stats().pending_results == 1
+    db = sqlite3.connect(paths[0])
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    db.close()
+
+
+def test_over_the_cap_results_the_broker_took_are_shed_before_unsent_ones(paths, caplog):
+    big = {"score": 0.5, "ok": False, "issues": ["z" * 200] * 16}  # all of one size: one dropped per add
+    with open_outbox(paths, max_bytes=1 * MIB) as box:
+        unsent = make_result(quality=big)
+        box.add([Entry(unsent)])
+        sent = make_result(quality=big)
+        box.add([Entry(sent)])
+        box.mark_sent([p for p in box.pending(limit=10) if p.result_id == sent["result_id"]])
+        with caplog.at_level(logging.ERROR, logger="device.outbox"):
+            while box.stats().dropped_results == 0:
+                box.add([Entry(make_result(quality=big))])
+        assert sent["result_id"] not in box.result_ids() and unsent["result_id"] in box.result_ids()
+        assert "ingest never acknowledged it" in caplog.text

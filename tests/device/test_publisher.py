@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from device import contract
@@ -22,7 +24,8 @@ DEVICE = "pi-test"
 class Running:
     """A publisher on its own thread, as the daemon runs it."""
 
-    def __init__(self, url: str, tmp: Path, **kwargs) -> None:
+    def __init__(self, url: str, tmp: Path, broker: dict | None = None, **kwargs) -> None:
+        self.broker_settings = broker or {}
         self.stop = threading.Event()
         self.box_path = tmp / "outbox.sqlite"
         self.audio_dir = tmp / "audio"
@@ -36,7 +39,9 @@ class Running:
 
     def _run(self) -> None:
         box = Outbox(self.box_path, self.audio_dir, 16 * 1024 * 1024)
-        broker = BrokerConfig(url=self.url, reconnect_min_s=0.1, reconnect_max_s=0.5, status_interval_s=1)
+        broker = BrokerConfig(
+            url=self.url, reconnect_min_s=0.1, reconnect_max_s=0.5, status_interval_s=1, **self.broker_settings
+        )
         self.publisher = Publisher(broker, DEVICE, box, **self.kwargs)
         self.ready.set()
         try:
@@ -55,6 +60,23 @@ def add(tmp: Path, results: list[dict], flac: bytes | None = None) -> None:
     """Add from a separate connection, as `steth record` (another process) does."""
     with Outbox(tmp / "outbox.sqlite", tmp / "audio", 16 * 1024 * 1024, check=False) as box:
         box.add([Entry(r, flac=flac) for r in results])
+
+
+def waiting(tmp: Path) -> int:
+    """Messages still in the outbox (read from a connection of our own)."""
+    with Outbox(tmp / "outbox.sqlite", tmp / "audio", 16 * 1024 * 1024, check=False) as box:
+        stats = box.stats()
+    return stats.pending_results + stats.pending_audio
+
+
+def wait_empty(tmp: Path, timeout: float = 30.0) -> bool:
+    """Until ingest's acks (here the Subscriber's) have emptied the outbox."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if waiting(tmp) == 0:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 @pytest.fixture
@@ -127,6 +149,7 @@ def test_audio_goes_on_its_own_topic_after_the_result(mqtt_broker, subscriber, t
         assert subscriber.wait_until(lambda s: result["result_id"] in s.audio)
         assert subscriber.audio[result["result_id"]] == flac
         assert result["result_id"] in subscriber.results
+        assert wait_empty(tmp_path)
     finally:
         running.close()
     assert list((tmp_path / "audio").glob("*.flac")) == []
@@ -168,6 +191,7 @@ def test_a_broker_outage_mid_stream_loses_nothing(tmp_path):
             time.sleep(0.03)
         assert sub.wait_for(set(sent)) == set()
         assert sub.invalid == []
+        assert wait_empty(tmp_path), "acknowledged results are still in the outbox"
     finally:
         running.close()
         sub.close()
@@ -220,3 +244,135 @@ def test_a_message_the_broker_refuses_stays_in_the_outbox(tmp_path):
         mosquitto.stop()
     with Outbox(tmp_path / "outbox.sqlite", tmp_path / "audio", 1 << 24) as box:
         assert box.result_ids() == [result["result_id"]]
+
+
+# -- end-to-end acknowledgements ---------------------------------------------------------------------------
+
+
+def awaiting(tmp: Path) -> int:
+    with Outbox(tmp / "outbox.sqlite", tmp / "audio", 16 * 1024 * 1024, check=False) as box:
+        return box.stats().awaiting_ack
+
+
+def wait_for(predicate, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def send_ack(port: int, result_ids: list[str], audio_ids: list[str] = []) -> None:  # noqa: B006 - never mutated
+    """Ingest's part, by hand: an ack for DEVICE naming these ids."""
+    ack = {"schema_version": 1, "device_id": DEVICE, "result_ids": result_ids, "audio_ids": audio_ids}
+    sender = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    sender.connect("127.0.0.1", port)
+    sender.loop_start()
+    try:
+        info = sender.publish(contract.acks_topic(DEVICE), contract.encode("ack", ack), qos=1)
+        info.wait_for_publish(10)
+        assert info.is_published()
+    finally:
+        sender.disconnect()
+        sender.loop_stop()
+
+
+def test_the_brokers_puback_alone_keeps_a_result_until_ingest_acknowledges_it(mqtt_broker, tmp_path):
+    sub = Subscriber(mqtt_broker.port, ack=False)  # takes the results, acknowledges nothing
+    result = make_result(DEVICE)
+    add(tmp_path, [result])
+    running = Running(mqtt_broker.url, tmp_path)
+    try:
+        assert sub.wait_for({result["result_id"]}) == set()
+        assert wait_for(lambda: awaiting(tmp_path) == 1)
+        assert waiting(tmp_path) == 1
+        assert sub.wait_until(lambda s: s.status[-1]["outbox"].get("awaiting_ack") == 1)
+        send_ack(mqtt_broker.port, [str(uuid.uuid4())])  # an id it never held: harmless
+        send_ack(mqtt_broker.port, [result["result_id"]])
+        assert wait_empty(tmp_path)
+        send_ack(mqtt_broker.port, [result["result_id"]])  # the same ack again: harmless
+        assert sub.wait_until(lambda s: s.status[-1]["outbox"].get("awaiting_ack") == 0)
+        assert running.publisher is not None and running.publisher.confirmed == 1
+    finally:
+        running.close()
+        sub.close()
+    assert sub.arrivals[result["result_id"]] == 1  # acknowledged within the timeout: never sent again
+
+
+def test_a_result_without_an_ack_is_sent_again_after_the_timeout_also_after_a_restart(mqtt_broker, tmp_path):
+    sub = Subscriber(mqtt_broker.port, ack=False)
+    result = make_result(DEVICE)
+    add(tmp_path, [result])
+    running = Running(mqtt_broker.url, tmp_path, broker={"ack_timeout_s": 1})
+    try:
+        assert sub.wait_until(lambda s: s.arrivals[result["result_id"]] >= 2)  # sent, then sent again
+    finally:
+        running.close()
+    before = sub.arrivals[result["result_id"]]
+    assert waiting(tmp_path) == 1 and awaiting(tmp_path) == 1  # what the broker took survives the restart
+    running = Running(mqtt_broker.url, tmp_path, broker={"ack_timeout_s": 1})
+    try:
+        assert sub.wait_until(lambda s: s.arrivals[result["result_id"]] > before)
+        send_ack(mqtt_broker.port, [result["result_id"]])
+        assert wait_empty(tmp_path)
+        assert running.publisher is not None and running.publisher.resent >= 1
+    finally:
+        running.close()
+        sub.close()
+
+
+def test_acks_sent_while_the_device_was_offline_arrive_when_it_reconnects(mqtt_broker, tmp_path):
+    sub = Subscriber(mqtt_broker.port, ack=False)
+    results = [make_result(DEVICE) for _ in range(3)]
+    add(tmp_path, results)
+    running = Running(mqtt_broker.url, tmp_path)  # the default timeout (60 s): no re-send in this test
+    try:
+        assert sub.wait_for({r["result_id"] for r in results}) == set()
+        assert wait_for(lambda: awaiting(tmp_path) == 3)
+    finally:
+        running.close()
+    send_ack(mqtt_broker.port, [r["result_id"] for r in results])  # the device is offline
+    assert waiting(tmp_path) == 3
+    running = Running(mqtt_broker.url, tmp_path)  # its persistent session kept the ack
+    try:
+        assert wait_empty(tmp_path)
+    finally:
+        running.close()
+        sub.close()
+    assert all(sub.arrivals[r["result_id"]] == 1 for r in results)
+
+
+def test_after_a_long_ingest_outage_re_sends_go_a_window_at_a_time(mqtt_broker, tmp_path):
+    results = [make_result(DEVICE) for _ in range(30)]
+    with Outbox(tmp_path / "outbox.sqlite", tmp_path / "audio", 16 * 1024 * 1024) as box:
+        box.add([Entry(r) for r in results])
+        box.mark_sent(box.pending(limit=100))  # the broker took them all; ingest never answered
+        box._db.execute("UPDATE messages SET sent_at = sent_at - 3600")
+    sub = Subscriber(mqtt_broker.port, ack=False)
+    running = Running(mqtt_broker.url, tmp_path, max_inflight=5)
+    try:
+        assert sub.wait_until(lambda s: len(s.arrivals) == 5)
+        time.sleep(1.5)  # the window stays full: no ack, and the 60 s timeout is far away
+        assert len(sub.arrivals) == 5
+        send_ack(mqtt_broker.port, list(sub.arrivals))
+        assert sub.wait_until(lambda s: len(s.arrivals) == 10)  # acks free the window
+        send_ack(mqtt_broker.port, [r["result_id"] for r in results])
+        assert wait_empty(tmp_path)
+    finally:
+        running.close()
+        sub.close()
+    assert sub.duplicates == 0
+
+
+def test_acks_from_the_broker_delete_on_puback_when_configured(mqtt_broker, tmp_path):
+    sub = Subscriber(mqtt_broker.port, ack=False)
+    results = [make_result(DEVICE) for _ in range(5)]
+    add(tmp_path, results)
+    running = Running(mqtt_broker.url, tmp_path, broker={"delivery_ack": "broker"})
+    try:
+        assert sub.wait_for({r["result_id"] for r in results}) == set()
+        assert wait_empty(tmp_path)
+    finally:
+        running.close()
+        sub.close()

@@ -9,7 +9,7 @@ import pytest
 from device.config import BrokerConfig
 from device.outbox import Entry, Outbox
 from device.publisher import Publisher
-from tests.device.outbox_support import make_result
+from tests.device.outbox_support import Subscriber, make_result
 
 pytestmark = pytest.mark.drill
 
@@ -20,6 +20,7 @@ def test_a_result_whose_link_breaks_as_it_is_sent_stays_in_flight_and_goes_after
     box = Outbox(tmp_path / "outbox.sqlite", tmp_path / "audio", 16 * 1024 * 1024)
     config = BrokerConfig(url=mqtt_broker.url, reconnect_min_s=0.1, reconnect_max_s=0.3)
     publisher = Publisher(config, "pi-test", box, announce=False)
+    ingest = Subscriber(mqtt_broker.port)  # plays ingest: acknowledges what it receives
     try:
         assert publisher.drain(20)  # connected, nothing waiting
         result = make_result()
@@ -34,5 +35,6 @@ def test_a_result_whose_link_breaks_as_it_is_sent_stays_in_flight_and_goes_after
         assert publisher.drain(30), "not delivered after the reconnect"
         assert box.stats().delivered_results == 1 and box.stats().pending_results == 0
     finally:
+        ingest.close()
         publisher.close()
         box.close()
