@@ -2,9 +2,12 @@
 
 Both work on the preprocessed signal (2 kHz, band-passed, unit RMS) so they see what the model sees.
 The heart rate comes from the autocorrelation of the heart-sound envelope: S1 and S2 recur once per
-cardiac cycle, so the envelope correlates with itself at a lag of one cycle. The height of that peak is
-also our periodicity measure: a recording without a clear rhythm (rubbing, talking, a stethoscope off
-the chest) is not one the model should be trusted on.
+cardiac cycle, so the envelope correlates with itself at a lag of one cycle. The height of the best
+peak is also our periodicity measure: a recording without a clear rhythm (rubbing, talking, a
+stethoscope off the chest) is not one the model should be trusted on. The best-repeating lag is not
+always one cycle: when the rate varies from beat to beat, S1-S2 (which does not vary) can repeat
+better, and two cycles can repeat better than one. Counting the heart sounds such a lag holds (two per
+cycle; one if it is S1-S2, four if it is two cycles) tells which (``_one_cycle``).
 """
 
 from __future__ import annotations
@@ -22,12 +25,21 @@ MIN_PERIODICITY = 0.25  # autocorrelation peak below this: no clear heartbeat rh
 MAX_CLIPPED_FRACTION = 0.01  # 1% of samples at the peak: usable for the model but flagged
 MIN_RMS_DBFS = -60.0
 MAX_SPIKE_FRACTION = 0.08  # share of 0.5 s blocks whose energy is far above the recording's median
+# A cardiac cycle holds two heart sounds (S1, S2), sometimes three or four (S3, S4, a click, a murmur). A
+# lag holding about one is the S1-S2 interval, which recurs more regularly than the whole cycle when the
+# rate varies from beat to beat; one holding four or more is two cycles.
+SOUNDS_PER_CYCLE = (1.4, 3.2)
+SOUND_PROMINENCE = 0.25  # of the typical loud sound's prominence: weaker peaks are not heart sounds
+# S1-S2 lasts 0.25-0.45 s at any rate: read as a cycle, it gives over 130 bpm; two cycles read as one
+# give half the rate, under 50 bpm for most people at rest. Only such readings are checked, and a
+# correction lands between the two.
+CORRECTED_BPM = (50.0, 130.0)
 
 
 @dataclass(frozen=True)
 class HeartRate:
     bpm: float | None
-    periodicity: float  # 0..1, height of the autocorrelation peak at one cycle
+    periodicity: float  # 0..1, rhythm strength: the height of the best-repeating autocorrelation peak
 
 
 @dataclass(frozen=True)
@@ -76,9 +88,58 @@ def heart_rate(x: np.ndarray, rate: int) -> HeartRate:
         if near and ac[near[0]] >= ratio * ac[best]:
             best = near[0]
             break
-    lag = _refine(ac, best)
     periodicity = float(np.clip(ac[best], 0.0, 1.0))
-    return HeartRate(round(60.0 * ENVELOPE_RATE / lag, 1), periodicity)
+    cycle = _one_cycle(env, ac, peaks, best)
+    return HeartRate(round(60.0 * ENVELOPE_RATE / _refine(ac, cycle), 1), periodicity)
+
+
+def heart_sounds(env: np.ndarray) -> np.ndarray:
+    """Envelope samples where a sound peaks: local maxima at least 0.1 s apart, at least a quarter as
+    prominent as the typical loud sound.
+
+    "Typical" is the median prominence of the loudest 1.3 a second (two sounds a cycle at 40 bpm), so
+    that a few knocks far louder than the heart sounds do not hide them.
+    """
+    peaks, props = signal.find_peaks(env, distance=max(1, ENVELOPE_RATE // 10), prominence=0.0)
+    if len(peaks) == 0:
+        return peaks
+    prominence = props["prominences"]
+    loudest = np.sort(prominence)[::-1][: max(3, round(1.3 * len(env) / ENVELOPE_RATE))]
+    return np.asarray(peaks[prominence >= SOUND_PROMINENCE * float(np.median(loudest))])
+
+
+def _one_cycle(env: np.ndarray, ac: np.ndarray, peaks: np.ndarray, lag: int) -> int:
+    """The autocorrelation peak that is one cardiac cycle: ``lag`` (the best-repeating one), unless the
+    heart sounds say it is the S1-S2 interval or two cycles. ``peaks``: all peaks in the bpm range.
+    """
+    sounds = len(heart_sounds(env))
+    if sounds < 3:
+        return lag
+    rate = sounds / len(env)  # sounds per envelope sample: times a lag, the sounds one such lag holds
+    bpm = 60.0 * ENVELOPE_RATE / lag
+    slowest = 60.0 * ENVELOPE_RATE / CORRECTED_BPM[0]
+    fastest = 60.0 * ENVELOPE_RATE / CORRECTED_BPM[1]
+    if bpm > CORRECTED_BPM[1] and rate * lag < SOUNDS_PER_CYCLE[0]:
+        # About one sound per "cycle", fast: the S1-S2 interval. The cycle is the best-repeating longer
+        # lag that holds about two sounds.
+        longer = [
+            int(p) for p in peaks if 1.5 * lag <= p <= slowest and SOUNDS_PER_CYCLE[0] <= rate * p <= 2.6 and ac[p] > 0
+        ]
+        if longer:
+            return max(longer, key=lambda p: ac[p])
+    elif bpm < CORRECTED_BPM[0] and rate * lag > SOUNDS_PER_CYCLE[1]:
+        # Four or more sounds per "cycle", slow: two cycles, if half the lag repeats too.
+        half = [
+            int(p)
+            for p in peaks
+            if abs(p - lag / 2) <= 1 + 0.06 * lag
+            and p >= fastest
+            and SOUNDS_PER_CYCLE[0] <= rate * p <= SOUNDS_PER_CYCLE[1]
+            and ac[p] >= max(0.1, 0.5 * ac[lag])
+        ]
+        if half:
+            return max(half, key=lambda p: ac[p])
+    return lag
 
 
 def _refine(ac: np.ndarray, k: int) -> float:
