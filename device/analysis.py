@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import signal
 
+from device import dsp
 from device.audio_io import Audio
 
 ENVELOPE_RATE = 50  # Hz; the envelope has nothing faster than a heart sound (~50-100 ms)
@@ -34,6 +34,9 @@ SOUND_PROMINENCE = 0.25  # of the typical loud sound's prominence: weaker peaks 
 # give half the rate, under 50 bpm for most people at rest. Only such readings are checked, and a
 # correction lands between the two.
 CORRECTED_BPM = (50.0, 130.0)
+# The envelope's smoothing: a 2nd-order Butterworth low-pass at 8 Hz, run forwards and backwards (one
+# section: scipy's filtfilt of butter(2, 8) and sosfiltfilt of its SOS form are the same filter).
+_ENVELOPE_SOS = dsp.butter(2, 8.0, "lowpass", ENVELOPE_RATE)
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ def envelope(x: np.ndarray, rate: int) -> np.ndarray:
     step = max(1, rate // ENVELOPE_RATE)
     n = len(energy) // step
     env = energy[: n * step].reshape(n, step).mean(axis=1)
-    env = signal.filtfilt(*signal.butter(2, 8, fs=ENVELOPE_RATE), env) if n > 15 else env
+    env = dsp.sosfiltfilt(_ENVELOPE_SOS, env) if n > 15 else env
     env = env - env.mean()
     sd = env.std()
     return np.asarray(env / sd if sd > 0 else env)
@@ -73,10 +76,10 @@ def heart_rate(x: np.ndarray, rate: int) -> HeartRate:
     min_lag = int(60 / MAX_BPM * ENVELOPE_RATE)
     if n < 2 * max_lag // 2 or n < min_lag * 3:
         return HeartRate(None, 0.0)
-    ac = signal.correlate(env, env, mode="full", method="fft")[n - 1 :]
+    ac = dsp.autocorrelation(env)
     ac = ac / (ac[0] if ac[0] > 0 else 1.0)
     hi = min(max_lag, n // 2)
-    peaks, _ = signal.find_peaks(ac[: hi + 1])
+    peaks, _ = dsp.find_peaks(ac[: hi + 1])
     peaks = peaks[peaks >= min_lag]
     if len(peaks) == 0:
         return HeartRate(None, 0.0)
@@ -100,10 +103,9 @@ def heart_sounds(env: np.ndarray) -> np.ndarray:
     "Typical" is the median prominence of the loudest 1.3 a second (two sounds a cycle at 40 bpm), so
     that a few knocks far louder than the heart sounds do not hide them.
     """
-    peaks, props = signal.find_peaks(env, distance=max(1, ENVELOPE_RATE // 10), prominence=0.0)
-    if len(peaks) == 0:
+    peaks, prominence = dsp.find_peaks(env, distance=max(1, ENVELOPE_RATE // 10), prominence=0.0)
+    if len(peaks) == 0 or prominence is None:
         return peaks
-    prominence = props["prominences"]
     loudest = np.sort(prominence)[::-1][: max(3, round(1.3 * len(env) / ENVELOPE_RATE))]
     return np.asarray(peaks[prominence >= SOUND_PROMINENCE * float(np.median(loudest))])
 

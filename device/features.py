@@ -3,6 +3,7 @@
 Training (converter/), the device and the dashboard all call these functions with the same
 ``FeatureParams``, which is saved beside every model, so a model can never be run with features it was
 not trained on. Every step is deterministic: the same samples give the same features, bit for bit.
+The filters and the resampler come from device/dsp.py (numpy): of scipy, only scipy.fft is loaded.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from typing import Any, BinaryIO, Literal
 
 import numpy as np
 import scipy.fft
-from scipy import signal
 
+from device import dsp
 from device.audio_io import Audio, read_audio
 from device.errors import (
     ClippedAudioError,
@@ -192,15 +193,9 @@ def check_signal(audio: Audio, params: FeatureParams) -> None:
 
 @functools.lru_cache(maxsize=16)
 def _bandpass_sos(params: FeatureParams) -> np.ndarray:
-    return np.asarray(
-        signal.butter(
-            params.filter_order,
-            [params.band_low_hz, params.band_high_hz],
-            btype="bandpass",
-            fs=params.sample_rate,
-            output="sos",
-        )
-    )
+    sos = dsp.butter(params.filter_order, (params.band_low_hz, params.band_high_hz), "bandpass", params.sample_rate)
+    sos.setflags(write=False)
+    return sos
 
 
 # -- MFCC without librosa ------------------------------------------------------------------------------
@@ -208,7 +203,9 @@ def _bandpass_sos(params: FeatureParams) -> np.ndarray:
 # in dB, a DCT-II. librosa pulls in numba and LLVM (+130 MiB resident on the device, and a first start that
 # compiles for 17 s), so the same computations are done here with numpy and scipy.fft, in the same order,
 # precision and memory layout, and the features are librosa's bit for bit
-# (tests/device/test_features_vs_librosa.py).
+# (tests/device/test_features_vs_librosa.py). scipy.fft (+18 MiB resident) stays for the DCT: a numpy DCT
+# (a float64 matrix product) moves features by up to 3e-5, scipy's float32 rounding, and no numpy FFT
+# rounds as scipy's does.
 
 
 def _hz_to_mel(hz: float) -> float:
@@ -269,7 +266,7 @@ def _mel_plan(params: FeatureParams) -> _MelPlan:
             span = np.arange(int(np.flatnonzero(row)[0]), hi)[:k]
             taps[m, : len(span)] = span - lo
             gains[m, : len(span), 0] = row[span]
-    window = np.asarray(signal.get_window("hann", params.n_fft, fftbins=True), dtype=np.float64)
+    window = dsp.hann_periodic(params.n_fft)
     return _MelPlan(window=window, bins=slice(lo, hi), taps=taps, gains=gains)
 
 
@@ -350,7 +347,7 @@ def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndar
     if source_rate == target_rate:
         return samples.astype(np.float32, copy=False)
     g = gcd(int(source_rate), int(target_rate))
-    out = signal.resample_poly(samples.astype(np.float64), target_rate // g, source_rate // g)
+    out = dsp.resample_poly(samples.astype(np.float64), target_rate // g, source_rate // g)
     return np.asarray(out, dtype=np.float32)
 
 
@@ -358,9 +355,9 @@ def preprocess(samples: np.ndarray, source_rate: int, params: FeatureParams) -> 
     """Resample to the model rate, band-pass (zero phase) and scale to unit RMS."""
     x = resample(samples, source_rate, params.sample_rate).astype(np.float64)
     x -= x.mean()
-    padlen = 3 * (2 * len(_bandpass_sos(params)) + 1)
-    if len(x) > padlen:
-        x = signal.sosfiltfilt(_bandpass_sos(params), x)
+    sos = _bandpass_sos(params)
+    if len(x) > dsp.sosfiltfilt_padlen(sos):
+        x = dsp.sosfiltfilt(sos, x)
     rms = float(np.sqrt(np.mean(x * x)))
     if rms > 0:
         x = x / rms
@@ -383,7 +380,7 @@ def window_features(windows: np.ndarray, params: FeatureParams) -> np.ndarray:
     """(n, window_samples) -> (n, frames, n_features) float32: MFCC or log-mel, then CMVN per window."""
     windows = np.atleast_2d(windows).astype(np.float32, copy=False)
     log_mel = _log_mel(windows, params)
-    if params.kind == "mfcc":  # librosa.feature.mfcc of a given spectrogram: exactly this DCT
+    if params.kind == "mfcc":  # librosa.feature.mfcc of a given spectrogram: its DCT-II, as a matrix product
         feats = scipy.fft.dct(log_mel, axis=-2, type=2, norm="ortho")[..., : params.n_mfcc, :]
     else:
         feats = log_mel
