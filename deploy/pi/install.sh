@@ -19,8 +19,8 @@
 # group `audio`, a virtual environment in /opt/stethoscope-edge/.venv with the `device` extra, the
 # bundle in /etc/steth (the password root-only: systemd hands it over with LoadCredential=), the unit
 # deploy/systemd/steth-device.service, journald limits (the service logs only to the journal), folders
-# for the outbox (/var/lib/steth, SD card), transient audio (/run/steth, tmpfs) and numba's cache
-# (/var/cache/steth/numba), and `steth` on the PATH.
+# for the outbox (/var/lib/steth, SD card) and transient audio (/run/steth, tmpfs), and `steth` on the
+# PATH.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -193,22 +193,20 @@ else
   report config unchanged
 fi
 
-# -- 5. folders: outbox (SD card), transient audio (tmpfs), numba cache -------------------------------------------
+# -- 5. folders: outbox (SD card), transient audio (tmpfs) -------------------------------------------------------
 tmpfiles="# stethoscope-edge (deploy/pi/install.sh): created at boot by systemd-tmpfiles
 d /var/lib/steth 0700 steth steth -
 d /var/cache/steth 0700 steth steth -
-d /var/cache/steth/numba 0700 steth steth -
 d /run/steth 0700 steth steth -"
 r1=$(put_text "$tmpfiles" /etc/tmpfiles.d/stethoscope-edge.conf 0644)
 r2=$(put_dir /var/lib/steth 0700 steth steth)
 r3=$(put_dir /var/cache/steth 0700 steth steth)
-r4=$(put_dir /var/cache/steth/numba 0700 steth steth)
-r5=same
+r4=same
 # /run is a tmpfs rebuilt at every boot (systemd-tmpfiles and RuntimeDirectory= recreate it); make it
 # now only where no systemd will.
-[ "$systemd" -eq 0 ] && [ "$live" -eq 1 ] && r5=$(put_dir /run/steth 0700 steth steth)
-if [[ "$r1 $r2 $r3 $r4 $r5" == *updated* ]]; then
-  report folders updated "/var/lib/steth (outbox), /run/steth (tmpfs audio), /var/cache/steth/numba"
+[ "$systemd" -eq 0 ] && [ "$live" -eq 1 ] && r4=$(put_dir /run/steth 0700 steth steth)
+if [[ "$r1 $r2 $r3 $r4" == *updated* ]]; then
+  report folders updated "/var/lib/steth (outbox), /run/steth (tmpfs audio)"
 else
   report folders unchanged
 fi
