@@ -143,8 +143,13 @@ def test_find_peaks_matches_scipy_with_plateaus_and_ties():
             assert np.array_equal(ours, theirs), (trial, distance, prominence)
             if prominence is not None:
                 assert prom is not None and np.array_equal(prom, props["prominences"])
-    for x in (np.zeros(0), np.ones(2), np.array([0.0, 1.0, 1.0]), np.array([1.0, 1.0, 0.0, 1.0, 1.0])):
-        assert np.array_equal(dsp.find_peaks(x)[0], signal.find_peaks(x)[0])
+    edges = ([], [1, 1], [0, 1, 1], [1, 1, 0, 1, 1], [5, 1, 3, 1, 2, 0], [0, 2, 1, 3, 1, 4], [3, 3, 1, 2, 1, 3, 3],
+             [0, 2, 2, 1, 2, 2, 0], [4, 0, 1, 0, 1, 0, 4])  # fmt: skip
+    for values in edges:
+        x = np.asarray(values, dtype=np.float64)
+        ours, prom = dsp.find_peaks(x, prominence=0.0)
+        theirs, props = signal.find_peaks(x, prominence=0.0)
+        assert np.array_equal(ours, theirs) and np.array_equal(prom, props["prominences"]), values
 
 
 def test_the_stft_window_is_scipys_bit_for_bit():
