@@ -1,6 +1,6 @@
 """Benchmark: the device's footprint: memory over an hour of replayed audio, cold start, outbox rates.
 
-    .venv/bin/python -m tests.benchmarks.bench_device [--hours 1] [--model screening] [--only outbox,start,memory]
+    .venv/bin/python -m tests.benchmarks.bench_device [--hours 1] [--model screening] [--only outbox,start,peak,memory]
 
 outbox   results/s into the SQLite outbox: one transaction per result with synchronous=FULL (what the
          device does: every result fsynced before the nurse is told it is saved), against
@@ -10,6 +10,8 @@ start    `steth device run` (replay mode, one 15 s recording) from exec to READY
          the first result stored in the outbox and received by the broker: a first start, then three more,
          as shipped and with the librosa features of before (whose first start, with an empty
          NUMBA_CACHE_DIR, compiled librosa's numba functions).
+peak     peak memory of one process analysing a 12 s recording, a 1-hour file whole and in the daemon's
+         300 s segments, at 2 and 4 kHz, with device/dsp.py and with scipy.signal (before)
 memory   `steth device run` in replay mode over a folder of real PhysioNet recordings adding up to
          --hours of audio (each analysed once, as fast as the daemon goes: replay is not paced), its
          resident memory (VmRSS) sampled every 0.5 s and reported against the audio analysed so far.
@@ -108,11 +110,16 @@ def write_config(tmp: Path, broker_url: str, replay: Path, model: str) -> Path:
 
 # `steth device run` as on a Raspberry Pi, where only the [device] extra is installed: without Django the
 # dashboard's commands are simply absent (device/cli.py); "librosa" also swaps in the features as they were
-# computed before (through librosa: tests/device/librosa_features.py), for the before/after comparison.
+# computed before (through librosa: tests/device/librosa_features.py), for the before/after comparison;
+# "scipy" runs the filters, resampler and peak finder through scipy.signal, as before device/dsp.py
+# (tests/device/scipy_dsp.py).
 LAUNCHER = """
 import sys
 variant = sys.argv.pop(1)
 sys.modules["django"] = None  # not installed on the device
+if "scipy" in variant:
+    from tests.device.scipy_dsp import scipy_reference
+    scipy_reference().__enter__()  # for the daemon's whole life
 if "librosa" in variant:
     import device.features, device.inference
     from tests.device import librosa_features
@@ -125,6 +132,7 @@ VARIANTS = {
     "shipped": "`steth device run`, as shipped (this venv: every extra)",
     "device-only": "as shipped, `[device]` extra only (no Django), as on the Pi",
     "device-only-librosa": "`[device]` only, features through librosa (before)",
+    "device-only-scipy": "`[device]` only, filters through scipy.signal (before)",
 }
 
 
@@ -352,19 +360,69 @@ def memory(tmp: Path, model: str, hours: float, variants: list[str]) -> None:
     )  # fmt: skip
 
 
+# -- peak memory of one analysis ------------------------------------------------------------------------
+
+
+def peak_rss(code: str, scipy: bool) -> float:
+    """Peak resident memory (MiB) of a fresh interpreter running ``code``, with device/dsp.py's functions
+    or (``scipy``) scipy.signal's swapped in as before.
+    """
+    swap = "from tests.device.scipy_dsp import scipy_reference\nscipy_reference().__enter__()\n" if scipy else ""
+    probe = (
+        "import sys\nsys.modules['django'] = None\n" + swap + code + "\n"
+        # VmHWM, not ru_maxrss: Linux carries the parent's high-water mark across fork and exec into the latter
+        "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])"
+    )
+    proc = subprocess.run([support.PYTHON, "-c", probe], capture_output=True, text=True, cwd=support.REPO, check=True)
+    return int(proc.stdout.split()[-1]) / 1024
+
+
+def peak(tmp: Path, model: str) -> None:
+    """Peak memory of one process analysing a 12 s recording, a 1-hour file whole (`steth classify`) and
+    the same hour in the daemon's 300 s segments, at 2 kHz and at 4 kHz (the device's capture rate).
+    """
+    import numpy as np
+    import soundfile as sf
+
+    from device import dsp
+
+    x, rate = sf.read(str(SAMPLE), dtype="float64")
+    hour = np.tile(x, int(np.ceil(3600 * rate / len(x))))[: 3600 * rate]
+    sf.write(str(tmp / "hour.flac"), hour, rate, subtype="PCM_16")
+    sf.write(str(tmp / "hour-4k.flac"), dsp.resample_poly(hour, 2, 1), 2 * rate, subtype="PCM_16")
+    load = f"from device.inference import load_model\nclf = load_model({model!r})\n"
+    cases = [("one 12 s recording (2 kHz)", load + f"clf.analyse_file({str(SAMPLE)!r})")]
+    for name in ("hour.flac", "hour-4k.flac"):
+        khz = "4 kHz" if "4k" in name else "2 kHz"
+        cases.append((f"a 1-hour file ({khz}), whole", load + f"clf.analyse_file({str(tmp / name)!r})"))
+        cases.append(
+            (
+                f"a 1-hour file ({khz}) in 300 s segments (the daemon)",
+                load + "from device.sources import segments\n"
+                f"for audio in segments(__import__('pathlib').Path({str(tmp / name)!r}), 300):\n"
+                "    clf.analyse(audio)",
+            )
+        )
+    rows = [(name, f"{peak_rss(code, True):.0f}", f"{peak_rss(code, False):.0f}") for name, code in cases]
+    support.table(
+        ["analysis, one process", "scipy.signal (before) MiB", "device/dsp.py MiB"], rows, "Peak resident memory"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--hours", type=float, default=1.0, help="hours of replayed audio for the memory run")
     p.add_argument("--model", default="screening")
     p.add_argument("--results", type=int, default=2000, help="results for the outbox rates")
-    p.add_argument("--only", default="outbox,start,memory")
+    p.add_argument("--only", default="outbox,start,peak,memory")
     p.add_argument(
         "--variants",
-        default="shipped,device-only,device-only-librosa",
+        default="shipped,device-only,device-only-scipy",
         help="daemons for the memory runs: shipped (this venv), device-only (no Django, as on the Pi), "
-        "device-only-librosa (and the features through librosa, as before)",
+        "device-only-scipy (and the filters through scipy.signal, as before), device-only-librosa (and the "
+        "features through librosa)",
     )
-    p.add_argument("--start-variants", default="device-only,device-only-librosa", help="daemons for the start runs")
+    p.add_argument("--start-variants", default="device-only,device-only-scipy", help="daemons for the start runs")
     args = p.parse_args(argv)
     support.stop_on_sigterm()
     print(support.machine())
@@ -377,6 +435,9 @@ def main(argv: list[str] | None = None) -> int:
         if "start" in only:
             (Path(tmp) / "start").mkdir()
             cold_start(Path(tmp) / "start", args.model, args.start_variants.split(","))
+        if "peak" in only:
+            (Path(tmp) / "peak").mkdir()
+            peak(Path(tmp) / "peak", args.model)
         if "memory" in only:
             (Path(tmp) / "memory").mkdir()
             memory(Path(tmp) / "memory", args.model, args.hours, args.variants.split(","))

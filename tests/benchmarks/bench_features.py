@@ -1,4 +1,4 @@
-"""Benchmark: the device's MFCC (numpy and scipy, device/features.py) against librosa's, in one run.
+"""Benchmark: the device's MFCC (numpy and scipy.fft, device/features.py) against librosa's, in one run.
 
     .venv/bin/python -m tests.benchmarks.bench_features [--every 25] [--repeat 50]
 
@@ -137,7 +137,7 @@ def memory() -> None:
             check=True,
         ).stdout.split()  # fmt: skip
         base, rss = int(out[0]) / 1024, int(out[1]) / 1024
-        rows.append((which if which == "librosa" else "device.features (numpy, scipy)", f"{base:.0f}", f"{rss:.0f}",
+        rows.append((which if which == "librosa" else "device.features (numpy, scipy.fft)", f"{base:.0f}", f"{rss:.0f}",
                      f"{rss - base:+.0f}", out[2], out[3], out[4]))  # fmt: skip
     support.table(
         ["features", "RSS after imports MiB", "after one recording", "difference", "s to first features",

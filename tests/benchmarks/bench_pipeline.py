@@ -3,7 +3,10 @@
     .venv/bin/python -m tests.benchmarks.bench_pipeline [--recording FILE] [--repeat N]
 
 Compares, in one run and on the same real recording:
-  features       device.features (numpy, scipy) and the same features through librosa (before)
+  features       device.features (numpy; the filters and resampler of device/dsp.py), the same with
+                 scipy.signal's (before device/dsp.py: tests/device/scipy_dsp.py), and the features through
+                 librosa (before that); on the recording as it is (2 kHz) and resampled to 4 kHz (the
+                 device's default capture rate, which the pipeline resamples to 2 kHz)
   int8 LiteRT    the shipped model as the device runs it
   float TFLite   the same architecture converted without quantisation
   Keras float    the same architecture in full TensorFlow/Keras (what a user might run instead)
@@ -84,6 +87,32 @@ def main(argv: list[str] | None = None) -> int:
     n = len(feats)
     t_feat = statistics.median(timed(features, args.repeat)) / n
 
+    # The same at the device's capture rate (4 kHz): the resampler runs too.
+    from device import dsp
+
+    path4k = path.with_name("bench-4k.flac")
+    sf.write(path4k, dsp.resample_poly(audio.samples.astype(np.float64), 2, 1), 2 * audio.sample_rate)
+
+    def features_4k() -> np.ndarray:
+        a = read_audio(path4k)
+        x = preprocess(a.samples, a.sample_rate, params)
+        return window_features(frame_windows(x, params), params)
+
+    feats_4k = features_4k()
+    t_feat_4k = statistics.median(timed(features_4k, args.repeat)) / n
+    t_classify = statistics.median(timed(lambda: clf.analyse_file(path), args.repeat))
+    t_classify_4k = statistics.median(timed(lambda: clf.analyse_file(path4k), args.repeat))
+
+    # Before device/dsp.py: the filters, resampler and heart rate through scipy.signal.
+    from tests.device.scipy_dsp import scipy_reference
+
+    with scipy_reference():
+        diff = max(float(np.max(np.abs(features() - feats))), float(np.max(np.abs(features_4k() - feats_4k))))
+        t_feat_scipy = statistics.median(timed(features, args.repeat)) / n
+        t_feat_4k_scipy = statistics.median(timed(features_4k, args.repeat)) / n
+        t_classify_scipy = statistics.median(timed(lambda: clf.analyse_file(path), args.repeat))
+        t_classify_4k_scipy = statistics.median(timed(lambda: clf.analyse_file(path4k), args.repeat))
+
     # Before: the same features through librosa (tests/device/librosa_features.py), where it is installed.
     t_feat_librosa: float | None = None
     identical: bool | None = None
@@ -153,7 +182,6 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(("float TFLite", t_ftfl, ftfl.stat().st_size))
     rows.append(("Keras float (TensorFlow), per window", t_keras, None))
 
-    t_classify = statistics.median(timed(lambda: clf.analyse_file(path), args.repeat))
     print(f"recording: {audio.source}, {audio.duration_s:.1f} s -> {n} windows of {params.window_s:g} s; {pinned}")
     print(f"features (read + resample + band-pass + MFCC): {t_feat * 1e3:.2f} ms per window")
     print(
@@ -174,6 +202,17 @@ def main(argv: list[str] | None = None) -> int:
         f"steth classify path (read + pipeline + int8 + heart rate + quality) on the {audio.duration_s:.0f} s "
         f"recording, warm: {t_classify * 1e3:.1f} ms"
     )
+    support.table(
+        ["pipeline", "features ms/window, 2 kHz", "features ms/window, 4 kHz", "classify ms, 2 kHz",
+         "classify ms, 4 kHz"],
+        [
+            ("device/dsp.py (numpy)", f"{t_feat * 1e3:.3f}", f"{t_feat_4k * 1e3:.3f}", f"{t_classify * 1e3:.1f}",
+             f"{t_classify_4k * 1e3:.1f}"),
+            ("scipy.signal (before)", f"{t_feat_scipy * 1e3:.3f}", f"{t_feat_4k_scipy * 1e3:.3f}",
+             f"{t_classify_scipy * 1e3:.1f}", f"{t_classify_4k_scipy * 1e3:.1f}"),
+        ],
+        f"device/dsp.py vs scipy.signal, same run (features differ by at most {diff:.3g})",
+    )  # fmt: skip
     if t_feat_librosa is not None:
         print(f"features through librosa (before): {t_feat_librosa * 1e3:.2f} ms per window; device.features: "
               f"{t_feat * 1e3:.2f} ms per window, bit-identical to librosa's: {identical}")  # fmt: skip
