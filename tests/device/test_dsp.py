@@ -179,11 +179,15 @@ HEAVY = ("signal", "stats", "optimize", "sparse", "spatial", "interpolate", "int
 
 
 def test_the_device_path_never_imports_scipy_signal(samples_dir):
-    """What `steth device run` imports, and a whole analysis with either model, in a fresh interpreter:
-    of scipy, only scipy.fft and what it needs.
+    """What `steth device run` imports (the command line with every part's commands, the daemon's
+    modules) and a whole analysis with either model, in a fresh interpreter: of scipy, only scipy.fft and
+    what it needs.
     """
     code = (
         "import sys\n"
+        "sys.modules['django'] = None\n"  # as on the Pi: the [device] extra only
+        "import device.cli\n"
+        "device.cli.build_parser()\n"  # `steth` registers every part's commands (converter's too) first
         "import device.daemon_cli, device.daemon, device.analyser, device.inference, device.features\n"
         "import device.analysis, device.parts, device.producers, device.sources, device.runtime\n"
         "import device.publisher, device.outbox, device.config, device.contract, device.audio_io, device.dsp\n"
