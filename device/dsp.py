@@ -62,8 +62,12 @@ def butter(
     return _zpk2sos(z, p, k)
 
 
-def _cplxreal(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """scipy's _cplxreal: the upper halves of the conjugate pairs (by real part) and the real values."""
+def _cplxreal(z: np.ndarray) -> np.ndarray:
+    """scipy's _cplxreal, concatenated: the upper halves of the conjugate pairs (by real part), then the
+    real values.
+    """
+    if z.size == 0:
+        return z
     tol = 100 * np.finfo(np.float64).eps
     z = z[np.lexsort((abs(z.imag), z.real))]
     real = abs(z.imag) <= tol * abs(z)
@@ -72,40 +76,73 @@ def _cplxreal(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     upper, lower = zc[zc.imag > 0], zc[zc.imag < 0]
     if len(upper) != len(lower) or np.any(abs(upper - lower.conj()) > tol * abs(lower)):
         raise ValueError("poles/zeros without matching conjugates")  # not for a Butterworth design
-    return (upper + lower.conj()) / 2, zr
+    return np.concatenate(((upper + lower.conj()) / 2, zr))
 
 
-def _nearest(values: np.ndarray, to: complex, which: Literal["any", "real"]) -> int:
+def _nearest(values: np.ndarray, to: complex, which: Literal["any", "real", "complex"]) -> int:
+    """scipy's _nearest_real_complex_idx: the index of the value nearest ``to`` (of that kind)."""
     order = np.argsort(np.abs(values - to))
     if which == "any":
         return int(order[0])
-    return int(order[np.flatnonzero(np.isreal(values[order]))[0]])
+    real = np.isreal(values[order])
+    return int(order[np.flatnonzero(real if which == "real" else ~real)[0]])
+
+
+def _sos_row(zeros: list[complex], poles: list[complex]) -> np.ndarray:
+    """scipy's _single_zpksos with gain 1: one row from up to two zeros and poles (real polynomials)."""
+    row = np.zeros(6)
+    b = np.real(np.atleast_1d(np.poly(zeros)))
+    a = np.real(np.atleast_1d(np.poly(poles)))
+    row[3 - len(b) : 3] = b
+    row[6 - len(a) : 6] = a
+    return row
+
+
+def _take(values: np.ndarray, i: int) -> tuple[complex, np.ndarray]:
+    return values[i], np.delete(values, i)
 
 
 def _zpk2sos(z: np.ndarray, p: np.ndarray, k: float) -> np.ndarray:
-    """scipy.signal.zpk2sos(z, p, k, pairing="nearest") for what butter gives: poles in conjugate pairs
-    (even low-pass orders, any band-pass order) and real zeros. The section with the poles nearest the
-    unit circle comes last.
+    """scipy.signal.zpk2sos(z, p, k, pairing="nearest") for a digital filter, step for step: poles from
+    the unit circle inwards, each with its conjugate (or the next real pole) and the nearest zeros; the
+    section with the poles nearest the circle comes last.
     """
+    if len(z) == len(p) == 0:
+        return np.array([[k, 0.0, 0.0, 1.0, 0.0, 0.0]])
+    p = np.concatenate((p, np.zeros(max(len(z) - len(p), 0))))
+    z = np.concatenate((z, np.zeros(max(len(p) - len(z), 0))))
     n_sections = (max(len(p), len(z)) + 1) // 2
-    zc, zr = _cplxreal(z)
-    pc, pr = _cplxreal(p)
-    if len(pr) or len(zc) or len(z) != len(p):
-        raise ValueError("only designs with complex-pair poles and as many real zeros are supported")
-    poles, zeros = pc, zr
+    if len(p) % 2 == 1:
+        p = np.concatenate((p, [0.0]))
+        z = np.concatenate((z, [0.0]))
+    z = _cplxreal(z)
+    p = _cplxreal(p)
     sos = np.zeros((n_sections, 6))
     for si in range(n_sections - 1, -1, -1):
-        i = int(np.argmin(np.abs(1 - np.abs(poles))))
-        p1 = poles[i]
-        poles = np.delete(poles, i)
-        j = _nearest(zeros, p1, "any")
-        z1 = zeros[j]
-        zeros = np.delete(zeros, j)
-        j = _nearest(zeros, p1, "real")
-        z2 = zeros[j]
-        zeros = np.delete(zeros, j)
-        sos[si, :3] = np.real(np.poly([z1, z2]))
-        sos[si, 3:] = np.real(np.poly([p1, p1.conjugate()]))
+        p1, p = _take(p, int(np.argmin(np.abs(1 - np.abs(p)))))
+        if np.isreal(p1) and np.isreal(p).sum() == 0:
+            z1, z = _take(z, _nearest(z, p1, "real"))
+            sos[si] = _sos_row([z1, 0], [p1, 0])
+        elif len(p) + 1 == len(z) and not np.isreal(p1) and np.isreal(p).sum() == 1 and np.isreal(z).sum() == 1:
+            z1, z = _take(z, _nearest(z, p1, "complex"))
+            sos[si] = _sos_row([z1, np.conj(z1)], [p1, np.conj(p1)])
+        else:
+            if np.isreal(p1):
+                real = np.flatnonzero(np.isreal(p))
+                p2, p = _take(p, int(real[np.argmin(np.abs(1 - np.abs(p[real])))]))
+            else:
+                p2 = np.conj(p1)
+            if len(z) == 0:
+                sos[si] = _sos_row([], [p1, p2])
+                continue
+            z1, z = _take(z, _nearest(z, p1, "any"))
+            if not np.isreal(z1):
+                sos[si] = _sos_row([z1, np.conj(z1)], [p1, p2])
+            elif len(z):
+                z2, z = _take(z, _nearest(z, p1, "real"))
+                sos[si] = _sos_row([z1, z2], [p1, p2])
+            else:
+                sos[si] = _sos_row([z1], [p1, p2])
     sos[0, :3] *= k
     return sos
 
