@@ -219,6 +219,8 @@ def sosfilt(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> np.ndarray:
     fir_t, free, to_state, step = _plan(tuple((sos / sos[:, 3:4]).ravel().tolist()))
     x = np.asarray(x, dtype=np.float64)
     n = len(x)
+    if n == 0:
+        return x.copy()
     nb = -(-n // _BLOCK)
     blocks = np.zeros((nb, _BLOCK))
     blocks.reshape(-1)[:n] = x
