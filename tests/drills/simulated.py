@@ -57,6 +57,7 @@ class SimDevice:
             reconnect_min_s=0.5,
             reconnect_max_s=3.0,
             status_interval_s=30,
+            ack_timeout_s=5,  # what ingest has not acknowledged goes again after 5 s (60 s in production)
         )
 
     def outbox(self) -> Outbox:
