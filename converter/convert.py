@@ -31,6 +31,7 @@ from device.inference import Classifier, models_dir, sha256_file
 MIN_AGREEMENT = 0.99
 MAX_MACC_DELTA = 0.01
 MAX_CONFIDENCE_ON_NON_HEART = 0.75
+REPRESENTATIVE_WINDOWS = 8000  # calibration windows from the development recordings (2,000 left 98.7% agreement)
 
 
 class ParityError(StethError):
@@ -103,7 +104,7 @@ def convert(
         else featurestore.build(dev, params, name=f"{task.name}-dev-rep")
     )
     rng = np.random.default_rng(0)
-    rep = dev_fs.features[rng.permutation(len(dev_fs.features))[:2000]]
+    rep = dev_fs.features[rng.permutation(len(dev_fs.features))[:REPRESENTATIVE_WINDOWS]]
 
     from converter import models
 
