@@ -161,7 +161,10 @@ class AudioConfig(_Section):
     record_seconds: float = Field(15.0, ge=5, le=300, description="length of a bedside recording (steth record)")
     replay_path: Path | None = Field(None, description="a WAV/FLAC file or a folder of them (source = 'replay')")
     replay_realtime: bool = Field(
-        True, description="replay at the speed of a live stethoscope (false: as fast as possible, for tests)"
+        True,
+        description="mode 'continuous' with source 'replay': stream the recordings at the speed of a live "
+        "stethoscope (false: as fast as possible, for tests); mode 'replay' analyses each file as soon as it "
+        "is found, whatever this says",
     )
     max_segment_s: float = Field(
         300.0,
