@@ -329,17 +329,26 @@ class Outbox:
         )
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction. ``durable=False``: committed without an fsync (synchronous=NORMAL for
+        this commit; the WAL still keeps it across a crash of the process, only a power cut can undo it),
+        for writes whose loss only means a message is sent again, which receivers absorb."""
         with self._lock:
             db = self._db
-            db.execute("BEGIN IMMEDIATE")
+            if not durable:
+                db.execute("PRAGMA synchronous = NORMAL")
             try:
-                yield db
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            finally:
+                if not durable:
+                    db.execute("PRAGMA synchronous = FULL")
 
     def _stage_audio(self, result_id: str, flac: bytes) -> bool:
         """Write the FLAC to the RAM folder (atomically); False when there is no room."""
@@ -585,42 +594,29 @@ class Outbox:
     def mark_sent(self, items: Sequence[Pending]) -> int:
         """The broker has these (PUBACK): they wait for ingest's ack now. Returns how many were still here.
 
-        Not fsynced (synchronous=NORMAL for this one commit; the WAL keeps it across a crash of the
-        process): a power cut can only forget the mark, and the message is then sent again sooner,
-        which receivers absorb. This keeps a PUBACK as cheap as it was when it deleted the row.
+        Not fsynced: a power cut can only forget the mark, and the message is then sent again sooner.
         """
         if not items:
             return 0
         now = time.time()
-        with self._lock:
-            db = self._db
-            db.execute("PRAGMA synchronous = NORMAL")
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    marked = sum(
-                        db.execute(
-                            "UPDATE messages SET sent_at = ?, attempts = attempts + 1 WHERE seq = ?", (now, item.seq)
-                        ).rowcount
-                        for item in items
-                    )
-                except BaseException:
-                    with contextlib.suppress(sqlite3.Error):
-                        db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
-            finally:
-                db.execute("PRAGMA synchronous = FULL")
-        return marked
+        with self._write(durable=False) as db:
+            return sum(
+                db.execute(
+                    "UPDATE messages SET sent_at = ?, attempts = attempts + 1 WHERE seq = ?", (now, item.seq)
+                ).rowcount
+                for item in items
+            )
 
     def confirm(self, result_ids: Sequence[str], audio_ids: Sequence[str]) -> Confirmed:
         """Ingest has stored these (an ack message): delete them, count them delivered.
 
         Ids this outbox does not hold (already confirmed, another device's, dropped) are ignored, so a
-        repeated or stray ack is harmless.
+        repeated or stray ack is harmless. Not fsynced: a power cut can only bring a message back, which is
+        then sent again and acknowledged again (an ack per result must cost less than a result's arrival,
+        or a broker's queue of acks for the device overflows while it drains a backlog).
         """
         gone: list[tuple[int, str, str]] = []
-        with self._write() as db:
+        with self._write(durable=False) as db:
             for kind, ids in (("result", result_ids), ("audio", audio_ids)):
                 for start in range(0, len(ids), 500):  # SQLite's limit on parameters
                     chunk = list(ids[start : start + 500])

@@ -2,9 +2,10 @@
 
     .venv/bin/python -m tests.device.bench_delivery [--model PATH_OR_NAME]
 
-Prints: outbox write rate (each insert fsynced), drain rate through a real Mosquitto (QoS 1, delete on
-PUBACK), peak memory analysing a 1-hour recording whole versus in the daemon's segments, and the bedside
-answer latency of `steth record` (replayed recording at real-time pace).
+Prints: outbox write rate (each insert fsynced), drain rate through a real Mosquitto (QoS 1, marked sent
+on PUBACK, deleted on the ack of a subscriber playing ingest's part), peak memory analysing a 1-hour
+recording whole versus in the daemon's segments, and the bedside answer latency of `steth record`
+(replayed recording at real-time pace).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from device.config import BrokerConfig
 from device.outbox import Entry, Outbox
 from device.publisher import Publisher
 from tests.device.daemon_support import REPO, write_config
-from tests.device.outbox_support import broker, make_result
+from tests.device.outbox_support import Subscriber, broker, make_result
 
 SAMPLE = REPO / "device" / "samples" / "a0405.flac"
 
@@ -38,6 +39,7 @@ def outbox_rates(tmp: Path, n: int = 2000) -> None:
     write = n / (time.perf_counter() - t)
     print(f"outbox write: {write:.0f} results/s (one transaction + fsync each)")
     mosquitto = broker(tmp / "broker").start()
+    ingest = Subscriber(mosquitto.port)  # acknowledges every result it receives, as ingest does
     try:
         for inflight in (10, 1):
             if inflight == 1:
@@ -50,6 +52,7 @@ def outbox_rates(tmp: Path, n: int = 2000) -> None:
             pub.close()
             print(f"drain to Mosquitto, {inflight:2d} in flight: {rate:.0f} results/s (complete: {done})")
     finally:
+        ingest.close()
         mosquitto.stop()
         box.close()
 

@@ -25,7 +25,9 @@ def broker(workdir: Path, port: int | None = None) -> Broker:
     session store and log would silently not be written. ``user root`` keeps it able to (as another user
     the setting is ignored). Persistence matters here: sessions must survive a broker restart.
     """
-    extra = "allow_anonymous true\n" + ("user root\n" if os.geteuid() == 0 else "")
+    # queues as deep as production's (deploy/mosquitto/mosquitto.conf): with Mosquitto's default of 1000 a
+    # reader slower than a draining device (the tests' Subscriber playing ingest) loses messages to it
+    extra = "allow_anonymous true\nmax_queued_messages 100000\n" + ("user root\n" if os.geteuid() == 0 else "")
     return Broker(workdir, extra_config=extra) if port is None else Broker(workdir, port=port, extra_config=extra)
 
 
