@@ -6,6 +6,7 @@ against a real Mosquitto, on the bundled PhysioNet recordings.
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
@@ -106,7 +107,12 @@ def test_kill_9_mid_stream_and_restart_gives_every_recording_one_result(samples_
     assert set(sub.results) == set(ids)  # no second, different result for any recording
     assert sub.invalid == []
     print(f"\nkill -9 after {before}/{len(ids)} results; MQTT-level duplicates: {sub.duplicates}")
-    assert sub.duplicates <= 1  # at most the one in flight at the kill (same result_id)
+    # A message may arrive twice (same result_id, which receivers de-duplicate) only if it was in flight
+    # at the kill or sent and still awaiting the subscriber's ack then: the restarted daemon says how
+    # many those were. (Over the broker restart the broker may also hand the subscriber again what it
+    # had not seen acknowledged.) Anything beyond that would be the daemon re-sending settled results.
+    awaiting = [int(n) for n in re.findall(r"(\d+) of them sent and awaiting ingest's ack", daemon.log)]
+    assert sub.duplicates <= max(awaiting, default=0) + 1, (sub.duplicates, awaiting)
     with Outbox(tmp_path / "state" / "outbox.sqlite", tmp_path / "run" / "outbox-audio", 1 << 30) as box:
         assert box.stats().pending_results == 0
 
