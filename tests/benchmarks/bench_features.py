@@ -48,14 +48,6 @@ print(base, rss, round(time.perf_counter() - t0, 3), "librosa" in sys.modules, "
 """
 
 
-def one_core() -> str:
-    try:
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-        return "pinned to one core"
-    except (AttributeError, OSError):
-        return "not pinned"
-
-
 def recordings(every: int) -> list[Path]:
     data = Path(os.environ.get("STETH_DATA_DIR", support.REPO.parent / "shared" / "data"))
     found = sorted(SAMPLES.glob("*.flac"))
@@ -157,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("librosa is not installed: this benchmark compares with it (install the dev extra)")
         return 1
-    pinned = one_core()
+    pinned = support.one_core()
     os.environ["OMP_NUM_THREADS"] = "1"
     print(support.machine())
     support.quiet_warning()

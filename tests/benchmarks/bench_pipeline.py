@@ -31,14 +31,6 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 
 
-def one_core() -> str:
-    try:
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-        return "pinned to one core"
-    except (AttributeError, OSError):
-        return "not pinned"
-
-
 def timed(fn, repeat: int) -> list[float]:  # type: ignore[no-untyped-def]
     out = []
     for _ in range(repeat):
@@ -54,9 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=20)
     p.add_argument("--run-dir", type=Path, default=REPO / "artifacts" / "train" / "screening")
     args = p.parse_args(argv)
-    pinned = one_core()
-    os.environ["OMP_NUM_THREADS"] = "1"
     from tests.benchmarks import support
+
+    pinned = support.one_core()
+    os.environ["OMP_NUM_THREADS"] = "1"
 
     print(support.machine())
     support.quiet_warning()

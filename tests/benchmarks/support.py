@@ -29,6 +29,15 @@ PYTHON = sys.executable
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 
 
+def one_core() -> str:
+    """Pin this process to one core (per-core figures on a shared machine); says whether it could."""
+    try:
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+        return "pinned to one core"
+    except (AttributeError, OSError):
+        return "not pinned"
+
+
 # -- the machine --------------------------------------------------------------------------------------
 
 
