@@ -36,6 +36,8 @@ def build(
     batch_size: int | None = None,
     dropout: float = 0.25,
     unroll: bool = False,
+    domains: int = 0,
+    reversal: float = 0.3,
 ) -> Any:
     """A compiled-ready model; ``batch_size=1`` gives the fixed-batch graph the int8 converter needs.
 
@@ -44,6 +46,11 @@ def build(
     recordings; unrolled, every gate is an ordinary int8 op with its own calibrated range (mean window
     probability error 0.013 instead of 0.024, max 0.11 instead of 0.65) and it runs faster, at the cost
     of a larger file.
+
+    ``domains > 0`` adds a second output for training only: a head that tries to tell which database a
+    window came from, behind a gradient reversal layer (Ganin & Lempitsky 2015). The shared layers
+    are thereby pushed away from whatever identifies the stethoscope and site. Callers keep only the
+    label branch (:func:`label_branch`), so the shipped graph and its conversion are unchanged.
     """
     k = keras()
     layers = k.layers
@@ -62,7 +69,50 @@ def build(
         x = layers.LSTM(48, name="rnn", unroll=unroll)(x)
     else:
         raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
+    shared = x
     x = layers.Dropout(dropout)(x)
     x = layers.Dense(32, activation="relu", name="hidden")(x)
     out = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
-    return k.Model(inp, out, name=arch)
+    if domains <= 0:
+        return k.Model(inp, out, name=arch)
+    d = GradientReversal(reversal, name="reverse")(shared)
+    d = layers.Dense(32, activation="relu", name="domain_hidden")(d)
+    d = layers.Dense(domains, activation="softmax", name="domain")(d)
+    return k.Model(inp, [out, d], name=arch)
+
+
+def label_branch(model: Any) -> Any:
+    """The classifier alone (input -> probabilities) of a model built with ``domains``: what ships."""
+    k = keras()
+    return k.Model(model.input, model.get_layer("probabilities").output, name=model.name)
+
+
+def _gradient_reversal_class() -> Any:
+    import tensorflow as tf
+
+    k = keras()
+
+    class _GradientReversal(k.layers.Layer):  # type: ignore[name-defined]
+        """Identity forward; gradient times ``-factor`` backward."""
+
+        def __init__(self, factor: float, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.factor = float(factor)
+
+        def call(self, x: Any) -> Any:
+            factor = self.factor
+
+            @tf.custom_gradient
+            def reverse(v: Any) -> Any:
+                return tf.identity(v), lambda g: -factor * g
+
+            return reverse(x)
+
+        def get_config(self) -> dict[str, Any]:
+            return {**super().get_config(), "factor": self.factor}
+
+    return _GradientReversal
+
+
+def GradientReversal(factor: float, **kwargs: Any) -> Any:  # noqa: N802 - used like a layer class
+    return _gradient_reversal_class()(factor, **kwargs)

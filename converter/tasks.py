@@ -27,6 +27,8 @@ class Task:
     params: FeatureParams
     description: str
     loader: Callable[[Path], list[ds.Recording]]
+    # `steth train`'s default gradient reversal factor for the database head (0: none); see trainer
+    domain_adversarial: float = 0.0
 
     def label_index(self, rec: ds.Recording) -> int:
         label = rec.label if self.name == "screening" else SOUND_TYPE_MAP.get(rec.label or "", "")

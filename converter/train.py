@@ -217,6 +217,27 @@ class Runner:
             self.pool.shutdown()
 
 
+def splits(data: Data, cfg: RunConfig, split_seed: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(development indices, held-out indices, CV fold of each development recording)."""
+    seed = cfg.settings.seed if split_seed is None else split_seed
+    all_idx = np.arange(len(data.recordings))
+    folds_all = np.array(ds.split_folds(data.recordings, max(2, round(1 / cfg.test_fraction)), seed=seed))
+    dev_idx, test_idx = all_idx[folds_all != 0], all_idx[folds_all == 0]
+    dev_recs = [data.recordings[i] for i in dev_idx]
+    return dev_idx, test_idx, np.array(ds.split_folds(dev_recs, cfg.folds, seed=seed + 1))
+
+
+def lodo_databases(data: Data, dev_idx: np.ndarray) -> list[str]:
+    """Databases that can be left out: (binary tasks) the other databases still hold both labels."""
+    dbs = []
+    for db in sorted(set(data.strata[dev_idx])):
+        rest = dev_idx[data.strata[dev_idx] != db]
+        if data.task.positive is not None and len(set(data.y[rest])) < len(data.task.labels):
+            continue
+        dbs.append(db)
+    return dbs
+
+
 def headline(task: Task, s: dict[str, Any]) -> float:
     """The number the architectures are ranked by: MAcc outside training-e (screening), accuracy otherwise."""
     if task.positive is not None:
@@ -230,16 +251,14 @@ def run(root: Path, out: Path, cfg: RunConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     data = load_data(task, root, cfg)  # builds the feature cache that worker processes then load
     runner = Runner(task, root, cfg, data)
-    all_idx = np.arange(len(data.recordings))
-    folds_all = np.array(ds.split_folds(data.recordings, max(2, round(1 / cfg.test_fraction)), seed=cfg.settings.seed))
-    test_idx, dev_idx = all_idx[folds_all == 0], all_idx[folds_all != 0]
-    log.info("%d recordings: %d development, %d held out", len(all_idx), len(dev_idx), len(test_idx))
+    dev_idx, test_idx, cv_folds = splits(data, cfg)
+    log.info("%d recordings: %d development, %d held out", len(data.recordings), len(dev_idx), len(test_idx))
     report: dict[str, Any] = {
         "task": task.name,
         "labels": task.labels,
         "config": asdict(cfg),
         "feature_params": task.params.to_dict(),
-        "n_recordings": len(all_idx),
+        "n_recordings": len(data.recordings),
         "n_dev": len(dev_idx),
         "n_test": len(test_idx),
         "cv": [],
@@ -247,8 +266,6 @@ def run(root: Path, out: Path, cfg: RunConfig) -> dict[str, Any]:
     }
 
     # 1. cross-validation over the development data
-    dev_recs = [data.recordings[i] for i in dev_idx]
-    cv_folds = np.array(ds.split_folds(dev_recs, cfg.folds, seed=cfg.settings.seed + 1))
     rows = []
     cv_jobs = [
         Job(arch, dev_idx[cv_folds != f], dev_idx[cv_folds == f], cfg.settings.seed + f)
@@ -272,13 +289,7 @@ def run(root: Path, out: Path, cfg: RunConfig) -> dict[str, Any]:
     # 2. leave one database out (screening: six PhysioNet databases; sound type: set A vs set B) and
     # 3. the final model on all development data, scored once on the held-out split: independent
     # trainings, so they run side by side.
-    lodo_dbs = []
-    if cfg.lodo:
-        for db in sorted(set(data.strata[dev_idx])):
-            tr = dev_idx[data.strata[dev_idx] != db]
-            if len(set(data.y[tr])) < len(task.labels) and task.positive is not None:
-                continue
-            lodo_dbs.append(db)
+    lodo_dbs = lodo_databases(data, dev_idx) if cfg.lodo else []
     final = Job(chosen, dev_idx, test_idx, cfg.settings.seed + 1000, save_to=str(out / "model.h5"))
     jobs = [final] + [
         Job(chosen, dev_idx[data.strata[dev_idx] != db], dev_idx[data.strata[dev_idx] == db], cfg.settings.seed + 100)
@@ -363,6 +374,14 @@ def register(sub: Any) -> None:
     p.add_argument("--no-lodo", action="store_true", help="skip leave-one-database-out")
     p.add_argument("--limit", type=int, help="at most N recordings per database and label (quick runs)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--domain-adversarial",
+        type=float,
+        metavar="LAMBDA",
+        help="gradient reversal factor of the database head (0: no database head; default: the task's, "
+        + ", ".join(f"{t.name} {t.domain_adversarial:g}" for t in TASKS.values())
+        + ")",
+    )
     p.add_argument("--jobs", type=int, default=2, help="models trained at once, one process and thread each")
     p.set_defaults(func=_main)
 
@@ -383,7 +402,14 @@ def _main(args: argparse.Namespace) -> int:
         lodo=not args.no_lodo,
         limit_per_stratum=args.limit,
         jobs=max(1, args.jobs),
-        settings=TrainSettings(epochs=args.epochs, windows_per_epoch=args.windows_per_epoch, seed=args.seed),
+        settings=TrainSettings(
+            epochs=args.epochs,
+            windows_per_epoch=args.windows_per_epoch,
+            seed=args.seed,
+            domain_adversarial=(
+                TASKS[args.task].domain_adversarial if args.domain_adversarial is None else args.domain_adversarial
+            ),
+        ),
     )
     root = ds.resolve_data_dir(args.data_dir)
     out = args.out or DEFAULT_RUNS / args.task

@@ -5,6 +5,11 @@ windows from each label within each database (databases weighted by the square r
 random window of a random recording at a time. A database's identity therefore says nothing about the
 label, and training-e (two thirds of the recordings, mostly normal, and separable by its recording set-up
 alone) cannot teach the model that "sounds like training-e" means "normal".
+
+Balanced sampling stops the database from predicting the label; it does not stop the model from
+spending capacity on what identifies a database. With ``domain_adversarial > 0`` a second head learns
+to name each window's database through a gradient reversal layer, so the shared layers are trained to
+make that impossible (see models.build). Only the label branch is returned and saved.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ class TrainSettings:
     batch_size: int = 64
     learning_rate: float = 2e-3
     seed: int = 0
+    # gradient reversal factor of the database head; 0 trains the label head alone
+    domain_adversarial: float = 0.0
 
 
 class WindowSampler:
@@ -51,12 +58,13 @@ class WindowSampler:
                     self.windows[int(r)].append((si, order[a:b]))
         self.records = np.array([r for r in self.records if self.windows[int(r)]], dtype=int)
 
-    def draw(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def draw(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``n`` windows (about), their labels and the index of their group in sorted(strata)."""
         groups = sorted(set(self.strata[self.records]))
         shares = {g: np.sqrt(np.sum(self.strata[self.records] == g)) for g in groups}
         total = sum(shares.values())
-        xs, ys = [], []
-        for g in groups:
+        xs, ys, gs = [], [], []
+        for gi, g in enumerate(groups):
             in_group = self.records[self.strata[self.records] == g]
             labels = sorted(set(self.y[in_group]))
             for lab in labels:
@@ -66,8 +74,9 @@ class WindowSampler:
                     si, wins = self.windows[int(r)][rng.integers(0, len(self.windows[int(r)]))]
                     xs.append(self.sets[si].features[wins[rng.integers(0, len(wins))]])
                     ys.append(lab)
+                    gs.append(gi)
         perm = rng.permutation(len(xs))
-        return np.stack(xs)[perm], np.asarray(ys)[perm]
+        return np.stack(xs)[perm], np.asarray(ys)[perm], np.asarray(gs)[perm]
 
 
 def record_probabilities(model: Any, fs: FeatureSet, records: np.ndarray, n_classes: int) -> np.ndarray:
@@ -127,9 +136,18 @@ def fit(
     rng = np.random.default_rng(settings.seed)
     k = models.keras()
     input_shape = train_sets[0].features.shape[1:]
-    model = models.build(arch, tuple(input_shape), n_classes)
-    model.compile(k.optimizers.Adam(settings.learning_rate), "sparse_categorical_crossentropy")
     sampler = WindowSampler(train_sets, y, strata, fit_records)
+    n_domains = len(set(strata[sampler.records]))
+    adversarial = settings.domain_adversarial > 0 and n_domains > 1
+    trained = models.build(
+        arch,
+        tuple(input_shape),
+        n_classes,
+        domains=n_domains if adversarial else 0,
+        reversal=settings.domain_adversarial,
+    )
+    trained.compile(k.optimizers.Adam(settings.learning_rate), "sparse_categorical_crossentropy")
+    model = models.label_branch(trained) if adversarial else trained
     best: tuple[float, Any, int] = (-np.inf, None, -1)
     history: list[float] = []
     t0 = time.monotonic()
@@ -138,9 +156,9 @@ def fit(
         # step decay over the last third: a calmer finish without a schedule to tune
         if epoch == (2 * settings.epochs) // 3:
             lr /= 4
-            model.optimizer.learning_rate.assign(lr)
-        x, t = sampler.draw(settings.windows_per_epoch, rng)
-        model.fit(x, t, batch_size=settings.batch_size, epochs=1, verbose=0, shuffle=False)
+            trained.optimizer.learning_rate.assign(lr)
+        x, t, d = sampler.draw(settings.windows_per_epoch, rng)
+        trained.fit(x, [t, d] if adversarial else t, batch_size=settings.batch_size, epochs=1, verbose=0, shuffle=False)
         score = val_score(
             y[val_records], record_probabilities(model, eval_set, val_records, n_classes), strata[val_records]
         )

@@ -20,6 +20,7 @@ from device.errors import StethError
 COMMAND_MODULES = (
     "converter.data_cli",
     "converter.train",
+    "converter.ablation",
     "converter.convert",
     "converter.evaluate",
     "device.classify_cli",

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from converter import convert as conv
+from converter import models
 from converter.train import RunConfig, run
 from converter.trainer import TrainSettings
 from device.inference import Classifier
@@ -44,7 +45,8 @@ def tiny_run(tiny_data, tmp_path_factory) -> Path:
         augment_copies=1,
         lodo=True,
         jobs=2,  # the command's default: trainings in two worker processes
-        settings=TrainSettings(epochs=2, windows_per_epoch=64, batch_size=16),
+        # the shipped screening setting: a database head behind gradient reversal, dropped on saving
+        settings=TrainSettings(epochs=2, windows_per_epoch=64, batch_size=16, domain_adversarial=0.3),
     )
     run(tiny_data, out, cfg)
     return out
@@ -60,6 +62,9 @@ def test_training_writes_a_complete_run(tiny_run):
         assert key in report["test"]["all"]
     assert (tiny_run / "boxplot.png").stat().st_size > 10_000
     assert (tiny_run / "model.h5").exists()
+    saved = models.keras().models.load_model(tiny_run / "model.h5", compile=False)
+    assert [o.name.split("/")[0] for o in saved.outputs] == ["probabilities"], "the database head must not ship"
+    assert report["config"]["settings"]["domain_adversarial"] == 0.3
     split = json.loads((tiny_run / "split.json").read_text())
     assert not set(split["dev"]) & set(split["test"])
     folds_csv = (tiny_run / "folds.csv").read_text().splitlines()
@@ -94,3 +99,54 @@ def test_the_parity_check_refuses_a_model_that_disagrees(tiny_run, tiny_data, tm
     with pytest.raises(conv.ParityError, match="agree on"):
         conv.convert(tiny_run, tiny_data, "flipped", "0.0.1", tmp_path)
     assert not (tmp_path / "flipped.tflite").exists()
+
+
+def test_gradient_reversal_is_identity_forward_and_negated_backward():
+    import tensorflow as tf
+
+    layer = models.GradientReversal(0.3)
+    x = tf.constant([[1.0, -2.0, 3.0]])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+        loss = tf.reduce_sum(y * tf.constant([[1.0, 2.0, 3.0]]))
+    np.testing.assert_allclose(y.numpy(), x.numpy())
+    np.testing.assert_allclose(tape.gradient(loss, x).numpy(), [[-0.3, -0.6, -0.9]], rtol=1e-6)
+
+
+def test_the_label_branch_has_the_plain_models_weights_so_conversion_can_copy_them():
+    two_headed = models.build("conv_lstm", (201, 16), 2, domains=5)
+    assert [o.shape[-1] for o in two_headed.outputs] == [2, 5]
+    branch = models.label_branch(two_headed)
+    plain = models.build("conv_lstm", (201, 16), 2, batch_size=1, unroll=True)
+    assert [w.shape for w in branch.get_weights()] == [w.shape for w in plain.get_weights()]
+    plain.set_weights(branch.get_weights())
+    x = np.random.default_rng(0).standard_normal((1, 201, 16)).astype(np.float32)
+    np.testing.assert_allclose(plain(x).numpy(), branch(x).numpy(), atol=1e-5)
+
+
+def test_ablation_compares_settings_over_seeds_and_resumes(tiny_data, tmp_path, capsys):
+    from device.cli import build_parser
+
+    out = tmp_path / "ablation"
+    argv = ["ablate", str(tiny_data), "--out", str(out), "--folds", "2", "--epochs", "1"]
+    argv += ["--windows-per-epoch", "32", "--jobs", "1", "--seeds", "0,1", "--domain-adversarial", "0,0.3"]
+    args = build_parser().parse_args(argv)
+    assert args.func(args) == 0
+    assert sorted(p.name for p in out.glob("da*.json")) == [
+        "da0-seed0.json",
+        "da0-seed1.json",
+        "da0.3-seed0.json",
+        "da0.3-seed1.json",
+    ]
+    first = json.loads((out / "da0.3-seed1.json").read_text())
+    assert len(first["cv"]) == 2 and first["lodo_macc"], first
+    summary = json.loads((out / "summary.json").read_text())
+    assert [v["domain_adversarial"] for v in summary["variants"]] == [0.0, 0.3]
+    assert all(v["seeds"] == [0, 1] and "lodo_mean_macc" in v for v in summary["variants"])
+    table = capsys.readouterr().out
+    assert "| none | 2 |" in table and "| 0.3 | 2 |" in table
+    # a rerun finds every result done and trains nothing
+    stamp = (out / "da0-seed0.json").stat().st_mtime_ns
+    assert args.func(args) == 0
+    assert (out / "da0-seed0.json").stat().st_mtime_ns == stamp

@@ -1,0 +1,51 @@
+"""The model card: a model retrained alone keeps the other's section; ablation results averaged over seeds."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from converter import ablation, model_card
+from device.inference import models_dir
+
+
+def test_a_card_written_without_run_folders_keeps_every_section(tmp_path):
+    dest = tmp_path / "models"
+    shutil.copytree(models_dir(), dest)
+    before = (dest / "MODEL_CARD.md").read_text()
+    model_card.write(None, tmp_path / "gone", dest)
+    after = (dest / "MODEL_CARD.md").read_text()
+    assert after == before
+    for header in model_card.SECTION_HEADERS.values():
+        assert header in after
+
+
+def _result(folder: Path, value: float, seed: int, lodo: dict[str, float], cv_not_e: float) -> None:
+    result = {
+        "arch": "conv_lstm",
+        "domain_adversarial": value,
+        "seed": seed,
+        "cv_not_e_macc": cv_not_e,
+        "lodo_macc": lodo,
+        "lodo_mean_macc": sum(lodo.values()) / len(lodo),
+    }
+    (folder / ablation.result_name(value, seed)).write_text(json.dumps(result))
+
+
+def test_ablation_summary_is_the_mean_and_sd_over_seeds(tmp_path):
+    _result(tmp_path, 0.0, 0, {"training-a": 0.5, "training-b": 0.7}, 0.60)
+    _result(tmp_path, 0.0, 1, {"training-a": 0.7, "training-b": 0.5}, 0.64)
+    _result(tmp_path, 0.3, 0, {"training-a": 0.8, "training-b": 0.6}, 0.70)
+    summary = ablation.summarise(tmp_path)
+    base, head = summary["variants"]
+    assert base["seeds"] == [0, 1] and head["seeds"] == [0]
+    assert base["cv_not_e_macc"]["mean"] == pytest.approx(0.62)
+    assert base["cv_not_e_macc"]["sd"] == pytest.approx(0.0283, abs=1e-4)
+    assert base["lodo_macc"] == pytest.approx({"training-a": 0.6, "training-b": 0.6})
+    lines = ablation.table(summary)
+    assert lines[2].startswith("| none | 2 | 0.620 ± 0.028 |")
+    assert lines[3].startswith("| 0.3 | 1 | 0.700 ± 0.000 |")
+    assert lines[0].endswith("| LODO a | LODO b |")
