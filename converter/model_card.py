@@ -238,6 +238,9 @@ noise bursts): record again.
   does not tell apart.
 - The probabilities are calibrated so that 0.5 is the decision threshold; they are not
   population-calibrated risks.
+- Sensitivity outside training-e is low (see the held-out table): a *normal* answer does not rule out
+  heart disease. The decision threshold is chosen on a small validation part and moves from run to
+  run, trading sensitivity against specificity.
 """
 
 

@@ -52,6 +52,9 @@ TASKS = {
         "normal vs abnormal heart sound recordings, PhysioNet/CinC 2016 training set (2,750 recordings of "
         "6 databases, training-a..f)",
         _screening_recordings,
+        # six databases from different stethoscopes and sites: the database head raised the mean
+        # leave-one-database-out MAcc and AUC over three seeds (`steth ablate`, MODEL_CARD.md)
+        domain_adversarial=0.3,
     ),
     "sound_type": Task(
         "sound_type",
