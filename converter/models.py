@@ -7,6 +7,7 @@ anywhere, or set TF_USE_LEGACY_KERAS=1 themselves.
 
 from __future__ import annotations
 
+import functools
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -87,6 +88,7 @@ def label_branch(model: Any) -> Any:
     return k.Model(model.input, model.get_layer("probabilities").output, name=model.name)
 
 
+@functools.cache  # one class, not a new one per model built
 def _gradient_reversal_class() -> Any:
     import tensorflow as tf
 
