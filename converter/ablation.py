@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from converter import datasets as ds
+from converter import thresholds
 from converter.tasks import TASKS
 from converter.train import Job, RunConfig, Runner, load_data, lodo_databases, splits
 from converter.trainer import TrainSettings
@@ -36,6 +37,8 @@ HEADLINES = (
     "cv_not_e_auc",
     "cv_all_macc",
     "cv_all_auc",
+    "cv_not_e_macc_pooled_threshold",
+    "cv_all_macc_pooled_threshold",
     "lodo_mean_macc",
     "lodo_mean_auc",
     "lodo_min_macc",
@@ -61,10 +64,11 @@ def run_one(root: Path, cfg: RunConfig, arch: str, value: float, seed: int) -> d
     t0 = time.monotonic()
     runner = Runner(task, root, cfg, data)
     try:
-        results = [s for _, s in runner.map(jobs)]
+        results = list(runner.map(jobs))
     finally:
         runner.close()
-    cv, lodo = results[: cfg.folds], dict(zip(dbs, (s["all"] for s in results[cfg.folds :]), strict=True))
+    cv = [s for _, s, _ in results[: cfg.folds]]
+    lodo = dict(zip(dbs, (s["all"] for _, s, _ in results[cfg.folds :]), strict=True))
     out: dict[str, Any] = {
         "task": task.name,
         "arch": arch,
@@ -80,6 +84,18 @@ def run_one(root: Path, cfg: RunConfig, arch: str, value: float, seed: int) -> d
     if all("not_e" in s for s in cv):
         out["cv_not_e_macc"] = float(np.mean([s["not_e"]["macc"] for s in cv]))
         out["cv_not_e_auc"] = float(np.mean([s["not_e"]["auc"] for s in cv]))
+    if task.positive is not None:
+        # the threshold transfer check of `steth train` (see thresholds), on this setting's CV models
+        pos = task.labels.index(task.positive)
+        scores = np.full(len(data.recordings), np.nan)
+        for job, (_, _, probs) in zip(jobs[: cfg.folds], results[: cfg.folds], strict=True):
+            scores[job.test] = probs[:, pos]
+        check = thresholds.transfer_check(
+            data.y[dev_idx], scores[dev_idx], data.strata[dev_idx], cv_folds, [t for t, _, _ in results[: cfg.folds]]
+        )
+        out["threshold_check"] = check
+        for key, v in check["at_pooled"].items():
+            out[f"cv_{key.removesuffix('_macc')}_macc_pooled_threshold"] = v
     if lodo:
         out["lodo_mean_macc"] = float(np.mean(list(out["lodo_macc"].values())))
         out["lodo_mean_auc"] = float(np.nanmean(list(out["lodo_auc"].values())))
@@ -114,6 +130,8 @@ def table(summary: dict[str, Any]) -> list[str]:
         "cv_not_e_macc": "CV MAcc without e",
         "cv_not_e_auc": "CV AUC without e",
         "cv_all_macc": "CV MAcc all",
+        "cv_not_e_macc_pooled_threshold": "CV MAcc without e, pooled threshold",
+        "cv_all_macc_pooled_threshold": "CV MAcc all, pooled threshold",
         "lodo_mean_macc": "LODO mean MAcc",
         "lodo_mean_auc": "LODO mean AUC",
         "lodo_min_macc": "LODO worst MAcc",

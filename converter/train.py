@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from converter import datasets as ds
-from converter import featurestore
+from converter import featurestore, thresholds
 from converter.metrics import best_threshold, binary_scores, confusion, pascal_scores
 from converter.tasks import TASKS, Task
 from converter.trainer import TrainSettings, fit, record_probabilities
@@ -180,12 +180,15 @@ def _start_worker(task_name: str, root: Path, cfg: RunConfig) -> None:
     _worker["cfg"] = cfg
 
 
-def _run_job(job: Job, data: Data | None = None, cfg: RunConfig | None = None) -> tuple[float, dict[str, Any]]:
+JobResult = tuple[float, dict[str, Any], np.ndarray]  # (validation threshold, scores, test probabilities)
+
+
+def _run_job(job: Job, data: Data | None = None, cfg: RunConfig | None = None) -> JobResult:
     data, cfg = data or _worker["data"], cfg or _worker["cfg"]
-    model, thr, s, _ = train_and_score(job.arch, data, job.train, job.test, cfg=cfg, seed=job.seed)
+    model, thr, s, probs = train_and_score(job.arch, data, job.train, job.test, cfg=cfg, seed=job.seed)
     if job.save_to:
         model.save(job.save_to)
-    return thr, s
+    return thr, s, probs
 
 
 class Runner:
@@ -206,7 +209,7 @@ class Runner:
                 initargs=(task.name, root, cfg),
             )
 
-    def map(self, jobs: list[Job]) -> Iterator[tuple[float, dict[str, Any]]]:
+    def map(self, jobs: list[Job]) -> Iterator[JobResult]:
         """Results in the order of ``jobs``, each as soon as it and those before it are done."""
         if self.pool is None:
             return (_run_job(j, self.data, self.cfg) for j in jobs)
@@ -267,13 +270,15 @@ def run(root: Path, out: Path, cfg: RunConfig) -> dict[str, Any]:
 
     # 1. cross-validation over the development data
     rows = []
+    oof = {a: np.full((len(data.recordings), len(task.labels)), np.nan) for a in cfg.archs}
     cv_jobs = [
         Job(arch, dev_idx[cv_folds != f], dev_idx[cv_folds == f], cfg.settings.seed + f)
         for arch in cfg.archs
         for f in range(cfg.folds)
     ]
-    for job, (thr, s) in zip(cv_jobs, runner.map(cv_jobs), strict=True):
+    for job, (thr, s, probs) in zip(cv_jobs, runner.map(cv_jobs), strict=True):
         f = job.seed - cfg.settings.seed
+        oof[job.arch][job.test] = probs
         report["cv"].append({"arch": job.arch, "fold": f, "threshold": thr, "scores": s})
         rows += _rows(job.arch, f, s)
         log.info("CV %s fold %d: headline %.3f", job.arch, f, headline(task, s))
@@ -297,12 +302,18 @@ def run(root: Path, out: Path, cfg: RunConfig) -> dict[str, Any]:
     ]
     results = list(runner.map(jobs))
     runner.close()
-    for db, (thr, s) in zip(lodo_dbs, results[1:], strict=True):
+    for db, (thr, s, _) in zip(lodo_dbs, results[1:], strict=True):
         report["lodo"].append({"held_out_db": db, "threshold": thr, "scores": s})
         log.info("LODO %s: %s", db, json.dumps(s["all"], default=float)[:200])
-    thr, test_scores = results[0]
+    val_thr, test_scores, test_probs = results[0]
+    thr = val_thr
+    if task.positive is not None:
+        thr = _threshold_from_cv(report, data, dev_idx, cv_folds, oof[chosen], val_thr)
+        # scored once more only because the threshold may differ from the one the job applied
+        test_scores = score(task, data.y[test_idx], test_probs, data.strata[test_idx], thr)
     report["threshold"] = thr
     report["test"] = test_scores
+    _write_oof(out / "oof.json", data, dev_idx, cv_folds, oof)
     from converter import models
 
     model = models.keras().models.load_model(out / "model.h5", compile=False)
@@ -316,6 +327,39 @@ def run(root: Path, out: Path, cfg: RunConfig) -> dict[str, Any]:
 
     boxplot(rows, out / "boxplot.png", task.name)
     return report
+
+
+def _threshold_from_cv(
+    report: dict[str, Any], data: Data, dev_idx: np.ndarray, cv_folds: np.ndarray, oof: np.ndarray, val_thr: float
+) -> float:
+    """The shipped threshold: pooled over out-of-fold CV scores if that transfers better (see thresholds)."""
+    pos = data.task.labels.index(data.task.positive or "")
+    y, s, strata = data.y[dev_idx], oof[dev_idx, pos], data.strata[dev_idx]
+    val_thresholds = [c["threshold"] for c in report["cv"] if c["arch"] == report["chosen_arch"]]
+    check = thresholds.transfer_check(y, s, strata, cv_folds, val_thresholds)
+    pooled = thresholds.pooled_threshold(y, s, strata)
+    thr, source = thresholds.choose(check, val_thr, pooled)
+    report["threshold_choice"] = {
+        "validation_threshold": val_thr,
+        "pooled_threshold": pooled,
+        "source": source,
+        "transfer_check": check,
+    }
+    log.info("threshold %.3f from %s (validation %.3f, pooled %.3f)", thr, source, val_thr, pooled)
+    return thr
+
+
+def _write_oof(path: Path, data: Data, dev_idx: np.ndarray, cv_folds: np.ndarray, oof: dict[str, np.ndarray]) -> None:
+    """Out-of-fold CV probabilities per development recording, for later threshold or ensemble studies."""
+    rows = {
+        "labels": list(data.task.labels),
+        "records": [data.recordings[i].key for i in dev_idx],
+        "y": data.y[dev_idx].tolist(),
+        "database": data.strata[dev_idx].tolist(),
+        "fold": cv_folds.tolist(),
+        "probabilities": {a: np.round(p[dev_idx], 5).tolist() for a, p in oof.items()},
+    }
+    path.write_text(json.dumps(rows))
 
 
 def _pascal_check(model: Any, root: Path, threshold: float, cfg: RunConfig) -> dict[str, Any] | None:

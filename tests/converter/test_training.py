@@ -69,6 +69,13 @@ def test_training_writes_a_complete_run(tiny_run):
     assert not set(split["dev"]) & set(split["test"])
     folds_csv = (tiny_run / "folds.csv").read_text().splitlines()
     assert folds_csv[0].startswith("arch,fold,scope") and len(folds_csv) > 4
+    choice = report["threshold_choice"]
+    assert report["threshold"] in (choice["validation_threshold"], choice["pooled_threshold"])
+    assert len(choice["transfer_check"]["per_fold"]) == 2
+    oof = json.loads((tiny_run / "oof.json").read_text())
+    assert oof["records"] == split["dev"] and set(oof["probabilities"]) == {"lstm", "conv_lstm"}
+    # every development recording scored once, out of fold: probabilities that sum to one
+    assert all(abs(sum(p) - 1) < 1e-3 for p in oof["probabilities"]["lstm"])
 
 
 def test_conversion_gives_an_int8_model_close_to_the_float_one(tiny_run, tiny_data, tmp_path):
@@ -141,6 +148,7 @@ def test_ablation_compares_settings_over_seeds_and_resumes(tiny_data, tmp_path, 
     ]
     first = json.loads((out / "da0.3-seed1.json").read_text())
     assert len(first["cv"]) == 2 and first["lodo_macc"], first
+    assert len(first["threshold_check"]["per_fold"]) == 2 and "cv_all_macc_pooled_threshold" in first
     summary = json.loads((out / "summary.json").read_text())
     assert [v["domain_adversarial"] for v in summary["variants"]] == [0.0, 0.3]
     assert all(v["seeds"] == [0, 1] and "lodo_mean_macc" in v for v in summary["variants"])
