@@ -3,8 +3,9 @@
 One `steth train` run carries about ±0.05 of run-to-run spread on its headline figures (two runs of
 the same command: LODO mean 0.561 vs 0.520), so a single run cannot tell a better setting from a lucky
 seed. This command repeats the cross-validation and leave-one-database-out trainings of `steth train`
-for each value of a setting (now: the database head's gradient reversal factor) and each seed, on the
-same splits, and reports the mean and spread over seeds. The held-out split is never touched, so the
+for each variant of the settings (the database head's gradient reversal factor, plus any training,
+run or feature setting given with ``--set``) and each seed, on the same splits, and reports the mean
+and spread over seeds. The held-out split is never touched, so the
 choice it informs does not leak into the held-out score.
 
 Seed s trains with seeds 1000*s + fold (CV) and 1000*s + 100 (LODO): seed 0 is exactly the trainings
@@ -18,7 +19,7 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from converter import thresholds
 from converter.tasks import TASKS
 from converter.train import Job, RunConfig, Runner, load_data, lodo_databases, splits
 from converter.trainer import TrainSettings
+from device.errors import ConfigError
 
 log = logging.getLogger(__name__)
 SPLIT_SEED = 0  # the held-out and CV splits of `steth train --seed 0`, whatever the training seed
@@ -45,14 +47,70 @@ HEADLINES = (
 )
 
 
-def result_name(value: float, seed: int) -> str:
-    return f"da{value:g}-seed{seed}.json"
+def variant_name(value: float, overrides: dict[str, Any] | None = None) -> str:
+    """``da0.3`` for a reversal factor alone; ``da0.3-augment_copies2`` with other settings."""
+    return f"da{value:g}" + "".join(f"-{k}{v}" for k, v in sorted((overrides or {}).items()))
 
 
-def run_one(root: Path, cfg: RunConfig, arch: str, value: float, seed: int) -> dict[str, Any]:
-    """CV and LODO of ``arch`` trained with gradient reversal factor ``value`` and training seed ``seed``."""
+def result_name(value: float, seed: int, overrides: dict[str, Any] | None = None) -> str:
+    return f"{variant_name(value, overrides)}-seed{seed}.json"
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs naming a RunConfig, TrainSettings or (``features.X``) FeatureParams field."""
+    from device.features import FeatureParams
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        owner: Any = FeatureParams() if key.startswith("features.") else None
+        field_name = key.removeprefix("features.")
+        if owner is None:
+            owner = next((o for o in (RunConfig(), TrainSettings()) if field_name in {f.name for f in fields(o)}), None)
+        names = {f.name for f in fields(owner)} if owner is not None else set()
+        if not sep or field_name not in names or field_name in _NOT_SETTABLE:
+            raise ConfigError(
+                f"--set {item!r}: not a setting that can be varied",
+                "use KEY=VALUE with a field of RunConfig (e.g. augment_copies), TrainSettings (e.g. "
+                "learning_rate) or features.FIELD of FeatureParams (e.g. features.kind)",
+            )
+        current = getattr(owner, field_name)
+        try:
+            if isinstance(current, bool):
+                if raw.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(f"{raw!r} is not true or false")
+                value: Any = raw.lower() in ("true", "1")
+            else:
+                value = raw if isinstance(current, str) else type(current)(raw) if current is not None else int(raw)
+            replace(owner, **{field_name: value})  # the owner's own validation, now rather than mid-run
+        except (ValueError, ConfigError) as exc:
+            raise ConfigError(f"--set {item!r}: {exc}", f"give a valid {type(current).__name__}") from exc
+        out[key] = value
+    return out
+
+
+_NOT_SETTABLE = {"task", "archs", "folds", "jobs", "lodo", "settings", "features", "seed", "domain_adversarial"}
+
+
+def configure(cfg: RunConfig, value: float, overrides: dict[str, Any]) -> RunConfig:
+    """``cfg`` with the reversal factor, the split seed and the ``--set`` overrides applied."""
+    settings = replace(cfg.settings, domain_adversarial=value, seed=SPLIT_SEED)
+    run_fields = {f.name for f in fields(RunConfig)}
+    train = {k: v for k, v in overrides.items() if k in {f.name for f in fields(TrainSettings)}}
+    run = {k: v for k, v in overrides.items() if k in run_fields}
+    feats = {k.removeprefix("features."): v for k, v in overrides.items() if k.startswith("features.")}
+    return replace(cfg, settings=replace(settings, **train), features={**cfg.features, **feats}, **run)
+
+
+def run_one(
+    root: Path, cfg: RunConfig, arch: str, value: float, seed: int, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """CV and LODO of ``arch`` trained with gradient reversal factor ``value``, the ``overrides``
+    and training seed ``seed``."""
     task = TASKS[cfg.task]
-    cfg = replace(cfg, settings=replace(cfg.settings, domain_adversarial=value, seed=SPLIT_SEED))
+    overrides = overrides or {}
+    cfg = configure(cfg, value, overrides)
     data = load_data(task, root, cfg)
     dev_idx, _, cv_folds = splits(data, cfg, split_seed=SPLIT_SEED)
     dbs = lodo_databases(data, dev_idx)
@@ -73,6 +131,8 @@ def run_one(root: Path, cfg: RunConfig, arch: str, value: float, seed: int) -> d
         "task": task.name,
         "arch": arch,
         "domain_adversarial": value,
+        "overrides": overrides,
+        "variant": variant_name(value, overrides),
         "seed": seed,
         "seconds": round(time.monotonic() - t0),
         "cv_all_macc": float(np.mean([s["all"]["macc"] for s in cv])),
@@ -106,13 +166,20 @@ def run_one(root: Path, cfg: RunConfig, arch: str, value: float, seed: int) -> d
 def summarise(folder: Path) -> dict[str, Any]:
     """Per value of the setting: mean and sd over seeds of each headline, and of each LODO database."""
     runs = [json.loads(p.read_text()) for p in sorted(folder.glob("da*-seed*.json"))]
-    by: dict[float, list[dict[str, Any]]] = {}
+    by: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
-        by.setdefault(float(r["domain_adversarial"]), []).append(r)
+        # results written before --set existed carry no variant name: the reversal factor alone
+        by.setdefault(r.get("variant") or variant_name(float(r["domain_adversarial"])), []).append(r)
     summary: dict[str, Any] = {"variants": []}
-    for value in sorted(by):
-        rs = sorted(by[value], key=lambda r: r["seed"])
-        row: dict[str, Any] = {"domain_adversarial": value, "seeds": [r["seed"] for r in rs], "arch": rs[0]["arch"]}
+    for name in sorted(by, key=lambda n: (len(by[n][0].get("overrides") or {}), by[n][0]["domain_adversarial"], n)):
+        rs = sorted(by[name], key=lambda r: r["seed"])
+        row: dict[str, Any] = {
+            "variant": name,
+            "domain_adversarial": float(rs[0]["domain_adversarial"]),
+            "overrides": rs[0].get("overrides") or {},
+            "seeds": [r["seed"] for r in rs],
+            "arch": rs[0]["arch"],
+        }
         for key in HEADLINES:
             vals = [r[key] for r in rs if key in r]
             if vals:
@@ -138,7 +205,7 @@ def table(summary: dict[str, Any]) -> list[str]:
     }
     dbs = sorted({db for v in summary["variants"] for db in v.get("lodo_macc", {})})
     lines = [
-        "| database head (reversal factor) | seeds | "
+        "| database head (reversal factor), other settings | seeds | "
         + " | ".join(names.values())
         + " | "
         + " | ".join(f"LODO {db.removeprefix('training-')}" for db in dbs)
@@ -149,6 +216,7 @@ def table(summary: dict[str, Any]) -> list[str]:
         cells = [f"{v[k]['mean']:.3f} ± {v[k]['sd']:.3f}" if k in v else "–" for k in names]
         per_db = [f"{v['lodo_macc'][db]:.3f}" if db in v.get("lodo_macc", {}) else "–" for db in dbs]
         label = "none" if v["domain_adversarial"] == 0 else f"{v['domain_adversarial']:g}"
+        label += "".join(f", {k} {val}" for k, val in sorted(v.get("overrides", {}).items()))
         lines.append(f"| {label} | {len(v['seeds'])} | " + " | ".join(cells + per_db) + " |")
     return lines
 
@@ -160,6 +228,14 @@ def register(sub: Any) -> None:
     p.add_argument("--arch", default="conv_lstm")
     p.add_argument(
         "--domain-adversarial", default="0,0.3", help="comma-separated gradient reversal factors to compare (0: none)"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another setting for every variant (repeatable): a RunConfig or TrainSettings field "
+        "(augment_copies=2, learning_rate=0.001) or features.FIELD (features.kind=logmel)",
     )
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
     p.add_argument("--folds", type=int, default=5)
@@ -177,6 +253,7 @@ def _main(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError as exc:
         raise ds.DatasetError(f"bad list: {exc}", "give comma-separated numbers, e.g. --seeds 0,1,2") from exc
+    overrides = parse_overrides(args.set)
     root = ds.resolve_data_dir(args.data_dir)
     out = args.out or Path("artifacts") / "ablation" / args.task
     out.mkdir(parents=True, exist_ok=True)
@@ -189,11 +266,11 @@ def _main(args: argparse.Namespace) -> int:
     )
     for seed in seeds:  # seed-major: a partial ablation still compares every value on the same seeds
         for value in values:
-            path = out / result_name(value, seed)
+            path = out / result_name(value, seed, overrides)
             if path.exists():
                 log.info("%s already done", path.name)
                 continue
-            result = run_one(root, cfg, args.arch, value, seed)
+            result = run_one(root, cfg, args.arch, value, seed, overrides)
             path.write_text(json.dumps(result, indent=1, default=float))
             log.info("%s: %s", path.name, {k: result.get(k) for k in HEADLINES})
     summary = summarise(out)

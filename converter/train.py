@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from converter import featurestore, thresholds
 from converter.metrics import best_threshold, binary_scores, confusion, pascal_scores
 from converter.tasks import TASKS, Task
 from converter.trainer import TrainSettings, fit, record_probabilities
+from device.features import FeatureParams
 
 log = logging.getLogger(__name__)
 DEFAULT_RUNS = Path("artifacts") / "train"
@@ -48,6 +49,12 @@ class RunConfig:
     limit_per_stratum: int | None = None  # for quick runs on a slice of the data
     jobs: int = 1  # models trained at once, each in its own process with one thread
     settings: TrainSettings = field(default_factory=TrainSettings)
+    # FeatureParams fields that differ from the task's (`steth ablate --set features.X=...` only: a
+    # shipped model's features are the task's, which the device reads from the sidecar)
+    features: dict[str, Any] = field(default_factory=dict)
+
+    def params(self, task: Task) -> FeatureParams:
+        return replace(task.params, **self.features) if self.features else task.params
 
 
 @dataclass
@@ -77,11 +84,12 @@ def load_data(task: Task, root: Path, cfg: RunConfig) -> Data:
     strata = np.array([r.subset for r in recs])
     name = f"{task.name}{'-limit' + str(cfg.limit_per_stratum) if cfg.limit_per_stratum else ''}"
     use_cache = cfg.limit_per_stratum is None
-    clean = featurestore.build(recs, task.params, train_hop_s=cfg.train_hop_s, name=name, use_cache=use_cache)
+    params = cfg.params(task)
+    clean = featurestore.build(recs, params, train_hop_s=cfg.train_hop_s, name=name, use_cache=use_cache)
     sets = [clean] + [
         featurestore.build(
             recs,
-            task.params,
+            params,
             train_hop_s=cfg.train_hop_s,
             name=name,
             use_cache=use_cache,
@@ -89,7 +97,7 @@ def load_data(task: Task, root: Path, cfg: RunConfig) -> Data:
         )
         for i in range(cfg.augment_copies)
     ]
-    eval_set = featurestore.build(recs, task.params, name=name + "-eval", use_cache=use_cache)
+    eval_set = featurestore.build(recs, params, name=name + "-eval", use_cache=use_cache)
     for key, reason in clean.skipped:
         log.warning("skipped %s: %s", key, reason)
     return Data(task, recs, y, strata, sets, eval_set)
@@ -260,7 +268,7 @@ def run(root: Path, out: Path, cfg: RunConfig) -> dict[str, Any]:
         "task": task.name,
         "labels": task.labels,
         "config": asdict(cfg),
-        "feature_params": task.params.to_dict(),
+        "feature_params": cfg.params(task).to_dict(),
         "n_recordings": len(data.recordings),
         "n_dev": len(dev_idx),
         "n_test": len(test_idx),
@@ -369,7 +377,7 @@ def _pascal_check(model: Any, root: Path, threshold: float, cfg: RunConfig) -> d
     except ds.DatasetError:
         return None
     task = TASKS["screening"]
-    fs = featurestore.build(recs, task.params, name="pascal-b-screening-eval")
+    fs = featurestore.build(recs, cfg.params(task), name="pascal-b-screening-eval")
     kept = np.unique(fs.owner)
     y = np.array([recs[i].label != "normal" for i in kept], dtype=int)
     probs = record_probabilities(model, fs, kept, 2)
