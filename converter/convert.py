@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from converter import datasets as ds
-from converter import featurestore
+from converter import featurestore, thresholds
 from converter.metrics import binary_scores
 from converter.tasks import TASKS
 from device.audio_io import Audio
@@ -153,8 +153,8 @@ def sidecar(
         "labels": list(t.labels),
         "positive_label": t.positive,
         "threshold": report.get("threshold", 0.5),
-        "threshold_note": "chosen on validation recordings only (mean MAcc over databases); reported "
-        "probabilities are shifted in log-odds so that 0.5 is this threshold",
+        "threshold_note": f"chosen on {thresholds.threshold_source(report)} (mean MAcc over databases; never on the "
+        "held-out split); reported probabilities are shifted in log-odds so that 0.5 is this threshold",
         "aggregation": "mean of window probabilities",
         "architecture": report["chosen_arch"],
         "feature_params": t.params.to_dict(),

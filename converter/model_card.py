@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from converter import thresholds
 from converter.models import DESCRIPTIONS
 from device.inference import models_dir
 
@@ -40,8 +41,8 @@ def screening_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]
     out = [SECTION_HEADERS["screening"], ""]
     out += [
         f"- Architecture: **{report['chosen_arch']}** ({DESCRIPTIONS.get(report['chosen_arch'], '?')}); "
-        f"threshold {report['threshold']:.3f} (chosen on "
-        "validation recordings only, maximising the mean MAcc over databases); int8 file "
+        f"threshold {report['threshold']:.3f} (chosen on {thresholds.threshold_source(report)}, maximising the "
+        "mean MAcc over databases; never on the held-out split); int8 file "
         f"{meta['size_bytes']:,} bytes, sha256 `{meta['sha256']}`.",
         f"- Data: {report['n_recordings']} PhysioNet/CinC 2016 recordings: {report['n_dev']} for development "
         f"(cross-validation, training), {report['n_test']} held out (blocks of consecutive records, never "
@@ -76,6 +77,7 @@ def screening_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]
         "![Cross-validation box plot](figures/screening_boxplot.png)",
         "",
     ]
+    out += threshold_section(report)
     if report.get("lodo"):
         out += [
             "### Leave one database out (train on five databases, test on the sixth)",
@@ -132,6 +134,36 @@ def screening_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]
     return [*out, ""]
 
 
+def threshold_section(report: dict[str, Any]) -> list[str]:
+    """How the decision threshold was chosen, and the development-data check behind that choice."""
+    choice = report.get("threshold_choice")
+    if not choice or not choice["transfer_check"].get("per_fold"):
+        return []
+    check = choice["transfer_check"]
+    scopes = [k for k in ("not_e_macc", "all_macc") if k in check["at_validation"]]
+    names = {"not_e_macc": "MAcc without training-e", "all_macc": "MAcc all databases"}
+    lines = [
+        "### Decision threshold",
+        "",
+        f"The final model's own validation part chose {choice['validation_threshold']:.3f}; the "
+        f"out-of-fold scores of the {report['chosen_arch']} cross-validation models, pooled over "
+        f"{report['n_dev']} development recordings, choose {choice['pooled_threshold']:.3f}. Which one "
+        "transfers to a model that did not produce the pooled scores is checked per CV fold: the fold's "
+        "model at its own validation threshold vs at the threshold pooled over the other folds (mean "
+        "over folds):",
+        "",
+        "| threshold | " + " | ".join(names[k] for k in scopes) + " |",
+        "|---" * (len(scopes) + 1) + "|",
+        "| each model's validation part | " + " | ".join(_f(check["at_validation"][k]) for k in scopes) + " |",
+        "| pooled over the other folds | " + " | ".join(_f(check["at_pooled"][k]) for k in scopes) + " |",
+        "",
+        f"Shipped: **{report['threshold']:.3f}**, from {choice['source']} (the pooled threshold ships only "
+        "where it does at least as well in this check, on the first scope).",
+        "",
+    ]
+    return lines
+
+
 def _database_head(report: dict[str, Any]) -> str:
     factor = float(report["config"]["settings"].get("domain_adversarial", 0.0))
     if factor <= 0:
@@ -147,12 +179,14 @@ def ablation_section(summary: dict[str, Any]) -> list[str]:
 
     seeds = sorted({s for v in summary["variants"] for s in v["seeds"]})
     return [
-        f"### Why the database head: `steth ablate` over {len(seeds)} training seeds",
+        f"### Settings compared: `steth ablate` over {len(seeds)} training seeds",
         "",
         "The same cross-validation folds and leave-one-database-out trainings as above, with and without the "
-        "database head, repeated with different training seeds (the held-out split untouched); mean ± sd over "
-        "seeds. One run of `steth train` moves by about ±0.05 from seed to seed, so a setting is adopted on "
-        "the mean, not on one run.",
+        "database head (and with other settings where named), repeated with different training seeds (the "
+        "held-out split untouched); mean ± sd over seeds. One run of `steth train` moves by about ±0.05 from "
+        "seed to seed, so a setting is adopted on the mean, not on one run. The pooled-threshold columns "
+        "score each fold at the threshold pooled over the other folds' out-of-fold scores (see Decision "
+        "threshold).",
         "",
         *table(summary),
         "",
@@ -239,8 +273,8 @@ noise bursts): record again.
 - The probabilities are calibrated so that 0.5 is the decision threshold; they are not
   population-calibrated risks.
 - Sensitivity outside training-e is low (see the held-out table): a *normal* answer does not rule out
-  heart disease. The decision threshold is chosen on a small validation part and moves from run to
-  run, trading sensitivity against specificity.
+  heart disease. The decision threshold moves from run to run (see Decision threshold), trading
+  sensitivity against specificity.
 """
 
 

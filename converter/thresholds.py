@@ -73,3 +73,9 @@ def choose(check: dict[str, Any], val_threshold: float, pooled: float) -> tuple[
     if check.get("per_fold") and check["at_pooled"][key] >= check["at_validation"][key]:
         return pooled, "pooled out-of-fold cross-validation predictions"
     return val_threshold, "the final model's validation part"
+
+
+def threshold_source(report: dict[str, Any]) -> str:
+    """Where a run's shipped threshold came from (runs from before the pooled choice: validation)."""
+    choice = report.get("threshold_choice")
+    return str(choice["source"]) if choice else "validation recordings only"
