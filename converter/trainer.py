@@ -37,6 +37,8 @@ class TrainSettings:
     seed: int = 0
     # gradient reversal factor of the database head; 0 trains the label head alone
     domain_adversarial: float = 0.0
+    # share of training windows given one time mask and one coefficient mask (SpecAugment); 0: none
+    masking: float = 0.0
 
 
 class WindowSampler:
@@ -77,6 +79,26 @@ class WindowSampler:
                     gs.append(gi)
         perm = rng.permutation(len(xs))
         return np.stack(xs)[perm], np.asarray(ys)[perm], np.asarray(gs)[perm]
+
+
+def mask_windows(x: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
+    """SpecAugment-style masks on a batch of (frames, coefficients) windows, a copy.
+
+    A ``share`` of the windows each lose a run of up to a fifth of their frames (a heart sound drowned
+    by a bump or a cough) and a band of up to a fifth of their coefficients (a stethoscope that does not
+    pass that band), both set to 0, the per-window mean after CMVN. The model thereby cannot lean on any
+    one moment or band of a window.
+    """
+    out = x.copy()
+    n, frames, coefs = x.shape
+    for i in np.flatnonzero(rng.random(n) < share):
+        t = int(rng.integers(0, frames // 5 + 1))
+        t0 = int(rng.integers(0, frames - t + 1))
+        out[i, t0 : t0 + t, :] = 0
+        f = int(rng.integers(0, coefs // 5 + 1))
+        f0 = int(rng.integers(0, coefs - f + 1))
+        out[i, :, f0 : f0 + f] = 0
+    return out
 
 
 def record_probabilities(model: Any, fs: FeatureSet, records: np.ndarray, n_classes: int) -> np.ndarray:
@@ -158,6 +180,8 @@ def fit(
             lr /= 4
             trained.optimizer.learning_rate.assign(lr)
         x, t, d = sampler.draw(settings.windows_per_epoch, rng)
+        if settings.masking > 0:
+            x = mask_windows(x, settings.masking, rng)
         trained.fit(x, [t, d] if adversarial else t, batch_size=settings.batch_size, epochs=1, verbose=0, shuffle=False)
         score = val_score(
             y[val_records], record_probabilities(model, eval_set, val_records, n_classes), strata[val_records]
