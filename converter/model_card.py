@@ -418,8 +418,10 @@ def write(
         meta_path = dest / f"{name}.json"
         if run and (run / "report.json").exists() and meta_path.exists():
             lines += section(json.loads((run / "report.json").read_text()), json.loads(meta_path.read_text()))
-            if name == "screening" and ablation and (ablation / "summary.json").exists():
-                lines += ablation_section(json.loads((ablation / "summary.json").read_text()))
+            if name == "screening" and ablation and any(ablation.glob("da*-seed*.json")):
+                from converter.ablation import summarise
+
+                lines += ablation_section(summarise(ablation))
         else:
             lines += _kept_section(card, SECTION_HEADERS[name])
     lines.append(FOOTER)
@@ -435,7 +437,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--screening-rerun", type=Path, help="a second run of the same command: its figures are shown beside"
     )
-    p.add_argument("--ablation", type=Path, help="a `steth ablate` results folder: its table goes in the card")
+    p.add_argument(
+        "--ablation",
+        type=Path,
+        help="a `steth ablate` results folder (e.g. docs/ablations/screening): its table goes in the card",
+    )
     args = p.parse_args(argv)
     dest = args.dest or models_dir()
     print(write(args.screening_run, args.sound_type_run, dest, args.screening_rerun, args.ablation))
