@@ -90,7 +90,21 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-_NOT_SETTABLE = {"task", "archs", "folds", "jobs", "lodo", "settings", "features", "seed", "domain_adversarial"}
+# the splits (test_fraction, limit_per_stratum would move recordings between held-out and development
+# data, and the held-out split must stay untouched), what the command sets itself, and the containers
+_NOT_SETTABLE = {
+    "task",
+    "archs",
+    "folds",
+    "jobs",
+    "lodo",
+    "test_fraction",
+    "limit_per_stratum",
+    "settings",
+    "features",
+    "seed",
+    "domain_adversarial",
+}
 
 
 def configure(cfg: RunConfig, value: float, overrides: dict[str, Any]) -> RunConfig:

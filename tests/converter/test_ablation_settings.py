@@ -27,7 +27,16 @@ def test_overrides_reach_the_run_training_and_feature_settings():
 
 @pytest.mark.parametrize(
     "item",
-    ["nope=1", "seed=3", "augment_copies", "epochs=x", "features.kind=wav", "features.cmvn=maybe", "features.n_mfcc=0"],
+    [
+        "nope=1",
+        "seed=3",
+        "test_fraction=0.3",  # would move held-out recordings into development data
+        "augment_copies",
+        "epochs=x",
+        "features.kind=wav",
+        "features.cmvn=maybe",
+        "features.n_mfcc=0",
+    ],
 )
 def test_a_bad_setting_is_refused_before_any_training(item):
     with pytest.raises(ConfigError, match="--set"):
