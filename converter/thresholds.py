@@ -1,7 +1,7 @@
 """Choosing the screening model's decision threshold: on its validation part, or on pooled CV predictions.
 
 A model's own validation part holds about 330 recordings, a few dozen per database outside training-e,
-so the MAcc-maximising threshold chosen there is noisy: the CV models of one recipe chose 0.28 to 0.67
+so the MAcc-maximising threshold chosen there is noisy: the CV models of one recipe chose 0.17 to 0.67
 (docs/experiments.md), and screening 0.3.0 shipped 0.534 (held-out Se 0.60 / Sp 0.94). Cross-validation
 already scores every development recording once with a model that did not train on it; pooling those
 out-of-fold scores gives about five times more recordings to choose the threshold on, from models
@@ -11,8 +11,8 @@ Whether a pooled threshold transfers to a model that did not produce those score
 development data alone, so the held-out split plays no part in the choice: for each CV fold, the
 threshold pooled over the *other* folds is applied to this fold's model and compared with that model's
 own validation threshold. ``choose`` ships the pooled threshold only if it does at least as well.
-So far it has not been clearly better (mean over three seeds: MAcc without training-e 0.615 pooled vs
-0.620 validation): the pooled thresholds are steadier, but outside training-e the MAcc curve is flat
+So far it has not been clearly better (mean over five seeds: MAcc without training-e 0.620 pooled vs
+0.626 validation): the pooled thresholds are steadier, but outside training-e the MAcc curve is flat
 around its peak.
 """
 
