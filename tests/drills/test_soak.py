@@ -20,12 +20,12 @@ from tests.drills.system import System, create_database
 pytestmark = [pytest.mark.drill, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 DEVICES = 20
-# The broker restart holds the devices' link until ingest has subscribed again (STETH_SOAK_HOLD=0: not).
-# No longer for Mosquitto 2.0.11's shared-subscription defect (end-to-end acks absorb it: the system drill
-# and test_known_defects.py restart the broker unheld) but for the open stall of RELIABILITY.md: without
-# the hold, seed 7's timeline leaves a simulated device crashed in-process reconnecting without ever
-# reading a CONNACK, one result still waiting in its outbox (not lost) when the soak gives up.
-HOLD = os.environ.get("STETH_SOAK_HOLD", "1") != "0"
+# STETH_SOAK_HOLD=1 makes a broker restart hold the devices' link until ingest has subscribed again (the
+# workaround for Mosquitto 2.0.11's shared-subscription defect before end-to-end acks). By default the
+# devices keep publishing through the restart, the harder case. The hold was also the default for a while
+# because of a "reconnect stall" that turned out to be the test's own proxy leaking descriptors
+# (tests/support/tcpproxy.py, RELIABILITY.md).
+HOLD = os.environ.get("STETH_SOAK_HOLD", "0") == "1"
 
 
 @pytest.fixture
@@ -102,12 +102,16 @@ def soak(s: System, per_device: int, interval_s: float, record_figures, name: st
         "duration_s": round(time.monotonic() - started, 1),
         "device_errors": [e for sim in sims for e in sim.errors],
         "lost_ids": lost[:20],
+        # the simulated devices and the proxies share this process: a descriptor leak there once stalled
+        # reconnects (select() takes none above 1,023), so the count is kept with the figures
+        "open_descriptors": len(os.listdir("/proc/self/fd")),
     }
-    record_figures(name if HOLD else f"{name}-unheld", figures)
+    record_figures(f"{name}-held" if HOLD else name, figures)
     assert figures["produced"] == len(sims) * per_device, figures
     assert not figures["device_errors"], figures
     assert figures["lost"] == 0 and figures["duplicated"] == 0 and figures["strangers"] == 0, figures
     assert sum(s.faults.values()) >= 3, figures
+    assert figures["open_descriptors"] < 800, figures  # 20 devices need about 150
 
 
 def s_psql(s: System, sql: str) -> str:

@@ -51,10 +51,11 @@ class TcpProxy:
                 continue
             with self._lock:
                 self._conns += [client, upstream]
+            pumps_left = [2]  # the second pump to finish closes the pair
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+                threading.Thread(target=self._pump, args=(a, b, pumps_left), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, pumps_left: list[int]) -> None:
         with contextlib.suppress(OSError):
             while data := src.recv(65536):
                 self._flowing.wait()  # a stalled link holds what it read; nothing crosses
@@ -62,6 +63,20 @@ class TcpProxy:
         for s in (src, dst):
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
+        # Close (not only shut down) once both directions are done. A shut-down socket still holds its
+        # descriptor: the soak's proxy, living in the test's process, leaked two per connection until the
+        # process passed 1,024 descriptors, and from then on every new MQTT connection in that process got
+        # a descriptor select() cannot take, so paho dropped it as "connection lost" right after CONNECT
+        # (the "reconnect stall" of RELIABILITY.md).
+        with self._lock:
+            pumps_left[0] -= 1
+            if pumps_left[0] > 0:
+                return
+            for s in (src, dst):
+                if s in self._conns:
+                    self._conns.remove(s)
+        for s in (src, dst):
+            s.close()
 
     def cut(self) -> None:
         """Drop every connection and refuse new ones."""
