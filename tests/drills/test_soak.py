@@ -126,8 +126,8 @@ def test_light_soak_twenty_devices_random_faults(soak_system, record_figures):
 
 @pytest.mark.full
 def test_full_soak_ten_thousand_results(soak_system, record_figures):
-    # STETH_SOAK_INTERVAL_S=0.25 spreads the same 10,000 results over ~8 minutes and more faults: that
-    # variant left 6 of 20 simulated devices reconnecting without delivering (RELIABILITY.md, open).
+    # STETH_SOAK_INTERVAL_S=0.25 spreads the same 10,000 results over ~3 minutes and more faults (the
+    # variant that exposed the test proxy's descriptor leak, RELIABILITY.md).
     interval = float(os.environ.get("STETH_SOAK_INTERVAL_S", "0.05"))
     name = "soak-full" if interval == 0.05 else f"soak-full-interval-{interval:g}"
     soak(soak_system, per_device=500, interval_s=interval, record_figures=record_figures, name=name)
