@@ -77,10 +77,12 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             )
         current = getattr(owner, field_name)
         try:
-            if isinstance(current, bool):
-                if raw.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(f"{raw!r} is not true or false")
+            if isinstance(current, bool) and raw.lower() in ("true", "false", "1", "0"):
                 value: Any = raw.lower() in ("true", "1")
+            elif isinstance(current, bool):
+                if not isinstance(owner, FeatureParams):  # only FeatureParams validates a word (cmvn=mean)
+                    raise ValueError(f"{raw!r} is not true or false")
+                value = raw
             else:
                 value = raw if isinstance(current, str) else type(current)(raw) if current is not None else int(raw)
             replace(owner, **{field_name: value})  # the owner's own validation, now rather than mid-run

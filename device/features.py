@@ -55,8 +55,10 @@ class FeatureParams:
     top_db: float = 80.0
     # Per-window cepstral mean and variance normalisation: removes a fixed channel (the stethoscope's
     # frequency response, the gain) from the features, which is what lets a model trained on one
-    # device's recordings work on another's.
-    cmvn: bool = True
+    # device's recordings work on another's. The mean does that (a fixed channel is an additive constant
+    # per coefficient); "mean" keeps the mean subtraction alone, so how deep the quiet between heart
+    # sounds is (what a murmur fills in) survives instead of being scaled to unit variance; False: none.
+    cmvn: bool | Literal["mean"] = True
     silence_rms: float = 1e-4  # RMS of the raw input below this (-80 dBFS) is "no signal"
     max_clipped_fraction: float = 0.05  # more samples than this at the recording's peak: clipped
     version: int = 1
@@ -76,6 +78,8 @@ class FeatureParams:
             problems.append(f"n_fft={self.n_fft} is longer than one window ({self.window_samples} samples)")
         if self.kind == "mfcc" and not 0 < self.n_mfcc <= self.n_mels:
             problems.append(f"n_mfcc={self.n_mfcc} must be in 1..n_mels={self.n_mels}")
+        if self.cmvn not in (True, False, "mean") or not isinstance(self.cmvn, bool | str):
+            problems.append(f"cmvn={self.cmvn!r} must be true, false or 'mean'")
         if self.kind not in ("mfcc", "logmel"):
             problems.append(f"kind={self.kind!r} must be 'mfcc' or 'logmel'")
         if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
@@ -385,9 +389,20 @@ def window_features(windows: np.ndarray, params: FeatureParams) -> np.ndarray:
     else:
         feats = log_mel
     feats = np.transpose(feats, (0, 2, 1))  # (n, frames, coefficients): time-major for the RNN
-    if params.cmvn:
-        feats = (feats - feats.mean(axis=1, keepdims=True)) / (feats.std(axis=1, keepdims=True) + 1e-5)
-    return np.ascontiguousarray(feats, dtype=np.float32)
+    return np.ascontiguousarray(normalise(feats, params), dtype=np.float32)
+
+
+CMN_SCALE_DB = 10.0  # mean-only normalisation: a fixed scale keeps the inputs near unit size for training
+
+
+def normalise(feats: np.ndarray, params: FeatureParams) -> np.ndarray:
+    """Per-window normalisation over time of (n, frames, coefficients) features, as ``params.cmvn`` says."""
+    if params.cmvn is False:
+        return feats
+    feats = feats - feats.mean(axis=1, keepdims=True)
+    if params.cmvn == "mean":
+        return feats / CMN_SCALE_DB
+    return feats / (feats.std(axis=1, keepdims=True) + 1e-5)
 
 
 def extract(audio: Audio, params: FeatureParams, check: bool = True) -> Features:

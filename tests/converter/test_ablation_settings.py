@@ -22,6 +22,9 @@ def test_overrides_reach_the_run_training_and_feature_settings():
     params = cfg.params(TASKS["screening"])
     assert params.kind == "logmel" and params.n_mels == TASKS["screening"].params.n_mels
     assert ablation.result_name(0.3, 1, o) == "da0.3-augment_copies2-features.kindlogmel-learning_rate0.001-seed1.json"
+    # a FeatureParams flag that also takes a word: the word is validated by FeatureParams itself
+    assert ablation.parse_overrides(["features.cmvn=mean", "features.cmvn=0"]) == {"features.cmvn": False}
+    assert ablation.parse_overrides(["features.cmvn=mean"]) == {"features.cmvn": "mean"}
     assert ablation.result_name(0.3, 1) == "da0.3-seed1.json"  # the names results had before --set
 
 

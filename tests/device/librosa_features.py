@@ -12,7 +12,7 @@ import functools
 
 import numpy as np
 
-from device.features import FeatureParams
+from device.features import FeatureParams, normalise
 
 
 @functools.lru_cache(maxsize=16)
@@ -37,6 +37,4 @@ def window_features(windows: np.ndarray, params: FeatureParams) -> np.ndarray:
     log_mel = np.maximum(log_mel, log_mel.max(axis=(1, 2), keepdims=True) - params.top_db)
     feats = librosa.feature.mfcc(S=log_mel, n_mfcc=params.n_mfcc) if params.kind == "mfcc" else log_mel
     feats = np.transpose(feats, (0, 2, 1))  # (n, frames, coefficients): time-major for the RNN
-    if params.cmvn:
-        feats = (feats - feats.mean(axis=1, keepdims=True)) / (feats.std(axis=1, keepdims=True) + 1e-5)
-    return np.ascontiguousarray(feats, dtype=np.float32)
+    return np.ascontiguousarray(normalise(feats, params), dtype=np.float32)

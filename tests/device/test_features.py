@@ -34,6 +34,20 @@ def test_each_window_is_normalised_on_its_own(samples_dir):
     np.testing.assert_allclose(feats.std(axis=1), 1, atol=1e-2)
 
 
+def test_mean_only_normalisation_keeps_the_depth_of_the_quiet_and_ignores_gain(samples_dir):
+    mean_only = dataclasses.replace(PARAMS, cmvn="mean")
+    audio = read_audio(samples_dir / "e00152.flac")
+    feats = extract(audio, mean_only).features
+    np.testing.assert_allclose(feats.mean(axis=1), 0, atol=1e-4)
+    full = extract(audio, PARAMS).features
+    # the same shape over time per coefficient, each at its own scale (not scaled to unit variance)
+    ratio = feats.std(axis=1) / full.std(axis=1)
+    assert ratio.std() > 0.1 * ratio.mean()
+    np.testing.assert_allclose(feats / feats.std(axis=1, keepdims=True), full, atol=1e-3)
+    quiet = dataclasses.replace(audio, samples=audio.samples * 0.1)
+    np.testing.assert_allclose(extract(quiet, mean_only).features, feats, atol=1e-3)
+
+
 def test_gain_does_not_change_the_features(samples_dir):
     audio = read_audio(samples_dir / "a0296.flac")
     quiet = dataclasses.replace(audio, samples=audio.samples * 0.1)
@@ -93,6 +107,8 @@ def test_params_round_trip_through_json_and_refuse_unknown_keys():
 
 
 def test_params_refuse_impossible_settings():
+    with pytest.raises(ConfigError, match="cmvn"):
+        FeatureParams(cmvn="median")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="band"):
         FeatureParams(band_low_hz=500, band_high_hz=400)
     with pytest.raises(ConfigError, match="n_mfcc"):
