@@ -39,6 +39,7 @@ def build(
     unroll: bool = False,
     domains: int = 0,
     reversal: float = 0.3,
+    domain_from: str = "rnn",
 ) -> Any:
     """A compiled-ready model; ``batch_size=1`` gives the fixed-batch graph the int8 converter needs.
 
@@ -67,10 +68,19 @@ def build(
         # 26 steps of 40 ms instead of 51 of 20 ms: half the unrolled int8 graph (the file is mostly
         # per-step ops, not weights), and fewer steps for quantisation error to accumulate over.
         x = layers.MaxPooling1D(2, name="pool")(x)
+        conv_features = x
         x = layers.LSTM(48, name="rnn", unroll=unroll)(x)
     else:
         raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
+    if domain_from not in ("rnn", "conv"):
+        raise ValueError(f"domain_from={domain_from!r}: 'rnn' (the recurrent layer's output) or 'conv'")
     shared = x
+    if domains > 0 and domain_from == "conv":
+        if arch != "conv_lstm":
+            raise ValueError(f"domain_from='conv' needs the conv_lstm architecture, not {arch!r}")
+        # the head reads the convolutional front end (averaged over time), so what identifies the
+        # stethoscope is pushed out before the recurrent layer rather than after it
+        shared = layers.GlobalAveragePooling1D(name="domain_pool")(conv_features)
     x = layers.Dropout(dropout)(x)
     x = layers.Dense(32, activation="relu", name="hidden")(x)
     out = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)

@@ -24,6 +24,7 @@ import numpy as np
 
 from converter import models
 from converter.featurestore import FeatureSet
+from device.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,12 @@ class TrainSettings:
     domain_adversarial: float = 0.0
     # share of training windows given one time mask and one coefficient mask (SpecAugment); 0: none
     masking: float = 0.0
+    # where the database head reads: "rnn" (the recurrent layer's output) or "conv" (conv_lstm's front end)
+    domain_from: str = "rnn"
+
+    def __post_init__(self) -> None:
+        if self.domain_from not in ("rnn", "conv"):
+            raise ConfigError(f"domain_from={self.domain_from!r} must be 'rnn' or 'conv'")
 
 
 class WindowSampler:
@@ -167,6 +174,7 @@ def fit(
         n_classes,
         domains=n_domains if adversarial else 0,
         reversal=settings.domain_adversarial,
+        domain_from=settings.domain_from,
     )
     trained.compile(k.optimizers.Adam(settings.learning_rate), "sparse_categorical_crossentropy")
     model = models.label_branch(trained) if adversarial else trained

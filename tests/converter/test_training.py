@@ -132,6 +132,28 @@ def test_the_label_branch_has_the_plain_models_weights_so_conversion_can_copy_th
     np.testing.assert_allclose(plain(x).numpy(), branch(x).numpy(), atol=1e-5)
 
 
+def test_the_database_head_can_read_the_convolutional_features_and_the_label_branch_stays_the_same():
+    import tensorflow as tf
+
+    two_headed = models.build("conv_lstm", (201, 16), 2, domains=5, domain_from="conv")
+    head = two_headed.get_layer("domain_hidden")
+    assert head.input.shape[-1] == 32  # the conv front end's channels, not the LSTM's 48 units
+    x = tf.constant(np.random.default_rng(1).standard_normal((4, 201, 16)).astype(np.float32))
+    with tf.GradientTape() as tape:
+        _, domain = two_headed(x)
+        loss = tf.reduce_sum(domain)
+    weights = two_headed.trainable_weights
+    grads = dict(zip([w.name for w in weights], tape.gradient(loss, weights), strict=True))
+    rnn = [g for name, g in grads.items() if name.startswith("rnn")]
+    assert rnn and all(g is None for g in rnn)  # the LSTM is not on the head's path
+    assert any(g is not None for name, g in grads.items() if name.startswith("conv1"))
+    branch = models.label_branch(two_headed)
+    plain = models.build("conv_lstm", (201, 16), 2)
+    assert [w.shape for w in branch.get_weights()] == [w.shape for w in plain.get_weights()]
+    with pytest.raises(ValueError, match="conv_lstm"):
+        models.build("lstm", (201, 16), 2, domains=5, domain_from="conv")
+
+
 def test_ablation_compares_settings_over_seeds_and_resumes(tiny_data, tmp_path, capsys):
     from device.cli import build_parser
 
