@@ -48,6 +48,18 @@ def test_mean_only_normalisation_keeps_the_depth_of_the_quiet_and_ignores_gain(s
     np.testing.assert_allclose(extract(quiet, mean_only).features, feats, atol=1e-3)
 
 
+def test_recording_normalisation_uses_the_whole_recordings_statistics(samples_dir):
+    per_recording = dataclasses.replace(PARAMS, cmvn="recording")
+    audio = read_audio(samples_dir / "e00152.flac")
+    feats = extract(audio, per_recording).features
+    assert feats.shape[0] > 1
+    np.testing.assert_allclose(feats.mean(axis=(0, 1)), 0, atol=1e-4)
+    np.testing.assert_allclose(feats.std(axis=(0, 1)), 1, atol=1e-2)
+    assert np.abs(feats.mean(axis=1)).max() > 0.05  # windows keep their differences from one another
+    quiet = dataclasses.replace(audio, samples=audio.samples * 0.1)
+    np.testing.assert_allclose(extract(quiet, per_recording).features, feats, atol=1e-3)
+
+
 def test_gain_does_not_change_the_features(samples_dir):
     audio = read_audio(samples_dir / "a0296.flac")
     quiet = dataclasses.replace(audio, samples=audio.samples * 0.1)
