@@ -33,6 +33,7 @@ from device.errors import (
 )
 
 FeatureKind = Literal["mfcc", "logmel"]
+CMVN_MODES = (True, False, "mean", "recording", "recording-mean")
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,9 @@ class FeatureParams:
     # per coefficient); "mean" keeps the mean subtraction alone, so how deep the quiet between heart
     # sounds is (what a murmur fills in) survives instead of being scaled to unit variance; "recording"
     # takes the mean and variance over all of a recording's windows instead of each window's own (steadier
-    # statistics; a noisy window stays distinguishable from a clean one); False: none.
-    cmvn: bool | Literal["mean", "recording"] = True
+    # statistics; a noisy window stays distinguishable from a clean one); "recording-mean" both: one
+    # mean per recording, no variance scaling; False: none.
+    cmvn: bool | Literal["mean", "recording", "recording-mean"] = True
     silence_rms: float = 1e-4  # RMS of the raw input below this (-80 dBFS) is "no signal"
     max_clipped_fraction: float = 0.05  # more samples than this at the recording's peak: clipped
     version: int = 1
@@ -80,8 +82,8 @@ class FeatureParams:
             problems.append(f"n_fft={self.n_fft} is longer than one window ({self.window_samples} samples)")
         if self.kind == "mfcc" and not 0 < self.n_mfcc <= self.n_mels:
             problems.append(f"n_mfcc={self.n_mfcc} must be in 1..n_mels={self.n_mels}")
-        if self.cmvn not in (True, False, "mean", "recording") or not isinstance(self.cmvn, bool | str):
-            problems.append(f"cmvn={self.cmvn!r} must be true, false, 'mean' or 'recording'")
+        if self.cmvn not in CMVN_MODES or not isinstance(self.cmvn, bool | str):
+            problems.append(f"cmvn={self.cmvn!r} must be one of {', '.join(map(repr, CMVN_MODES))}")
         if self.kind not in ("mfcc", "logmel"):
             problems.append(f"kind={self.kind!r} must be 'mfcc' or 'logmel'")
         if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
@@ -399,12 +401,12 @@ CMN_SCALE_DB = 10.0  # mean-only normalisation: a fixed scale keeps the inputs n
 
 def normalise(feats: np.ndarray, params: FeatureParams) -> np.ndarray:
     """Normalisation over time of one recording's (windows, frames, coefficients) features, as
-    ``params.cmvn`` says: per window, or over the whole recording ("recording")."""
+    ``params.cmvn`` says: per window, or over the whole recording ("recording", "recording-mean")."""
     if params.cmvn is False:
         return feats
-    axes = (0, 1) if params.cmvn == "recording" else 1
+    axes = (0, 1) if params.cmvn in ("recording", "recording-mean") else 1
     feats = feats - feats.mean(axis=axes, keepdims=True)
-    if params.cmvn == "mean":
+    if params.cmvn in ("mean", "recording-mean"):
         return feats / CMN_SCALE_DB
     return feats / (feats.std(axis=axes, keepdims=True) + 1e-5)
 

@@ -58,6 +58,9 @@ def test_recording_normalisation_uses_the_whole_recordings_statistics(samples_di
     assert np.abs(feats.mean(axis=1)).max() > 0.05  # windows keep their differences from one another
     quiet = dataclasses.replace(audio, samples=audio.samples * 0.1)
     np.testing.assert_allclose(extract(quiet, per_recording).features, feats, atol=1e-3)
+    mean_only = extract(audio, dataclasses.replace(PARAMS, cmvn="recording-mean")).features
+    np.testing.assert_allclose(mean_only.mean(axis=(0, 1)), 0, atol=1e-4)
+    np.testing.assert_allclose(mean_only / mean_only.std(axis=(0, 1)), feats, atol=1e-3)
 
 
 def test_gain_does_not_change_the_features(samples_dir):
