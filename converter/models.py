@@ -16,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from typing import Any
 
 ARCHITECTURES = ("simplernn", "lstm", "conv_lstm")
+DOMAIN_SOURCES = ("rnn", "conv")  # where the database head may read (TrainSettings.domain_from)
 DESCRIPTIONS = {
     "simplernn": "SimpleRNN(64) over the MFCC frames, dense softmax",
     "lstm": "LSTM(64) over the MFCC frames, dense softmax",
@@ -72,8 +73,8 @@ def build(
         x = layers.LSTM(48, name="rnn", unroll=unroll)(x)
     else:
         raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
-    if domain_from not in ("rnn", "conv"):
-        raise ValueError(f"domain_from={domain_from!r}: 'rnn' (the recurrent layer's output) or 'conv'")
+    if domain_from not in DOMAIN_SOURCES:
+        raise ValueError(f"domain_from={domain_from!r}: one of {', '.join(DOMAIN_SOURCES)}")
     shared = x
     if domains > 0 and domain_from == "conv":
         if arch != "conv_lstm":

@@ -44,8 +44,8 @@ class TrainSettings:
     domain_from: str = "rnn"
 
     def __post_init__(self) -> None:
-        if self.domain_from not in ("rnn", "conv"):
-            raise ConfigError(f"domain_from={self.domain_from!r} must be 'rnn' or 'conv'")
+        if self.domain_from not in models.DOMAIN_SOURCES:
+            raise ConfigError(f"domain_from={self.domain_from!r} must be one of {', '.join(models.DOMAIN_SOURCES)}")
 
 
 class WindowSampler:

@@ -65,7 +65,7 @@ class TcpProxy:
                 s.shutdown(socket.SHUT_RDWR)
         # Close (not only shut down) once both directions are done. A shut-down socket still holds its
         # descriptor: the soak's proxy, living in the test's process, leaked two per connection until the
-        # process passed 1,024 descriptors, and from then on every new MQTT connection in that process got
+        # process passed 1,023 descriptors, and from then on every new MQTT connection in that process got
         # a descriptor select() cannot take, so paho dropped it as "connection lost" right after CONNECT
         # (the "reconnect stall" of RELIABILITY.md).
         with self._lock:
