@@ -42,18 +42,47 @@ class TrainSettings:
     masking: float = 0.0
     # where the database head reads: "rnn" (the recurrent layer's output) or "conv" (conv_lstm's front end)
     domain_from: str = "rnn"
+    # "DB=FACTOR,...": scales a database's share of the draws (WindowSampler); 0 leaves it out of training
+    database_scale: str = ""
 
     def __post_init__(self) -> None:
         if self.domain_from not in models.DOMAIN_SOURCES:
             raise ConfigError(f"domain_from={self.domain_from!r} must be one of {', '.join(models.DOMAIN_SOURCES)}")
+        self.scales()  # fails now, not mid-run
+
+    def scales(self) -> dict[str, float]:
+        """``database_scale`` as a mapping: database -> factor (>= 0) on its share of the draws."""
+        out: dict[str, float] = {}
+        for item in filter(None, (part.strip() for part in self.database_scale.split(","))):
+            name, sep, raw = item.partition("=")
+            try:
+                factor = float(raw)
+            except ValueError:
+                factor = -1.0
+            if not sep or not name.strip() or not factor >= 0:
+                raise ConfigError(
+                    f"database_scale={self.database_scale!r}: {item!r} is not DB=FACTOR with FACTOR >= 0",
+                    "write e.g. database_scale=training-e=0.25",
+                )
+            out[name.strip()] = factor
+        return out
 
 
 class WindowSampler:
-    """Stratified window draws: equal labels within each database, databases by sqrt(size)."""
+    """Stratified window draws: equal labels within each database, databases by sqrt(size) (times
+    ``scale``'s factor for the databases it names)."""
 
-    def __init__(self, sets: Sequence[FeatureSet], y: np.ndarray, strata: np.ndarray, records: np.ndarray) -> None:
+    def __init__(
+        self,
+        sets: Sequence[FeatureSet],
+        y: np.ndarray,
+        strata: np.ndarray,
+        records: np.ndarray,
+        scale: dict[str, float] | None = None,
+    ) -> None:
         self.sets = sets
         self.y, self.strata = y, strata
+        self.scale = scale or {}
         self.records = np.asarray(records)
         # windows of each recording in each set: (set index, window index) pairs
         self.windows: dict[int, list[tuple[int, np.ndarray]]] = {int(r): [] for r in self.records}
@@ -70,10 +99,14 @@ class WindowSampler:
     def draw(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``n`` windows (about), their labels and the index of their group in sorted(strata)."""
         groups = sorted(set(self.strata[self.records]))
-        shares = {g: np.sqrt(np.sum(self.strata[self.records] == g)) for g in groups}
+        shares = {g: np.sqrt(np.sum(self.strata[self.records] == g)) * self.scale.get(str(g), 1.0) for g in groups}
         total = sum(shares.values())
+        if total <= 0:
+            raise ConfigError("database_scale leaves no database to train on", "give some database a factor > 0")
         xs, ys, gs = [], [], []
         for gi, g in enumerate(groups):
+            if shares[g] <= 0:
+                continue
             in_group = self.records[self.strata[self.records] == g]
             labels = sorted(set(self.y[in_group]))
             for lab in labels:
@@ -165,7 +198,7 @@ def fit(
     rng = np.random.default_rng(settings.seed)
     k = models.keras()
     input_shape = train_sets[0].features.shape[1:]
-    sampler = WindowSampler(train_sets, y, strata, fit_records)
+    sampler = WindowSampler(train_sets, y, strata, fit_records, settings.scales())
     n_domains = len(set(strata[sampler.records]))
     adversarial = settings.domain_adversarial > 0 and n_domains > 1
     trained = models.build(

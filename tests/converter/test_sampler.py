@@ -1,0 +1,55 @@
+"""The training sampler: equal labels within each database, databases by sqrt(size), scaled on request."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from converter.featurestore import FeatureSet
+from converter.trainer import TrainSettings, WindowSampler
+from device.errors import ConfigError
+
+
+def _sampler(scale: dict[str, float] | None = None) -> WindowSampler:
+    # database "big" has 400 recordings, "small" 100; labels alternate; one window per recording,
+    # whose single value is its recording's index (so a draw tells where it came from)
+    n = 500
+    strata = np.array(["big"] * 400 + ["small"] * 100)
+    y = np.arange(n) % 2
+    fs = FeatureSet(np.arange(n, dtype=np.float32).reshape(n, 1, 1), np.arange(n, dtype=np.int32), [], [])
+    return WindowSampler([fs], y, strata, np.arange(n), scale)
+
+
+def _big_share(scale: dict[str, float] | None) -> float:
+    x, _, _ = _sampler(scale).draw(6000, np.random.default_rng(0))
+    return float(np.mean(x.ravel() < 400))
+
+
+def test_databases_are_drawn_by_the_square_root_of_their_size_and_the_scale_moves_that():
+    assert _big_share(None) == pytest.approx(2 / 3, abs=0.01)  # sqrt(400) : sqrt(100) = 2 : 1
+    assert _big_share({"big": 0.25}) == pytest.approx(1 / 3, abs=0.01)  # 0.5 : 1
+    assert _big_share({"big": 0.0}) == 0.0
+
+
+def test_labels_stay_balanced_within_a_scaled_database():
+    x, labels, _ = _sampler({"big": 0.25}).draw(6000, np.random.default_rng(1))
+    big = x.ravel() < 400
+    assert np.mean(labels[big]) == pytest.approx(0.5, abs=0.02)
+
+
+@pytest.mark.parametrize("spec", ["training-e", "training-e=-1", "=0.5", "training-e=x"])
+def test_a_malformed_scale_is_refused_when_the_settings_are_made(spec):
+    with pytest.raises(ConfigError, match="database_scale"):
+        TrainSettings(database_scale=spec)
+
+
+def test_a_scale_that_leaves_nothing_to_train_on_is_refused():
+    with pytest.raises(ConfigError, match="no database"):
+        _sampler({"big": 0, "small": 0}).draw(100, np.random.default_rng(0))
+
+
+def test_scales_parse():
+    assert TrainSettings(database_scale="training-e=0.25, training-b=2").scales() == {
+        "training-e": 0.25,
+        "training-b": 2.0,
+    }
