@@ -28,7 +28,8 @@ from types import FrameType
 from device import sdnotify
 from device.analyser import Analyser
 from device.config import DeviceConfig
-from device.errors import ModelError
+from device.delivery_lock import DeliveryLock
+from device.errors import BusyError, ModelError
 from device.outbox import Outbox
 from device.parts import Part, PublisherPart, open_outbox
 from device.producers import ContinuousProducer, Producer, ReplayProducer
@@ -36,6 +37,8 @@ from device.producers import ContinuousProducer, Producer, ReplayProducer
 log = logging.getLogger(__name__)
 
 STATUS_EVERY_S = 30.0
+# `steth record --send` may be delivering when the service starts: wait this long for it to finish
+LOCK_WAIT_S = 60.0
 
 
 def filesystem_type(path: Path) -> str:
@@ -65,6 +68,7 @@ class Daemon:
         self.parts: list[Part] = []
         self.analyser = Analyser(config.models.run)
         self.outbox: Outbox | None = None
+        self.lock = DeliveryLock(config.outbox.path)
 
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         if signum is not None:
@@ -90,7 +94,25 @@ class Daemon:
             log.warning("no model loaded (%s); delivering the outbox only", exc)
             return
 
+    def _take_delivery(self) -> None:
+        """Become the one process delivering this device's outbox (device/delivery_lock.py)."""
+        deadline = time.monotonic() + LOCK_WAIT_S
+        said = False
+        while not self.lock.acquire():
+            if time.monotonic() >= deadline or self.stop_event.is_set():
+                raise BusyError(
+                    f"another process (pid {self.lock.holder() or '?'}) is delivering the outbox "
+                    f"{self.config.outbox.path}",
+                    "is a second device service running with this configuration? stop it (one service per "
+                    "device), or wait for `steth record --send` to finish",
+                )
+            if not said:
+                log.info("waiting for pid %s to finish delivering the outbox", self.lock.holder() or "?")
+                said = True
+            self.stop_event.wait(0.5)
+
     def start(self) -> None:
+        self._take_delivery()
         self.outbox = open_outbox(self.config, check=True)
         self._check_transient_dir()
         self._load_models()
@@ -120,6 +142,7 @@ class Daemon:
         if self.outbox is not None:
             self.outbox.close()
             self.outbox = None
+        self.lock.release()
 
     def _status_line(self) -> None:
         """One line for `systemctl status`: what waits, what went, what was lost."""

@@ -51,6 +51,10 @@ class ConfigError(StethError):
     """A configuration file or setting is wrong."""
 
 
+class BusyError(StethError):
+    """Another process holds something this one needs (the device's delivery of its outbox)."""
+
+
 class DatasetError(StethError):
     """A data folder is missing or not laid out as expected."""
 

@@ -89,8 +89,10 @@ def utc_now() -> str:
 class Publisher:
     """Drains one outbox to the broker. Call ``step()`` in a loop (or ``run(stop)``), then ``close()``.
 
-    ``announce=False`` makes a one-off sender (``steth record --send``): no status, no last will, and a
-    clean session for the acks (the daemon's persistent session receives those it misses).
+    ``announce=False`` makes a one-off sender (``steth record --send``, only while the device service
+    is not running: device/delivery_lock.py): no status, no last will. It is the device, with the
+    device's client id (which the broker enforces) and the device's persistent session, so the acks
+    it leaves unread wait there for the service.
     """
 
     def __init__(
@@ -101,7 +103,6 @@ class Publisher:
         *,
         max_inflight: int = 10,
         models: Callable[[], list[dict[str, str]]] = list,
-        client_id: str | None = None,
         announce: bool = True,
     ) -> None:
         self.broker = broker
@@ -111,7 +112,7 @@ class Publisher:
         self.models = models
         self.announce = announce  # False for a one-off sender: no status, no last will
         self.end_to_end = broker.delivery_ack == "ingest"
-        self.persistent = self.end_to_end and announce
+        self.persistent = self.end_to_end
         self.heartbeat = time.monotonic()
         self.started = time.monotonic()
         self.state = "down"  # down -> connecting -> up
@@ -134,7 +135,7 @@ class Publisher:
         self._last_status = -1e9
         self._last_status_outbox: dict[str, int] | None = None
         self._status_topic = contract.status_topic(device_id)
-        self._client = self._make_client(client_id or device_id)
+        self._client = self._make_client(device_id)
 
     # -- client -----------------------------------------------------------------------------------------
 

@@ -124,11 +124,18 @@ def _print(args: argparse.Namespace, analyses: list[Any], entries: list[Any], er
 
 
 def _send_now(config: device_config.DeviceConfig, box: Any, timeout: float) -> None:
+    from device.delivery_lock import DeliveryLock
     from device.publisher import Publisher
 
-    publisher = Publisher(config.broker, config.device_id, box, client_id=f"{config.device_id}-record", announce=False)
-    try:
-        delivered = publisher.drain(timeout)
-    finally:
-        publisher.close(grace_s=1.0)
+    with DeliveryLock(config.outbox.path) as lock:
+        if not lock.acquire():
+            # the broker gives both the device's own client id: a second connection would take the
+            # service's session away from it (device/delivery_lock.py)
+            print("The device service is running: it delivers the result.", file=sys.stderr)
+            return
+        publisher = Publisher(config.broker, config.device_id, box, announce=False)
+        try:
+            delivered = publisher.drain(timeout)
+        finally:
+            publisher.close(grace_s=1.0)
     print("Delivered." if delivered else "Not delivered yet: the device service will send it.", file=sys.stderr)

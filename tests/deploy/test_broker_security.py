@@ -42,10 +42,10 @@ def world(secure_broker: SecureBroker, tmp_path):
         bundles = out
 
         @staticmethod
-        def device(device_id: str, *, secret: str | None = None) -> TestClient:
+        def device(device_id: str, *, secret: str | None = None, client_id: str | None = None) -> TestClient:
             c = TestClient(
                 secure_broker.tls_port, username=device_id, password=secret or password(out / device_id),
-                ca=secure_broker.ca, client_id=device_id,
+                ca=secure_broker.ca, client_id=client_id or device_id,
             )  # fmt: skip
             clients.append(c)
             return c
@@ -102,6 +102,30 @@ def test_a_device_cannot_publish_as_another_device(world):
 
     got = ingest.wait_message(contract.results_topic("pi-a"))  # the spoof, had it passed, came first
     assert json.loads(got.payload) == {"own": True}
+
+
+def test_a_device_cannot_take_over_another_devices_session(world):
+    # Mosquitto drops an older connection when a new one brings the same client id; the device
+    # listener therefore gives every device its user name as client id, whatever id it asks for.
+    ingest = connected(world.ingest())
+    ingest.subscribe(RESULTS_SHARED)
+    a = connected(world.device("pi-a"))
+    b = connected(world.device("pi-b", client_id="pi-a"))
+    assert not a.publish(contract.results_topic("pi-a"), b"still here").is_failure
+    assert ingest.wait_message(contract.results_topic("pi-a")).payload == b"still here"
+    assert not a.disconnected.is_set(), "pi-b's connection took pi-a's session"
+    assert not b.publish(contract.results_topic("pi-b"), b"b").is_failure  # b is itself, not pi-a
+    assert ingest.wait_message(contract.results_topic("pi-b")).payload == b"b"
+
+
+def test_ingest_workers_sharing_an_account_keep_their_own_client_ids(world):
+    first, second = connected(world.ingest("ingest-1")), connected(world.ingest("ingest-2"))
+    first.subscribe(RESULTS_SHARED)
+    second.subscribe(RESULTS_SHARED)
+    a = connected(world.device("pi-a"))
+    for i in range(4):
+        assert not a.publish(contract.results_topic("pi-a"), f"{i}".encode()).is_failure
+    assert not first.disconnected.is_set() and not second.disconnected.is_set()
 
 
 def test_a_device_cannot_write_outside_its_topics_or_fake_a_status(world):

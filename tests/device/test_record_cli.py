@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 
 from device import contract
+from device.delivery_lock import DeliveryLock
 from device.outbox import Outbox
 from tests.device.alsa_support import CAPTURE_RATE, alsa_env, alsa_home, raw_recording
 from tests.device.daemon_support import REPO, model_ref, write_config
@@ -127,3 +128,16 @@ def test_record_can_deliver_at_once(samples_dir, tmp_path, model, mqtt_broker):
     finally:
         sub.close()
     assert outbox_results(tmp_path) == []
+
+
+def test_record_leaves_delivery_to_a_running_device_service(samples_dir, tmp_path, model, mqtt_broker):
+    # both would connect with the device's client id and take the session from each other
+    home, config, _ = bedside(tmp_path, samples_dir / "a0405.flac", model, url=mqtt_broker.url)
+    with DeliveryLock(tmp_path / "state" / "outbox.sqlite") as service:
+        assert service.acquire()
+        proc = steth(home, "record", "--patient", "P-1", "--site", "pulmonic", "--seconds", "10",
+                     "--config", str(config), "--json", "--send", "10")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "The device service is running: it delivers the result." in proc.stderr
+    rid = json.loads(proc.stdout)["results"][0]["result_id"]
+    assert [r["result_id"] for r in outbox_results(tmp_path)] == [rid], "saved, and left for the service"
