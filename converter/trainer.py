@@ -44,10 +44,14 @@ class TrainSettings:
     domain_from: str = "rnn"
     # "DB=FACTOR,...": scales a database's share of the draws (WindowSampler); 0 leaves it out of training
     database_scale: str = ""
+    # ship the mean of the weights of the last N epochs instead of the best epoch on validation (0: off)
+    average_last: int = 0
 
     def __post_init__(self) -> None:
         if self.domain_from not in models.DOMAIN_SOURCES:
             raise ConfigError(f"domain_from={self.domain_from!r} must be one of {', '.join(models.DOMAIN_SOURCES)}")
+        if not 0 <= self.average_last <= self.epochs:
+            raise ConfigError(f"average_last={self.average_last} must be between 0 and epochs={self.epochs}")
         self.scales()  # fails now, not mid-run
 
     def scales(self) -> dict[str, float]:
@@ -141,6 +145,30 @@ def mask_windows(x: np.ndarray, share: float, rng: np.random.Generator) -> np.nd
     return out
 
 
+class WeightAverage:
+    """The mean of several epochs' weights (SWA; SWAD for domain generalisation, Cha et al. 2021).
+
+    The mean of several late epochs lies in a flatter region of the loss than any one of them, which
+    is what transfers to unseen domains; and it does not hang on a validation score of a few dozen
+    recordings per database, as picking the best epoch does.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._sum: list[np.ndarray] = []
+
+    def add(self, weights: list[np.ndarray]) -> None:
+        if self.count == 0:
+            self._sum = [np.array(w, dtype=np.float64) for w in weights]
+        else:
+            for i, w in enumerate(weights):
+                self._sum[i] += w
+        self.count += 1
+
+    def mean(self) -> list[np.ndarray]:
+        return [(total / self.count).astype(np.float32) for total in self._sum]
+
+
 def record_probabilities(model: Any, fs: FeatureSet, records: np.ndarray, n_classes: int) -> np.ndarray:
     """(len(records), n_classes): the mean window probabilities of each recording (uniform if it has none)."""
     records = np.asarray(records)
@@ -212,6 +240,7 @@ def fit(
     trained.compile(k.optimizers.Adam(settings.learning_rate), "sparse_categorical_crossentropy")
     model = models.label_branch(trained) if adversarial else trained
     best: tuple[float, Any, int] = (-np.inf, None, -1)
+    averaged = WeightAverage()  # of the last ``average_last`` epochs
     history: list[float] = []
     t0 = time.monotonic()
     lr = settings.learning_rate
@@ -230,7 +259,11 @@ def fit(
         history.append(score)
         if score > best[0]:
             best = (score, model.get_weights(), epoch)
+        if settings.average_last and epoch >= settings.epochs - settings.average_last:
+            averaged.add(model.get_weights())
         log.info("%s epoch %d: validation %.3f (%.0f s)", arch, epoch, score, time.monotonic() - t0)
-    if best[1] is not None:
+    if averaged.count:
+        model.set_weights(averaged.mean())
+    elif best[1] is not None:
         model.set_weights(best[1])
     return model, record_probabilities(model, eval_set, val_records, n_classes), history

@@ -53,3 +53,20 @@ def test_scales_parse():
         "training-e": 0.25,
         "training-b": 2.0,
     }
+
+
+def test_weight_average_is_the_mean_of_what_was_added():
+    from converter.trainer import WeightAverage
+
+    avg = WeightAverage()
+    avg.add([np.array([1.0, 2.0], np.float32), np.array([[4.0]], np.float32)])
+    avg.add([np.array([3.0, 6.0], np.float32), np.array([[0.0]], np.float32)])
+    mean = avg.mean()
+    assert avg.count == 2 and mean[0].tolist() == [2.0, 4.0] and mean[1].tolist() == [[2.0]]
+    assert mean[0].dtype == np.float32
+
+
+@pytest.mark.parametrize("n", [-1, 17])
+def test_averaging_more_epochs_than_there_are_is_refused(n):
+    with pytest.raises(ConfigError, match="average_last"):
+        TrainSettings(average_last=n)
