@@ -54,7 +54,12 @@ def register(sub: Any) -> None:
     p.add_argument("--seconds", type=seconds, help="recording length (default: audio.record_seconds)")
     p.add_argument("--config", type=Path, help="device TOML file (default: $STETH_DEVICE_CONFIG)")
     p.add_argument("--replay", type=Path, help="use this WAV/FLAC instead of the stethoscope (demos, training)")
-    p.add_argument("--send", type=float, metavar="SECONDS", help="also try to deliver now, for up to SECONDS")
+    p.add_argument(
+        "--send",
+        type=float,
+        metavar="SECONDS",
+        help="also try to deliver now, for up to SECONDS (unless the device service runs: it delivers)",
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON (for scripts)")
     p.set_defaults(func=run)
 
