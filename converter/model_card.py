@@ -275,6 +275,12 @@ noise bursts): record again.
 - Sensitivity outside training-e is low (see the held-out table): a *normal* answer does not rule out
   heart disease. The decision threshold moves from run to run (see Decision threshold), trading
   sensitivity against specificity.
+- What "abnormal" sounds like differs between the training databases: coronary artery disease in
+  training-b and training-e (often without a murmur), mostly valve disease elsewhere. Trained on the
+  other databases, this model ranks the abnormal recordings of training-b and training-e at about
+  chance (leave-one-database-out table), and so does a model of another kind (gradient-boosted trees on
+  rhythm and band features, docs/experiments.md): a *normal* answer says little about coronary artery
+  disease, nor about any condition whose recordings the training data lacks.
 """
 
 
