@@ -172,6 +172,19 @@ def run_one(
         out["threshold_check"] = check
         for key, v in check["at_pooled"].items():
             out[f"cv_{key.removesuffix('_macc')}_macc_pooled_threshold"] = v
+    if lodo and task.positive is not None:
+        # each left-out database's recording scores and the threshold chosen without it: what
+        # converter.local_calibration re-thresholds on a few labelled recordings of that database
+        pos = task.labels.index(task.positive)
+        out["lodo_scores"] = {
+            db: {
+                "records": [data.recordings[i].key for i in job.test],
+                "labels": data.y[job.test].tolist(),
+                "scores": [round(float(v), 5) for v in probs[:, pos]],
+                "threshold": threshold,
+            }
+            for db, job, (threshold, _, probs) in zip(dbs, jobs[cfg.folds :], results[cfg.folds :], strict=True)
+        }
     if lodo:
         out["lodo_mean_macc"] = float(np.mean(list(out["lodo_macc"].values())))
         out["lodo_mean_auc"] = float(np.nanmean(list(out["lodo_auc"].values())))
