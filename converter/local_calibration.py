@@ -71,24 +71,18 @@ def report(res: dict[str, Any], sizes: list[int]) -> str:
     ]
     lines.append("| left-out database | " + " | ".join(f"{n} labelled" for n in sizes) + " |")
     lines.append("|---" * (len(sizes) + 1) + "|")
-    means: dict[int, list[tuple[float, float]]] = {n: [] for n in sizes}
     for db, per in res.items():
+        cells = [f"{per[n]['transferred']:.3f} -> {per[n]['local']:.3f}" if n in per else "–" for n in sizes]
+        lines.append(f"| {db} | " + " | ".join(cells) + " |")
+    # the mean only over databases large enough for every size, so the columns compare like with like
+    full = [db for db, per in res.items() if all(n in per for n in sizes)]
+    if full:
         cells = []
         for n in sizes:
-            if n in per:
-                cells.append(f"{per[n]['transferred']:.3f} -> {per[n]['local']:.3f}")
-                means[n].append((per[n]["transferred"], per[n]["local"]))
-            else:
-                cells.append("–")
-        lines.append(f"| {db} | " + " | ".join(cells) + " |")
-    cells = []
-    for n in sizes:
-        if means[n]:
-            t, loc = np.mean(means[n], axis=0)
+            t, loc = np.mean([(res[db][n]["transferred"], res[db][n]["local"]) for db in full], axis=0)
             cells.append(f"{t:.3f} -> {loc:.3f}")
-        else:
-            cells.append("–")
-    lines.append("| mean over the databases | " + " | ".join(cells) + " |")
+        names = ", ".join(db.removeprefix("training-") for db in full)
+        lines.append(f"| mean over {names} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -37,7 +37,7 @@ def test_the_command_reads_ablation_results(tmp_path, capsys):
     (tmp_path / "da0.3-seed0.json").write_text(json.dumps({"lodo_scores": {"training-x": lodo}}))
     assert lc.main([str(tmp_path), "--labelled", "20", "--draws", "50"]) == 0
     out = capsys.readouterr().out
-    assert "| training-x | 0.500 -> 0." in out
+    assert "| training-x | 0.500 -> 0." in out and "| mean over x | 0.500 -> 0." in out
 
 
 def test_results_without_scores_are_a_clear_error(tmp_path, capsys):
