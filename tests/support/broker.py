@@ -7,6 +7,7 @@ an outage, and gives it whatever listeners, passwords and ACLs the test needs.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -14,9 +15,34 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+_pick = random.SystemRandom()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
 
 def free_port() -> int:
-    with socket.socket() as s:
+    """A free loopback port below the kernel's ephemeral range.
+
+    A port the kernel hands out (bind to port 0) is free now, but the kernel may give the same number to
+    any outgoing connection before the test's broker binds it, a test that first lets a client retry
+    against a broker that is not up yet most of all: seen once in CI as "Address already in use".
+    Ports below the ephemeral range are never handed out that way.
+    """
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = _pick.randint(max(1024, low - 12000), low - 1)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # a machine with nearly every low port taken: the old way
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
