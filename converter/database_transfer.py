@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -28,12 +27,12 @@ import numpy as np
 
 from converter import datasets as ds
 from converter.metrics import best_threshold, binary_scores, roc_auc
+from converter.trainer import database_shares
 from device import analysis, dsp
 from device.audio_io import read_audio
 from device.errors import AudioError, StethError
 from device.features import FeatureParams, check_signal, preprocess
 
-log = logging.getLogger(__name__)
 RATE = FeatureParams().sample_rate
 # Potes et al. (2016)'s four bands: below S1/S2's main energy, S1/S2, murmurs, high murmurs
 BANDS = ((25.0, 45.0), (45.0, 80.0), (80.0, 200.0), (200.0, 400.0))
@@ -95,10 +94,10 @@ def recording_features(path: str) -> dict[str, float] | None:
 
 
 def _weights(db: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The conv-LSTM's sampling as sample weights: labels equal within a database, databases by sqrt(size)."""
+    """The conv-LSTM's sampling as sample weights: labels equal within a database, databases by their
+    share of the draws (trainer.database_shares)."""
     w = np.zeros(len(y))
-    for g in np.unique(db):
-        share = np.sqrt(np.sum(db == g))
+    for g, share in database_shares(db).items():
         for label in (0, 1):
             m = (db == g) & (y == label)
             if m.any():
@@ -200,7 +199,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         recordings = ds.load_physionet2016(ds.resolve_data_dir(args.data_dir))
     except StethError as exc:

@@ -72,6 +72,13 @@ class TrainSettings:
         return out
 
 
+def database_shares(strata: np.ndarray, scale: dict[str, float] | None = None) -> dict[str, float]:
+    """Each database's share of the training draws (not normalised): the square root of its number of
+    recordings, times ``scale``'s factor where it names the database."""
+    names, counts = np.unique(np.asarray(strata), return_counts=True)
+    return {str(g): float(np.sqrt(c)) * (scale or {}).get(str(g), 1.0) for g, c in zip(names, counts, strict=True)}
+
+
 class WindowSampler:
     """Stratified window draws: equal labels within each database, databases by sqrt(size) (times
     ``scale``'s factor for the databases it names)."""
@@ -103,19 +110,19 @@ class WindowSampler:
     def draw(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``n`` windows (about), their labels and the index of their group in sorted(strata)."""
         groups = sorted(set(self.strata[self.records]))
-        shares = {g: np.sqrt(np.sum(self.strata[self.records] == g)) * self.scale.get(str(g), 1.0) for g in groups}
+        shares = database_shares(self.strata[self.records], self.scale)
         total = sum(shares.values())
         if total <= 0:
             raise ConfigError("database_scale leaves no database to train on", "give some database a factor > 0")
         xs, ys, gs = [], [], []
         for gi, g in enumerate(groups):
-            if shares[g] <= 0:
+            if shares[str(g)] <= 0:
                 continue
             in_group = self.records[self.strata[self.records] == g]
             labels = sorted(set(self.y[in_group]))
             for lab in labels:
                 pool = in_group[self.y[in_group] == lab]
-                count = max(1, int(n * shares[g] / total / len(labels)))
+                count = max(1, int(n * shares[str(g)] / total / len(labels)))
                 for r in pool[rng.integers(0, len(pool), count)]:
                     si, wins = self.windows[int(r)][rng.integers(0, len(self.windows[int(r)]))]
                     xs.append(self.sets[si].features[wins[rng.integers(0, len(wins))]])
