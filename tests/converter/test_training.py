@@ -186,11 +186,20 @@ def test_ablation_compares_settings_over_seeds_and_resumes(tiny_data, tmp_path, 
     assert (out / "da0-seed0.json").stat().st_mtime_ns == stamp
 
 
-def test_averaging_the_last_epochs_trains_a_working_model():
+def test_averaging_the_last_epochs_trains_a_working_model(monkeypatch):
     # synthetic windows: two databases, the label in the first coefficient's mean
+    from converter import trainer
     from converter.featurestore import FeatureSet
-    from converter.trainer import fit
+    from converter.metrics import roc_auc
 
+    added: list[list[np.ndarray]] = []  # what fit hands the average: a spy, the average itself is real
+    real_add = trainer.WeightAverage.add
+
+    def spy(self, weights):
+        added.append([np.array(w) for w in weights])
+        real_add(self, weights)
+
+    monkeypatch.setattr(trainer.WeightAverage, "add", spy)
     rng = np.random.default_rng(0)
     n = 60
     y = (np.arange(n) // 2) % 2  # both labels among the even (training) and the odd (validation) records
@@ -199,12 +208,13 @@ def test_averaging_the_last_epochs_trains_a_working_model():
     feats[:, :, 0] += 1.5 * y[:, None]
     fs = FeatureSet(feats, np.arange(n, dtype=np.int32), [], [])
     settings = TrainSettings(epochs=3, windows_per_epoch=256, batch_size=32, average_last=2, domain_adversarial=0.3)
-    _model, val_probs, history = fit(
+    model, val_probs, history = trainer.fit(
         "conv_lstm", train_sets=[fs], eval_set=fs, y=y, strata=strata, fit_records=np.arange(0, n, 2),
         val_records=np.arange(1, n, 2), n_classes=2, settings=settings,
     )  # fmt: skip
-    assert len(history) == 3 and val_probs.shape == (30, 2) and np.all(np.isfinite(val_probs))
-    # it learned the label from the averaged weights (chance would be about 0.5)
-    from converter.metrics import roc_auc
-
-    assert roc_auc(y[1::2], val_probs[:, 1]) > 0.8
+    assert len(history) == 3 and len(added) == 2, "the last two of three epochs are averaged"
+    assert not all(np.array_equal(a, b) for a, b in zip(*added, strict=True)), "two different epochs"
+    for shipped, first, second in zip(model.get_weights(), *added, strict=True):
+        np.testing.assert_allclose(shipped, (first + second) / 2, rtol=1e-6, atol=1e-7)
+    assert val_probs.shape == (30, 2) and np.all(np.isfinite(val_probs))
+    assert roc_auc(y[1::2], val_probs[:, 1]) > 0.8  # the averaged weights still learned the label
