@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from device import __version__
@@ -32,8 +33,9 @@ RESULT_NAMESPACE = uuid.UUID("5b0d3a0e-3f6c-4a47-9b8e-2a1f1e6c5d10")
 class Analyser:
     """The classifiers named in ``models.run``."""
 
-    def __init__(self, names: Sequence[str]) -> None:
+    def __init__(self, names: Sequence[str], threshold_dir: Path | None = None) -> None:
         self.names = tuple(names)
+        self.threshold_dir = threshold_dir
         self._classifiers: list[Classifier] | None = None
         self._lock = threading.Lock()
 
@@ -43,9 +45,18 @@ class Analyser:
             if self._classifiers is None:
                 from device.inference import load_model
 
-                self._classifiers = [load_model(name) for name in self.names]
+                self._classifiers = [load_model(name, threshold_dir=self.threshold_dir) for name in self.names]
                 for clf in self._classifiers:
-                    log.info("model %s %s (%s) loaded", clf.info.name, clf.info.version, clf.info.sha256[:12])
+                    log.info(
+                        "model %s %s (%s) loaded; decision threshold %s",
+                        clf.info.name,
+                        clf.info.version,
+                        clf.info.sha256[:12],
+                        f"{clf.threshold:.4f}, set on this kit's {sum(clf.local.labelled.values())} labelled "
+                        f"recordings on {clf.local.set_at} (the model's own: {clf.model_threshold:.4f})"
+                        if clf.local
+                        else "the model's own",
+                    )
             return self._classifiers
 
     def models_info(self) -> list[dict[str, str]]:
@@ -116,4 +127,9 @@ def answer(analysis: Analysis) -> str:
     if analysis.rerecord_reason:
         lines.append(f"re-record: {analysis.rerecord_reason}")
     lines.append(f"Model:           {analysis.model.name} {analysis.model.version}")
+    if analysis.decision:
+        d = analysis.decision
+        lines.append(
+            f"Threshold:       set on this kit's {sum(d['labelled'].values())} labelled recordings ({d['set_at'][:10]})"
+        )
     return "\n".join(lines)

@@ -17,6 +17,11 @@ def register(sub: Any) -> None:
     p.add_argument("paths", nargs="+", type=Path, help="WAV/FLAC files or folders of them")
     p.add_argument("--model", default=None, help="shipped model name or a .tflite path (default: screening)")
     p.add_argument("--json", action="store_true", help="one JSON object per recording on stdout")
+    p.add_argument(
+        "--threshold-dir",
+        type=Path,
+        help="decide at the threshold `steth calibrate` wrote in this folder (the device's models.threshold_dir)",
+    )
     p.set_defaults(func=run)
 
 
@@ -35,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from device.inference import load_model
 
     try:
-        clf = load_model(args.model)
+        clf = load_model(args.model, threshold_dir=args.threshold_dir)
     except ModelError as exc:
         print(f"steth: error: {exc}", file=sys.stderr)
         return 2

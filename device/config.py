@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from device.contract import DEVICE_ID_RE, SITES
 from device.errors import ConfigError
+from device.local_threshold import problems as local_threshold_problems
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,11 @@ class ModelsConfig(_Section):
         max_length=4,
         description="models to run on every recording, by name ('screening' is the shipped default); "
         "each gives its own result",
+    )
+    threshold_dir: Path | None = Field(
+        None,
+        description="folder of decision thresholds set on this kit's own labelled recordings by `steth calibrate` "
+        "(MODEL.threshold.json); a model without a file there decides at its own threshold",
     )
 
     @field_validator("run", mode="before")
@@ -404,6 +410,11 @@ def check_files(config: DeviceConfig) -> list[str]:
             config.broker.password()
         except ConfigError as exc:
             problems.append(f"broker.password_credential: {exc}")
+    if config.models.threshold_dir is not None:
+        if config.models.threshold_dir.is_dir():
+            problems += local_threshold_problems(config.models.threshold_dir, config.models.run)
+        else:
+            problems.append(f"models.threshold_dir: {config.models.threshold_dir} does not exist or is not a folder")
     if config.audio.replay_path is not None and not config.audio.replay_path.exists():
         problems.append(f"audio.replay_path: {config.audio.replay_path} does not exist")
     outbox_dir = config.outbox.path.parent

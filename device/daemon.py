@@ -66,7 +66,7 @@ class Daemon:
         self.config = config
         self.stop_event = threading.Event()
         self.parts: list[Part] = []
-        self.analyser = Analyser(config.models.run)
+        self.analyser = Analyser(config.models.run, config.models.threshold_dir)
         self.outbox: Outbox | None = None
         self.lock = DeliveryLock(config.outbox.path)
 

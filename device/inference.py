@@ -25,6 +25,8 @@ from device.analysis import HeartRate, Quality, assess
 from device.audio_io import Audio, read_audio
 from device.errors import ClippedAudioError, ModelError, SilentAudioError
 from device.features import FeatureParams, check_samples, check_signal, frame_windows, preprocess, window_features
+from device.local_threshold import LocalThreshold
+from device.local_threshold import load as load_local_threshold
 from device.runtime import interpreter
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,11 @@ class Analysis:
     sample_rate: int
     periodicity: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    # the model's raw score for its positive label (the mean over windows), before the threshold moves it
+    # to 0.5; None for a model without one positive label. `steth calibrate` sets thresholds on it.
+    score: float | None = None
+    # set when a local threshold (device/local_threshold.py), not the model's own, made the decision
+    decision: dict[str, Any] | None = None
 
     @property
     def confidence(self) -> float:
@@ -102,6 +109,8 @@ class Analysis:
             "quality": {"score": self.quality.score, "ok": self.quality.ok, "issues": list(self.quality.issues)},
             "audio": audio,
             "software_version": software_version or __version__,
+            # only when set: a result at the model's own threshold is the same message as before
+            **({"decision": self.decision} if self.decision else {}),
         }
 
     def to_json(self, file: str | None = None) -> dict[str, Any]:
@@ -119,6 +128,7 @@ class Analysis:
             "sample_rate": self.sample_rate,
             "task": self.task,
             "model": {**self.model.as_dict(), "task": self.model.task},
+            **({"decision": self.decision} if self.decision else {}),
         }
 
 
@@ -153,6 +163,7 @@ class Classifier:
             self.params = FeatureParams.from_dict(meta["feature_params"])
             labels = tuple(meta["labels"])
             self.threshold = float(meta.get("threshold", 0.5))
+            self.model_threshold = self.threshold
             self.positive = meta.get("positive_label")
             self.task = str(meta["task"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -170,6 +181,16 @@ class Classifier:
         expected = (1, *self.params.input_shape)
         if tuple(self._in["shape"]) != expected:
             raise ModelError(f"{tflite_path}: input shape {tuple(self._in['shape'])} != features {expected}")
+        self.local: LocalThreshold | None = None
+
+    def use_local_threshold(self, folder: Path) -> LocalThreshold | None:
+        """Decide at the threshold `steth calibrate` wrote in ``folder`` for this model, if it wrote one."""
+        local = load_local_threshold(folder, self.info.name, self.info.sha256)
+        if local is not None and self.positive is None:
+            raise ModelError(f"{folder}: a local threshold for {self.info.name}, which has no positive label")
+        self.local = local
+        self.threshold = local.threshold if local else self.model_threshold
+        return local
 
     def predict_windows(self, features: np.ndarray) -> np.ndarray:
         """(n, frames, coeffs) float features -> (n, classes) probabilities from the (int8) model."""
@@ -209,6 +230,7 @@ class Classifier:
 
     def _decide(self, probs: np.ndarray, quality: Quality, hr: HeartRate, audio: Audio) -> Analysis:
         labels = self.info.labels
+        score: float | None = None
         if self.positive is not None and len(labels) == 2:
             pos = labels.index(self.positive)
             window_pos = _calibrate(probs[:, pos], self.threshold)
@@ -217,12 +239,15 @@ class Classifier:
                 if pos == 1
                 else np.stack([window_pos, 1 - window_pos], axis=1)
             )
-            record_pos = float(_calibrate(np.array([probs[:, pos].mean()]), self.threshold)[0])
+            score = float(probs[:, pos].mean())
+            record_pos = float(_calibrate(np.array([score]), self.threshold)[0])
             record = np.array([1 - record_pos, record_pos] if pos == 1 else [record_pos, 1 - record_pos])
+            # the threshold's own rule (score >= threshold), also for a score right at it (record_pos 0.5)
+            label = labels[pos] if score >= self.threshold else labels[1 - pos]
         else:
             per_window = probs
             record = probs.mean(axis=0)
-        label = labels[int(np.argmax(record))]
+            label = labels[int(np.argmax(record))]
         if not quality.ok or label == "artifact":
             label = UNSURE
         rnd = lambda v: round(float(v), 4)  # noqa: E731
@@ -240,11 +265,13 @@ class Classifier:
             duration_s=audio.duration_s,
             sample_rate=audio.sample_rate,
             periodicity=round(hr.periodicity, 3),
+            score=score,
+            decision=self.local.decision() if self.local else None,
         )
 
 
-def load_model(name: str | None = None, directory: Path | None = None, num_threads: int = 1) -> Classifier:
-    """A shipped model by name (default: the screening model), or a .tflite path with its .json beside it."""
+def describe_model(name: str | None = None, directory: Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """The ``.tflite`` path of a shipped model (by name) or of a given path, and its sidecar description."""
     name = name or DEFAULT_MODEL
     candidate = Path(name)
     path = candidate if candidate.suffix == ".tflite" else (directory or models_dir()) / f"{name}.tflite"
@@ -256,7 +283,17 @@ def load_model(name: str | None = None, directory: Path | None = None, num_threa
             f"shipped models: {present}; train and convert one with `steth train` and `steth convert`",
         )
     try:
-        meta = json.loads(meta_path.read_text())
+        return path, json.loads(meta_path.read_text())
     except ValueError as exc:
         raise ModelError(f"{meta_path}: not valid JSON ({exc})", "reinstall the package") from exc
-    return Classifier(path, meta, num_threads)
+
+
+def load_model(
+    name: str | None = None, directory: Path | None = None, num_threads: int = 1, threshold_dir: Path | None = None
+) -> Classifier:
+    """A shipped model by name (default: the screening model), or a .tflite path with its .json beside it;
+    deciding at the local threshold in ``threshold_dir`` when `steth calibrate` wrote one there."""
+    clf = Classifier(*describe_model(name, directory), num_threads)
+    if threshold_dir is not None:
+        clf.use_local_threshold(threshold_dir)
+    return clf

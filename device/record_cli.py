@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = device_config.load(args.config)
     length = args.seconds or config.audio.record_seconds
-    analyser = Analyser(config.models.run)
+    analyser = Analyser(config.models.run, config.models.threshold_dir)
     analyser.classifiers  # noqa: B018 - load before recording: a missing model is said at once
     box = open_outbox(config, check=True)
     try:

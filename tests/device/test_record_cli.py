@@ -85,6 +85,24 @@ def test_record_prints_a_clear_answer_for_the_nurse(samples_dir, tmp_path, model
     assert "Recording 10 s from 'stethoscope'" in proc.stderr
 
 
+def test_a_kit_calibrated_on_its_own_recordings_decides_at_its_threshold_and_says_so(samples_dir, tmp_path, model):
+    from device.inference import load_model
+    from device.local_threshold import LocalThreshold
+
+    clf = load_model(model)
+    thresholds = tmp_path / "thresholds"
+    LocalThreshold(clf.info.name, clf.info.version, clf.info.sha256, 0.2, clf.model_threshold,
+                   {"normal": 30, "abnormal": 12}, 0.52, 0.63, "2026-11-20T10:00:00Z").write(thresholds)  # fmt: skip
+    home, config, _ = bedside(tmp_path, samples_dir / "a0405.flac", model)
+    config.write_text(config.read_text().replace("[models]\n", f'[models]\nthreshold_dir = "{thresholds}"\n'))
+    proc = steth(home, "record", "--patient", "P-1", "--site", "mitral", "--seconds", "10", "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert "Threshold:       set on this kit's 42 labelled recordings (2026-11-20)" in proc.stdout
+    stored = outbox_results(tmp_path)[0]
+    assert stored["decision"]["threshold"] == 0.2 and stored["decision"]["labelled"]["abnormal"] == 12
+    assert contract.errors("result", stored) == []
+
+
 def test_a_silent_stethoscope_gets_unsure_and_a_reason_to_record_again(tmp_path, model):
     silent = tmp_path / "silent.wav"
     sf.write(str(silent), np.zeros(2000 * 12, dtype=np.float32), 2000, subtype="PCM_16")
