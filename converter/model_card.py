@@ -264,7 +264,9 @@ noise bursts): record again.
   (neonates, very high heart rates, prosthetic valves) are not represented.
 - Devices: six databases' stethoscopes plus two PASCAL set-ups. A new stethoscope can shift the
   scores: the leave-one-database-out table is the honest estimate of that; check a few dozen labelled
-  recordings from a new device with `steth evaluate` before relying on it.
+  recordings from a new device with `steth evaluate` before relying on it. `steth calibrate` sets the
+  decision threshold on such recordings where cross-validation on them shows a gain (docs/deploy.md);
+  every result decided that way says so.
 - Noise: recordings in noisy wards score worse (training-b, PASCAL noisy sublabels); the quality gate
   turns the worst into *unsure*, which costs sensitivity on some abnormal recordings.
 - The screening model decides per recording from 5 s windows; recordings shorter than 5 s cannot be

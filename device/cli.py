@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "converter.ablation",
     "converter.convert",
     "converter.evaluate",
+    "converter.calibrate",
     "device.classify_cli",
     "device.record_cli",
     "device.daemon_cli",

@@ -1,0 +1,186 @@
+"""`steth calibrate DIR`: a decision threshold set on a kit's own labelled recordings.
+
+On a stethoscope the model never heard, its ranking of recordings carries over better than its
+threshold: the new device's scores sit elsewhere (docs/experiments.md, "Would a threshold set on the new
+stethoscope's own recordings help?"). A field team that has a few dozen recordings from its own kit with
+a clinician's label (normal / abnormal) can set the threshold there.
+
+A threshold chosen on 40 recordings is itself noisy: in simulation it lowered MAcc on one database out
+of four. So the choice is checked before it is kept: repeated stratified cross-validation over the
+labelled recordings (the threshold chosen on the other folds, scored on the fold left out) must beat the
+model's own threshold on the same recordings by ``MARGIN`` and reach ``FLOOR``. Otherwise nothing is written and the
+model keeps its threshold. The written file names the model (sha256) it was set for; the device refuses
+it for any other model (device/local_threshold.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converter.metrics import best_threshold, binary_scores
+from device.errors import AudioError, DatasetError
+
+MIN_PER_CLASS = 8  # fewer labelled recordings of a class and the chosen threshold is mostly noise
+MARGIN = 0.02  # MAcc the local threshold must gain in cross-validation to be kept
+# ... and the MAcc it must reach there: on scores that do not rank the kit's recordings at all, the model's
+# threshold scores below 0.5 on a fifth of labelled sets by chance, and a "gain" over it would be noise.
+FLOOR = 0.55
+FOLDS = 5
+REPEATS = 20
+
+
+@dataclass(frozen=True)
+class LocalChoice:
+    """What `choose_local` measured on the labelled recordings, and whether the threshold is kept."""
+
+    threshold: float  # chosen on all labelled recordings
+    model_threshold: float
+    macc_model: float  # the labelled recordings at the model's own threshold
+    macc_local_cv: float  # mean over repeats: each recording scored at the threshold set on the other folds
+    n_normal: int
+    n_abnormal: int
+    adopted: bool
+    reason: str
+
+    @property
+    def gain(self) -> float:
+        return self.macc_local_cv - self.macc_model
+
+
+def _stratified_folds(y: np.ndarray, folds: int, rng: np.random.Generator) -> np.ndarray:
+    fold = np.empty(len(y), dtype=int)
+    for cls in (False, True):
+        idx = rng.permutation(np.flatnonzero(y == cls))
+        fold[idx] = np.arange(len(idx)) % folds
+    return fold
+
+
+def choose_local(
+    y: np.ndarray,
+    scores: np.ndarray,
+    model_threshold: float,
+    *,
+    margin: float = MARGIN,
+    folds: int = FOLDS,
+    repeats: int = REPEATS,
+    seed: int = 0,
+) -> LocalChoice:
+    """The MAcc-best threshold on ``scores`` (raw model scores, abnormal = 1), kept only if
+    cross-validation says it beats ``model_threshold`` by ``margin`` on these recordings."""
+    y = np.asarray(y).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    n_abn, n_norm = int(y.sum()), int((~y).sum())
+    macc_model = binary_scores(y, scores, model_threshold)["macc"]
+    if min(n_abn, n_norm) < MIN_PER_CLASS:
+        return LocalChoice(
+            model_threshold,
+            model_threshold,
+            macc_model,
+            float("nan"),
+            n_norm,
+            n_abn,
+            False,
+            f"too few labelled recordings: {n_norm} normal and {n_abn} abnormal; label at least "
+            f"{MIN_PER_CLASS} of each",
+        )
+    rng = np.random.default_rng(seed)
+    k = min(folds, n_abn, n_norm)
+    cv = []
+    for _ in range(repeats):
+        fold = _stratified_folds(y, k, rng)
+        called = np.empty(len(y), dtype=bool)
+        for f in range(k):
+            here = fold == f
+            called[here] = scores[here] >= best_threshold(y[~here], scores[~here])
+        cv.append(((called[y]).mean() + (~called[~y]).mean()) / 2)
+    macc_cv = float(np.mean(cv))
+    threshold = best_threshold(y, scores)
+    adopted = macc_cv - macc_model >= margin and macc_cv >= FLOOR
+    reason = (
+        f"in cross-validation the local threshold scores MAcc {macc_cv:.3f} against {macc_model:.3f} at the "
+        f"model's own ({'+' if macc_cv >= macc_model else ''}{macc_cv - macc_model:.3f}; kept from +{margin:.2f}"
+        f" and at least {FLOOR:.2f})"
+    )
+    return LocalChoice(threshold, model_threshold, macc_model, macc_cv, n_norm, n_abn, adopted, reason)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="set a model's decision threshold on this kit's own labelled recordings (kept only if it helps)",
+    )
+    p.add_argument("data_dir", type=Path, help="labelled recordings: a folder with REFERENCE.csv (PhysioNet layout)")
+    p.add_argument("--model", default=None, help="shipped model name or .tflite path (default: screening)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="folder to write MODEL.threshold.json in; the device reads it when models.threshold_dir names it",
+    )
+    p.add_argument("--margin", type=float, default=MARGIN, help="MAcc the local threshold must gain (default 0.02)")
+    p.add_argument("--json", action="store_true", help="print the measurement as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from converter.evaluate import recordings_for
+    from device.inference import load_model
+    from device.local_threshold import LocalThreshold
+
+    clf = load_model(args.model)
+    if clf.positive is None:
+        raise DatasetError(
+            f"model {clf.info.name} has no single positive label: only a two-class model has a threshold",
+            "calibrate the screening model",
+        )
+    y, s = [], []
+    errors = 0
+    for rec in recordings_for(args.data_dir, clf.task):
+        try:
+            analysis = clf.analyse_file(rec.path)
+        except AudioError as exc:
+            errors += 1
+            print(f"steth: {rec.path}: {exc}", file=sys.stderr)
+            continue
+        if analysis.score is None or not analysis.quality.ok:
+            continue  # the device answers 'unsure' for these whatever the threshold
+        y.append(rec.label == clf.positive)
+        s.append(analysis.score)
+    choice = choose_local(np.array(y, dtype=bool), np.array(s), clf.threshold, margin=args.margin)
+    written = None
+    if choice.adopted:
+        local = LocalThreshold(
+            model_name=clf.info.name,
+            model_version=clf.info.version,
+            model_sha256=clf.info.sha256,
+            threshold=round(choice.threshold, 6),
+            model_threshold=clf.threshold,
+            labelled={"normal": choice.n_normal, "abnormal": choice.n_abnormal},
+            macc_model=round(choice.macc_model, 4),
+            macc_local_cv=round(choice.macc_local_cv, 4),
+            set_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        )
+        written = local.write(args.out)
+    if args.json:
+        print(json.dumps({**asdict(choice), "errors": errors, "written": str(written) if written else None}))
+    else:
+        print(
+            f"model {clf.info.name} {clf.info.version}: {choice.n_normal} normal and {choice.n_abnormal} abnormal "
+            f"labelled recordings with good signal{f', {errors} unreadable' if errors else ''}"
+        )
+        print(f"  {choice.reason}")
+        if written:
+            print(f"  threshold {choice.threshold:.4f} (model's own {clf.threshold:.4f}) written to {written}")
+            print("  The device uses it once models.threshold_dir names that folder; every result then says so.")
+        else:
+            print(f"  nothing written: the device keeps the model's own threshold {clf.threshold:.4f}")
+    return 0 if written else 1
