@@ -203,6 +203,12 @@ class Result(models.Model):
         return float(value) if value is not None else None
 
     @property
+    def decision(self) -> dict[str, Any] | None:
+        """Set when the device decided at a threshold set on its own labelled recordings (contract: decision)."""
+        value = self.message.get("decision") if isinstance(self.message, dict) else None
+        return value if isinstance(value, dict) else None
+
+    @property
     def recording_or_none(self) -> Recording | None:
         try:
             return self.recording

@@ -37,6 +37,27 @@ def test_a_valid_result_lands_and_marks_the_device_seen(ingestor, device_a):
     assert Device.objects.get().last_seen is not None and DeadLetter.objects.count() == 0
 
 
+DECISION = {
+    "source": "local",
+    "threshold": 0.31,
+    "model_threshold": 0.534,
+    "labelled": {"normal": 28, "abnormal": 12},
+    "set_at": "2026-11-26T09:00:00Z",
+}
+
+
+def test_a_result_decided_at_a_local_threshold_lands_with_it(ingestor, device_a):
+    msg = result_message(decision=DECISION)
+    assert ingestor.handle(TOPIC, contract.encode("result", msg)) == "result_created"
+    assert Result.objects.get().decision == DECISION
+
+
+def test_a_malformed_local_threshold_goes_to_the_dead_letters(ingestor, device_a):
+    msg = {**result_message(), "decision": {**DECISION, "source": "guess"}}
+    assert ingestor.handle(TOPIC, json.dumps(msg).encode()) == "dead_invalid"
+    assert Result.objects.count() == 0 and "decision" in _only_letter().detail
+
+
 @pytest.mark.parametrize(
     ("payload", "reason", "says"),
     [

@@ -70,6 +70,24 @@ def test_the_recording_page_shows_model_findings_and_the_notice(doc, device_a, m
     assert data["windows"] == [{"start": 0.0, "p": 0.78}, {"start": 2.5, "p": 0.85}] and data["focus"] == "abnormal"
 
 
+def test_the_page_says_which_threshold_decided(doc, device_a, make_result):
+    decision = {"source": "local", "threshold": 0.31, "model_threshold": 0.534,
+                "labelled": {"normal": 28, "abnormal": 12}, "set_at": "2026-11-26T09:00:00Z"}  # fmt: skip
+    local = make_result(device_a, decision=decision)
+    page = doc.get(reverse("result", args=[local.result_id])).content.decode()
+    threshold = page.split('id="threshold">')[1].split("</dd>")[0]
+    assert "set locally" in threshold and "0.310 instead of the model's 0.534" in threshold
+    assert "28 normal and 12 abnormal" in threshold and "2026-11-26" in threshold
+    own = make_result(device_a)
+    page = doc.get(reverse("result", args=[own.result_id])).content.decode()
+    assert page.split('id="threshold">')[1].split("</dd>")[0] == "the model's own"
+    rows = list(csv.DictReader(io.StringIO(b"".join(doc.get(reverse("export-csv")).streaming_content).decode())))
+    assert {r["result_id"]: r["local_threshold"] for r in rows} == {
+        str(local.result_id): "0.31",
+        str(own.result_id): "",
+    }
+
+
 def test_audio_is_served_as_a_playable_wav_and_the_original(doc, device_a, make_result, sample_flac):
     result = make_result(device_a, audio=sample_flac)
     wav = b"".join(doc.get(reverse("result-audio", args=[result.result_id])).streaming_content)
