@@ -5,12 +5,12 @@ threshold: the new device's scores sit elsewhere (docs/experiments.md, "Would a 
 stethoscope's own recordings help?"). A field team that has a few dozen recordings from its own kit with
 a clinician's label (normal / abnormal) can set the threshold there.
 
-A threshold chosen on 40 recordings is itself noisy: in simulation it lowered MAcc on one database out
-of four. So the choice is checked before it is kept: repeated stratified cross-validation over the
-labelled recordings (the threshold chosen on the other folds, scored on the fold left out) must beat the
-model's own threshold on the same recordings by ``MARGIN`` and reach ``FLOOR``. Otherwise nothing is written and the
-model keeps its threshold. The written file names the model (sha256) it was set for; the device refuses
-it for any other model (device/local_threshold.py).
+A threshold chosen on 40 recordings is itself noisy: in simulation it lowered MAcc on the databases where
+the model's threshold was already right. So the choice is checked before it is kept: repeated stratified
+cross-validation over the labelled recordings (the threshold chosen on the other folds, scored on the
+fold left out) must beat the model's own threshold on the same recordings by ``MARGIN`` and reach
+``FLOOR``. Otherwise nothing is written and the model keeps its threshold. The written file names the
+model (sha256) it was set for; the device refuses it for any other model (device/local_threshold.py).
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ from converter.metrics import best_threshold, binary_scores
 from device.errors import AudioError, DatasetError
 
 MIN_PER_CLASS = 8  # fewer labelled recordings of a class and the chosen threshold is mostly noise
-MARGIN = 0.02  # MAcc the local threshold must gain in cross-validation to be kept
+# MAcc the local threshold must gain in cross-validation to be kept. 0.05 rather than 0.02: on the
+# left-out databases (docs/experiments.md) it kept nearly all of the gain (training-f) and lost less where
+# the model's threshold was already right (training-a: -0.005 at most, against -0.009).
+MARGIN = 0.05
 # ... and the MAcc it must reach there: on scores that do not rank the kit's recordings at all, the model's
 # threshold scores below 0.5 on a fifth of labelled sets by chance, and a "gain" over it would be noise.
 FLOOR = 0.55
@@ -93,15 +96,16 @@ def choose_local(
         )
     rng = np.random.default_rng(seed)
     k = min(folds, n_abn, n_norm)
-    cv = []
+    right = np.zeros(len(y))  # per recording: how often the threshold set on the other folds got it right
     for _ in range(repeats):
         fold = _stratified_folds(y, k, rng)
         called = np.empty(len(y), dtype=bool)
         for f in range(k):
             here = fold == f
             called[here] = scores[here] >= best_threshold(y[~here], scores[~here])
-        cv.append(((called[y]).mean() + (~called[~y]).mean()) / 2)
-    macc_cv = float(np.mean(cv))
+        right += called == y
+    right /= repeats
+    macc_cv = float((right[y].mean() + right[~y].mean()) / 2)
     threshold = best_threshold(y, scores)
     adopted = macc_cv - macc_model >= margin and macc_cv >= FLOOR
     reason = (
@@ -126,7 +130,9 @@ def register(sub: Any) -> None:
         metavar="DIR",
         help="folder to write MODEL.threshold.json in; the device reads it when models.threshold_dir names it",
     )
-    p.add_argument("--margin", type=float, default=MARGIN, help="MAcc the local threshold must gain (default 0.02)")
+    p.add_argument(
+        "--margin", type=float, default=MARGIN, help=f"MAcc the local threshold must gain (default {MARGIN})"
+    )
     p.add_argument("--json", action="store_true", help="print the measurement as JSON")
     p.set_defaults(func=run)
 
