@@ -128,3 +128,24 @@ def test_validate_config_finds_a_threshold_the_device_would_refuse(plain, tmp_pa
     _local(plain, 0.4, model_sha256="f" * 64).write(tmp_path)
     found = [p for p in check_files(config) if "threshold" in p]
     assert len(found) == 1 and "not for the installed model" in found[0] and "steth calibrate" in found[0]
+
+
+@pytest.mark.slow
+def test_the_device_service_refuses_to_start_with_a_threshold_for_another_model(plain, samples_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.device.daemon_support import REPO, write_config
+
+    thresholds = tmp_path / "thresholds"
+    _local(plain, 0.4, model_sha256="e" * 64, model_version="0.2.0").write(thresholds)
+    audio = f'source = "replay"\nreplay_path = "{samples_dir}"\nreplay_realtime = false\n'
+    models = f'[models]\nrun = ["screening"]\nthreshold_dir = "{thresholds}"\n'
+    config = write_config(tmp_path, "mqtt://127.0.0.1:9", mode="replay", audio=audio, extra=models)
+    proc = subprocess.run(
+        [sys.executable, "-m", "device", "device", "run", "--config", str(config)],
+        capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "set for screening 0.2.0" in proc.stderr and "not for the installed model" in proc.stderr
+    assert "steth calibrate" in proc.stderr
