@@ -60,6 +60,14 @@ def observation(result: Result, *, base_url: str = "") -> dict[str, Any]:
     notes = [{"text": NOTICE}]
     if result.quality_issues:
         notes.append({"text": "Signal quality issues: " + "; ".join(result.quality_issues)})
+    if d := result.decision:
+        notes.append(
+            {
+                "text": f"Decided at a threshold set on the device's own {d['labelled']['normal']} normal and "
+                f"{d['labelled']['abnormal']} abnormal labelled recordings ({d['threshold']} instead of the "
+                f"model's {d['model_threshold']}, set {d['set_at']})"
+            }
+        )
     obs: dict[str, Any] = {
         "resourceType": "Observation",
         "id": str(result.result_id),

@@ -82,6 +82,9 @@ def test_the_page_says_which_threshold_decided(doc, device_a, make_result):
     page = doc.get(reverse("result", args=[own.result_id])).content.decode()
     assert page.split('id="threshold">')[1].split("</dd>")[0] == "the model's own"
     rows = list(csv.DictReader(io.StringIO(b"".join(doc.get(reverse("export-csv")).streaming_content).decode())))
+    fhir = doc.get(reverse("result-fhir", args=[local.result_id])).json()
+    Observation.model_validate(fhir)
+    assert any("threshold set on the device's own 28 normal and 12 abnormal" in n["text"] for n in fhir["note"])
     assert {r["result_id"]: r["local_threshold"] for r in rows} == {
         str(local.result_id): "0.31",
         str(own.result_id): "",
