@@ -140,7 +140,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from converter.evaluate import recordings_for
     from device.inference import load_model
-    from device.local_threshold import LocalThreshold
+    from device.local_threshold import LocalThreshold, path_for
 
     clf = load_model(args.model)
     if clf.positive is None:
@@ -176,8 +176,11 @@ def run(args: argparse.Namespace) -> int:
             set_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         )
         written = local.write(args.out)
+    earlier = path_for(args.out, clf.info.name)
+    stays = earlier if not written and earlier.exists() else None
     if args.json:
-        print(json.dumps({**asdict(choice), "errors": errors, "written": str(written) if written else None}))
+        measured = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in asdict(choice).items()}
+        print(json.dumps({**measured, "errors": errors, "written": str(written) if written else None}))
     else:
         print(
             f"model {clf.info.name} {clf.info.version}: {choice.n_normal} normal and {choice.n_abnormal} abnormal "
@@ -187,6 +190,9 @@ def run(args: argparse.Namespace) -> int:
         if written:
             print(f"  threshold {choice.threshold:.4f} (model's own {clf.threshold:.4f}) written to {written}")
             print("  The device uses it once models.threshold_dir names that folder; every result then says so.")
+        elif stays:
+            print(f"  nothing written; the threshold set earlier in {stays} stays in force: remove it to return")
+            print(f"  to the model's own threshold {clf.threshold:.4f}")
         else:
             print(f"  nothing written: the device keeps the model's own threshold {clf.threshold:.4f}")
     return 0 if written else 1

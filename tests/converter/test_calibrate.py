@@ -112,6 +112,22 @@ def test_calibrate_keeps_the_models_threshold_when_the_local_one_does_not_gain(l
 
 
 @pytest.mark.slow
+def test_a_refused_calibration_says_an_earlier_threshold_stays_in_force(labelled_kit, tmp_path):
+    out = tmp_path / "thresholds"
+    model = model_ref()
+    assert steth("calibrate", str(labelled_kit), "--model", model, "--out", str(out), "--margin", "-1").returncode == 0
+    proc = steth("calibrate", str(labelled_kit), "--model", model, "--out", str(out), "--margin", "1")
+    assert proc.returncode == 1 and "stays in force: remove it" in proc.stdout
+
+
+def test_too_few_labelled_recordings_print_valid_json(tmp_path, samples_dir):
+    proc = steth("calibrate", str(samples_dir), "--model", model_ref(), "--out", str(tmp_path / "t"), "--json")
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)  # no NaN token: the cross-validation never ran
+    assert report["macc_local_cv"] is None and "label at least 8 of each" in report["reason"]
+
+
+@pytest.mark.slow
 def test_calibrate_on_an_empty_folder_is_a_clear_error(tmp_path):
     proc = steth("calibrate", str(tmp_path), "--model", model_ref(), "--out", str(tmp_path / "t"))
     assert proc.returncode == 2
