@@ -70,7 +70,13 @@ def path_for(folder: Path, model_name: str) -> Path:
 
 
 def load(folder: Path, model_name: str, model_sha256: str) -> LocalThreshold | None:
-    """The local threshold for this model, None if the folder has none for it; ModelError if unusable."""
+    """The local threshold for this model, None if the folder has none for it; ModelError if unusable
+    (a folder that does not exist is a mistyped setting, not "no threshold")."""
+    if not folder.is_dir():
+        raise ModelError(
+            f"threshold folder {folder} does not exist or is not a folder",
+            "give the folder `steth calibrate --out` wrote to (models.threshold_dir), or leave it unset",
+        )
     path = path_for(folder, model_name)
     fix = f"run `steth calibrate` again for this model, or remove {path} to use the model's own threshold"
     try:

@@ -40,6 +40,11 @@ def test_a_folder_without_a_file_for_the_model_leaves_its_own_threshold(plain, t
     assert clf.local is None and clf.threshold == plain.threshold
 
 
+def test_a_threshold_folder_that_does_not_exist_is_an_error_not_the_models_threshold(tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        load_model(threshold_dir=tmp_path / "tresholds")
+
+
 def test_the_local_threshold_decides_and_every_result_says_so(plain, samples_dir, tmp_path):
     normal = plain.analyse_file(samples_dir / "a0405.flac")
     assert normal.score is not None and normal.decision is None
