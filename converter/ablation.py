@@ -109,14 +109,19 @@ _NOT_SETTABLE = {
 }
 
 
-def configure(cfg: RunConfig, value: float, overrides: dict[str, Any]) -> RunConfig:
-    """``cfg`` with the reversal factor, the split seed and the ``--set`` overrides applied."""
-    settings = replace(cfg.settings, domain_adversarial=value, seed=SPLIT_SEED)
+def with_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """``cfg`` with ``--set`` overrides (from ``parse_overrides``) applied where each belongs."""
     run_fields = {f.name for f in fields(RunConfig)}
     train = {k: v for k, v in overrides.items() if k in {f.name for f in fields(TrainSettings)}}
     run = {k: v for k, v in overrides.items() if k in run_fields}
     feats = {k.removeprefix("features."): v for k, v in overrides.items() if k.startswith("features.")}
-    return replace(cfg, settings=replace(settings, **train), features={**cfg.features, **feats}, **run)
+    return replace(cfg, settings=replace(cfg.settings, **train), features={**cfg.features, **feats}, **run)
+
+
+def configure(cfg: RunConfig, value: float, overrides: dict[str, Any]) -> RunConfig:
+    """``cfg`` with the reversal factor, the split seed and the ``--set`` overrides applied."""
+    settings = replace(cfg.settings, domain_adversarial=value, seed=SPLIT_SEED)
+    return with_overrides(replace(cfg, settings=settings), overrides)
 
 
 def run_one(

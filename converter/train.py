@@ -435,10 +435,22 @@ def register(sub: Any) -> None:
         + ")",
     )
     p.add_argument("--jobs", type=int, default=2, help="models trained at once, one process and thread each")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a further setting, as `steth ablate --set` takes it (repeatable), so a recipe compared there "
+        "trains the same way here: features.cmvn=recording-mean, database_scale=training-e=0.5, ...",
+    )
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
+    from converter.ablation import parse_overrides, with_overrides  # it imports this module
+
+    overrides = parse_overrides(args.set)  # a mistyped setting fails before TensorFlow loads
+
     from converter import models
 
     logging.getLogger("converter").setLevel(logging.INFO)
@@ -463,6 +475,7 @@ def _main(args: argparse.Namespace) -> int:
             ),
         ),
     )
+    cfg = with_overrides(cfg, overrides)
     root = ds.resolve_data_dir(args.data_dir)
     out = args.out or DEFAULT_RUNS / args.task
     report = run(root, out, cfg)

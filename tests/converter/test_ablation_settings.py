@@ -28,6 +28,24 @@ def test_overrides_reach_the_run_training_and_feature_settings():
     assert ablation.result_name(0.3, 1) == "da0.3-seed1.json"  # the names results had before --set
 
 
+def test_steth_train_takes_the_same_settings_and_keeps_its_own_seed_and_database_head():
+    from converter.trainer import TrainSettings
+
+    cfg = RunConfig(settings=TrainSettings(seed=7, domain_adversarial=0.3))
+    o = ablation.parse_overrides(["features.cmvn=recording-mean", "database_scale=training-e=0.5"])
+    trained = ablation.with_overrides(cfg, o)
+    assert trained.features == {"cmvn": "recording-mean"}
+    assert trained.settings.database_scale == "training-e=0.5"
+    assert (trained.settings.seed, trained.settings.domain_adversarial) == (7, 0.3)
+
+
+def test_steth_train_refuses_a_mistyped_setting_before_training(capsys):
+    from device.cli import main
+
+    assert main(["train", "--set", "features.cmvm=mean"]) == 2
+    assert "--set 'features.cmvm=mean': not a setting that can be varied" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "item",
     [
