@@ -38,7 +38,7 @@ class LocalThreshold:
     def write(self, folder: Path) -> Path:
         """Write ``folder/MODEL.threshold.json`` atomically (a crash leaves the old file or the new one)."""
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{self.model_name}{SUFFIX}"
+        path = path_for(folder, self.model_name)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
         try:
             with os.fdopen(fd, "w") as handle:
