@@ -53,9 +53,7 @@ def test_the_local_threshold_decides_and_every_result_says_so(plain, samples_dir
     clf = load_model(threshold_dir=tmp_path)
     local = clf.analyse_file(samples_dir / "a0405.flac")
     assert local.score == pytest.approx(normal.score)
-    assert local.probabilities["abnormal"] > 0.5
-    if local.quality.ok:
-        assert local.label == "abnormal"
+    assert local.quality.ok and local.probabilities["abnormal"] > 0.5 and local.label == "abnormal"
     assert local.decision == {
         "source": "local",
         "threshold": pytest.approx(normal.score * 0.9),
@@ -74,8 +72,10 @@ def test_the_local_threshold_decides_and_every_result_says_so(plain, samples_dir
 def test_the_contract_refuses_a_malformed_decision(plain, samples_dir, tmp_path):
     _local(plain, 0.4).write(tmp_path)
     message = load_model(threshold_dir=tmp_path).analyse_file(samples_dir / "d0016.flac").to_result_message("pi-1")
+    assert contract.errors("result", message) == []
     message["decision"]["threshold"] = 1.5
     assert contract.errors("result", message)
+    message["decision"]["threshold"] = 0.4
     del message["decision"]["set_at"]
     assert contract.errors("result", message)
 
