@@ -22,6 +22,11 @@ def register(sub: Any) -> None:
     p.add_argument("data_dir", type=Path, help="folder with training-*/REFERENCE.csv, or set_a/ set_b/")
     p.add_argument("--model", default=None, help="shipped model name or .tflite path (default: screening)")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
+    p.add_argument(
+        "--threshold-dir",
+        type=Path,
+        help="score at the threshold `steth calibrate` wrote in this folder (check it on recordings it was not set on)",
+    )
     p.set_defaults(func=run)
 
 
@@ -74,7 +79,7 @@ def _flat_reference(folder: Path) -> list[ds.Recording]:
 def run(args: argparse.Namespace) -> int:
     from device.inference import load_model
 
-    clf = load_model(args.model)
+    clf = load_model(args.model, threshold_dir=args.threshold_dir)
     recs = recordings_for(args.data_dir, clf.task)
     results: list[tuple[ds.Recording, Any]] = []
     errors = 0
@@ -84,7 +89,13 @@ def run(args: argparse.Namespace) -> int:
         except AudioError as exc:
             errors += 1
             print(f"steth: {r.path}: {exc}", file=sys.stderr)
-    report: dict[str, Any] = {"model": clf.info.as_dict(), "n": len(results), "errors": errors, "groups": {}}
+    report: dict[str, Any] = {
+        "model": clf.info.as_dict(),
+        "threshold": clf.local.decision() if clf.local else {"source": "model", "threshold": clf.threshold},
+        "n": len(results),
+        "errors": errors,
+        "groups": {},
+    }
     groups = [*sorted({r.subset for r, _ in results}), "all"]
     for g in groups:
         sel = [(r, a) for r, a in results if g in ("all", r.subset)]
@@ -108,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"model {clf.info.name} {clf.info.version} ({clf.info.sha256[:12]}) on {len(results)} recordings"
         f"{f', {errors} unreadable' if errors else ''}"
+        + (f", at the threshold set locally in {args.threshold_dir}" if clf.local else "")
     )
     for g, s in report["groups"].items():
         if clf.task == "screening":

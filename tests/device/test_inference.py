@@ -147,3 +147,18 @@ def test_evaluate_scores_a_labelled_folder(samples_dir):
     s = report["groups"]["all"]
     assert s["n"] == 6 and s["n_abnormal"] == 3
     assert 0 <= s["macc"] <= 1
+    assert report["threshold"]["source"] == "model"
+
+
+def test_evaluate_scores_at_a_local_threshold(samples_dir, tmp_path):
+    from device.local_threshold import LocalThreshold
+
+    clf = load_model()
+    # below every recording's score: everything is called abnormal, so specificity falls to 0
+    LocalThreshold(clf.info.name, clf.info.version, clf.info.sha256, 1e-4, clf.model_threshold,
+                   {"normal": 10, "abnormal": 10}, 0.5, 0.6, "2026-11-26T10:00:00Z").write(tmp_path)  # fmt: skip
+    proc = _steth("evaluate", str(samples_dir), "--json", "--threshold-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["threshold"]["source"] == "local" and report["threshold"]["threshold"] == 1e-4
+    assert report["groups"]["all"]["sensitivity"] == 1.0 and report["groups"]["all"]["specificity"] == 0.0
