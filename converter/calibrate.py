@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from converter.metrics import best_threshold, binary_scores
-from device.errors import AudioError, DatasetError
+from device.errors import DatasetError
 
 MIN_PER_CLASS = 8  # fewer labelled recordings of a class and the chosen threshold is mostly noise
 # MAcc the local threshold must gain in cross-validation to be kept. 0.05 rather than 0.02: on the
@@ -52,10 +51,6 @@ class LocalChoice:
     n_abnormal: int
     adopted: bool
     reason: str
-
-    @property
-    def gain(self) -> float:
-        return self.macc_local_cv - self.macc_model
 
 
 def _stratified_folds(y: np.ndarray, folds: int, rng: np.random.Generator) -> np.ndarray:
@@ -141,7 +136,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from converter.evaluate import recordings_for
+    from converter.evaluate import analyse_folder
     from device.inference import load_model
     from device.local_threshold import LocalThreshold, path_for
 
@@ -151,19 +146,11 @@ def run(args: argparse.Namespace) -> int:
             f"model {clf.info.name} has no single positive label: only a two-class model has a threshold",
             "calibrate the screening model",
         )
-    y, s = [], []
-    errors = 0
-    for rec in recordings_for(args.data_dir, clf.task):
-        try:
-            analysis = clf.analyse_file(rec.path)
-        except AudioError as exc:
-            errors += 1
-            print(f"steth: {rec.path}: {exc}", file=sys.stderr)
-            continue
-        if analysis.score is None or not analysis.quality.ok:
-            continue  # the device answers 'unsure' for these whatever the threshold
-        y.append(rec.label == clf.positive)
-        s.append(analysis.score)
+    results, errors = analyse_folder(clf, args.data_dir)
+    # poor signal: the device answers 'unsure' for these whatever the threshold
+    usable = [(rec, a) for rec, a in results if a.score is not None and a.quality.ok]
+    y = [rec.label == clf.positive for rec, _ in usable]
+    s = [a.score for _, a in usable]
     choice = choose_local(np.array(y, dtype=bool), np.array(s), clf.threshold, margin=args.margin)
     written = None
     if choice.adopted:

@@ -76,19 +76,25 @@ def _flat_reference(folder: Path) -> list[ds.Recording]:
     ]
 
 
-def run(args: argparse.Namespace) -> int:
-    from device.inference import load_model
-
-    clf = load_model(args.model, threshold_dir=args.threshold_dir)
-    recs = recordings_for(args.data_dir, clf.task)
+def analyse_folder(clf: Any, root: Path) -> tuple[list[tuple[ds.Recording, Any]], int]:
+    """(recording, Analysis) for each labelled recording under ``root``, and how many could not be read
+    (each named on stderr; the others go on)."""
     results: list[tuple[ds.Recording, Any]] = []
     errors = 0
-    for r in recs:
+    for r in recordings_for(root, clf.task):
         try:
             results.append((r, clf.analyse_file(r.path)))
         except AudioError as exc:
             errors += 1
             print(f"steth: {r.path}: {exc}", file=sys.stderr)
+    return results, errors
+
+
+def run(args: argparse.Namespace) -> int:
+    from device.inference import load_model
+
+    clf = load_model(args.model, threshold_dir=args.threshold_dir)
+    results, errors = analyse_folder(clf, args.data_dir)
     report: dict[str, Any] = {
         "model": clf.info.as_dict(),
         "threshold": clf.local.decision() if clf.local else {"source": "model", "threshold": clf.threshold},
