@@ -26,6 +26,7 @@ from converter.metrics import binary_scores
 from converter.tasks import TASKS
 from device.audio_io import Audio
 from device.errors import ModelError, StethError
+from device.features import FeatureParams
 from device.inference import Classifier, models_dir, sha256_file
 
 MIN_AGREEMENT = 0.99
@@ -92,9 +93,11 @@ def convert(
     report = json.loads((run_dir / "report.json").read_text())
     split = json.loads((run_dir / "split.json").read_text())
     task = TASKS[report["task"]]
-    params = task.params
-    if params.to_dict() != report["feature_params"]:
-        raise ModelError("the run was trained with other FeatureParams than this code's", "retrain with steth train")
+    # The run's own settings, not the task's defaults: `steth train --set features.X=...` trains with
+    # others, and a sidecar naming the defaults would make the device compute features the model never saw.
+    if not isinstance(report.get("feature_params"), dict):
+        raise ModelError(f"{run_dir / 'report.json'} names no FeatureParams", "retrain with steth train")
+    params = FeatureParams.from_dict(report["feature_params"])  # ConfigError, with its fix, if not valid
     recs = {r.key: r for r in task.loader(data_dir)}
     dev = [recs[k] for k in split["dev"] if k in recs]
     test = [recs[k] for k in split["test"] if k in recs]
@@ -112,7 +115,7 @@ def convert(
     with tempfile.TemporaryDirectory() as tmp:
         tflite = Path(tmp) / f"{name}.tflite"
         tf_version = convert_in_subprocess(run_dir / "model.h5", rep, tflite)
-        meta = sidecar(report, task.name, name, version, tflite, tf_version)
+        meta = sidecar(report, task.name, name, version, tflite, tf_version, params)
         meta_path = tflite.with_suffix(".json")
         meta_path.write_text(json.dumps(meta, indent=1))
         clf = Classifier(tflite, meta)
@@ -143,7 +146,7 @@ def convert(
 
 
 def sidecar(
-    report: dict[str, Any], task: str, name: str, version: str, tflite: Path, tf_version: str
+    report: dict[str, Any], task: str, name: str, version: str, tflite: Path, tf_version: str, params: FeatureParams
 ) -> dict[str, Any]:
     t = TASKS[task]
     return {
@@ -157,8 +160,8 @@ def sidecar(
         "held-out split); reported probabilities are shifted in log-odds so that 0.5 is this threshold",
         "aggregation": "mean of window probabilities",
         "architecture": report["chosen_arch"],
-        "feature_params": t.params.to_dict(),
-        "feature_params_fingerprint": t.params.fingerprint(),
+        "feature_params": params.to_dict(),
+        "feature_params_fingerprint": params.fingerprint(),
         "sha256": sha256_file(tflite),
         "size_bytes": tflite.stat().st_size,
         "quantization": "full integer int8 (weights and activations), int8 input and output",

@@ -108,6 +108,28 @@ def test_the_parity_check_refuses_a_model_that_disagrees(tiny_run, tiny_data, tm
     assert not (tmp_path / "flipped.tflite").exists()
 
 
+def test_conversion_ships_the_feature_settings_the_run_was_trained_with(tiny_run, tiny_data, tmp_path):
+    # `steth train --set features.cmvn=recording-mean` trains with other settings than the task's
+    # defaults; the sidecar must carry the run's, or the device would compute features the model never saw.
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    report = json.loads((run / "report.json").read_text())
+    assert report["feature_params"]["cmvn"] is True  # the defaults: one mean and variance per window
+    report["feature_params"]["cmvn"] = "recording-mean"  # same input shape, other features
+    (run / "report.json").write_text(json.dumps(report))
+    # a model trained for seconds may miss the parity rule; allow_shortfall writes it even so
+    conv.convert(run, tiny_data, "tiny", "0.0.1", tmp_path / "out", allow_shortfall=True)
+    meta = json.loads((tmp_path / "out" / "tiny.json").read_text())
+    assert meta["feature_params"]["cmvn"] == "recording-mean"
+    clf = Classifier(tmp_path / "out" / "tiny.tflite", meta)
+    assert clf.params.cmvn == "recording-mean"
+
+    del report["feature_params"]
+    (run / "report.json").write_text(json.dumps(report))
+    with pytest.raises(conv.ModelError, match="names no FeatureParams"):
+        conv.convert(run, tiny_data, "tiny2", "0.0.1", tmp_path / "out")
+
+
 def test_gradient_reversal_is_identity_forward_and_negated_backward():
     import tensorflow as tf
 
