@@ -37,6 +37,26 @@ def _ms(values: list[float]) -> str:
     return "–" if len(arr) == 0 else f"{arr.mean():.3f} ± {arr.std(ddof=1) if len(arr) > 1 else 0:.3f}"
 
 
+def _features_line(fp: dict[str, Any]) -> str:
+    """The input a model was trained on, from its run's FeatureParams (the sidecar carries the same)."""
+    cmvn = {
+        True: "each window's mean and variance per coefficient removed",
+        False: "no normalisation",
+        "mean": "each window's mean per coefficient removed",
+        "recording": "the recording's mean and variance per coefficient removed",
+        "recording-mean": "the recording's mean per coefficient removed (no variance scaling)",
+    }.get(fp["cmvn"], str(fp["cmvn"]))
+    kind = (
+        f"{fp['n_mfcc']} MFCCs from {fp['n_mels']} mel bands"
+        if fp["kind"] == "mfcc"
+        else f"{fp['n_mels']} log-mel bands"
+    )
+    return (
+        f"- Input: {fp['sample_rate']} Hz, band-pass {fp['band_low_hz']:g}-{fp['band_high_hz']:g} Hz, "
+        f"{fp['window_s']:g} s windows every {fp['hop_s']:g} s, {kind} ({fp['fmin']:g}-{fp['fmax']:g} Hz), {cmvn}."
+    )
+
+
 def screening_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     out = [SECTION_HEADERS["screening"], ""]
     out += [
@@ -44,6 +64,7 @@ def screening_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]
         f"threshold {report['threshold']:.3f} (chosen on {thresholds.threshold_source(report)}, maximising the "
         "mean MAcc over databases; never on the held-out split); int8 file "
         f"{meta['size_bytes']:,} bytes, sha256 `{meta['sha256']}`.",
+        _features_line(report["feature_params"]),
         f"- Data: {report['n_recordings']} PhysioNet/CinC 2016 recordings: {report['n_dev']} for development "
         f"(cross-validation, training), {report['n_test']} held out (blocks of consecutive records, never "
         "seen in training or model selection, scored once).",
@@ -186,7 +207,8 @@ def ablation_section(summary: dict[str, Any]) -> list[str]:
         "held-out split untouched); mean ± sd over seeds. One run of `steth train` moves by about ±0.05 from "
         "seed to seed, so a setting is adopted on the mean, not on one run. The pooled-threshold columns "
         "score each fold at the threshold pooled over the other folds' out-of-fold scores (see Decision "
-        "threshold).",
+        "threshold). A row names only the settings it changed from the defaults of the code it ran with "
+        "(the rows without settings are screening 0.3.0's recipe); the shipped model's own are its Input line.",
         "",
         *table(summary),
         "",
@@ -272,11 +294,15 @@ noise bursts): record again.
 - The screening model decides per recording from 5 s windows; recordings shorter than 5 s cannot be
   screened. Abnormal covers many conditions (valve disease, murmurs, CAD in training-e) that the model
   does not tell apart.
+- The screening model listens up to 700 Hz (since 0.4.0; 400 Hz before). That raised cross-validated
+  MAcc outside training-e and left leave-one-database-out scores no worse, but what lies above 400 Hz
+  differs between stethoscopes: training-d, left out, was ranked worse in the five-seed comparison
+  (docs/experiments.md). On a new stethoscope, check with `steth evaluate` first.
 - The probabilities are calibrated so that 0.5 is the decision threshold; they are not
   population-calibrated risks.
-- Sensitivity outside training-e is low (see the held-out table): a *normal* answer does not rule out
-  heart disease. The decision threshold moves from run to run (see Decision threshold), trading
-  sensitivity against specificity.
+- Sensitivity outside training-e is well below what a diagnostic test needs (see the held-out table):
+  a *normal* answer does not rule out heart disease. The decision threshold moves from run to run (see
+  Decision threshold), trading sensitivity against specificity.
 - What "abnormal" sounds like differs between the training databases: coronary artery disease in
   training-b and training-e (often without a murmur), mostly valve disease elsewhere. Trained on the
   other databases, this model ranks the abnormal recordings of training-b and training-e at about
