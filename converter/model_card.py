@@ -294,10 +294,11 @@ noise bursts): record again.
 - The screening model decides per recording from 5 s windows; recordings shorter than 5 s cannot be
   screened. Abnormal covers many conditions (valve disease, murmurs, CAD in training-e) that the model
   does not tell apart.
-- The screening model listens up to 700 Hz (since 0.4.0; 400 Hz before). That raised cross-validated
-  MAcc outside training-e and left leave-one-database-out scores no worse, but what lies above 400 Hz
-  differs between stethoscopes: training-d, left out, was ranked worse in the five-seed comparison
-  (docs/experiments.md). On a new stethoscope, check with `steth evaluate` first.
+- The screening model listens up to 700 Hz (since 0.4.0; 400 Hz before) and normalises over the whole
+  recording. Over three training seeds that raised cross-validated MAcc outside training-e (+0.04) and
+  leave-one-database-out MAcc (+0.03), but not how well it ranks a database it never heard (AUC -0.01);
+  training-d, left out, was ranked worse (AUC 0.64 vs 0.68; docs/experiments.md). What lies above 400
+  Hz differs between stethoscopes: on a new one, check with `steth evaluate` first.
 - The probabilities are calibrated so that 0.5 is the decision threshold; they are not
   population-calibrated risks.
 - Sensitivity outside training-e is well below what a diagnostic test needs (see the held-out table):
