@@ -197,6 +197,15 @@ def test_ablation_compares_settings_over_seeds_and_resumes(tiny_data, tmp_path, 
         assert len(lodo["records"]) == len(lodo["labels"]) == len(lodo["scores"]) > 0, db
         assert all(r.split("/")[1] == db for r in lodo["records"]) and 0 <= lodo["threshold"] <= 1
     assert len(first["threshold_check"]["per_fold"]) == 2 and "cv_all_macc_pooled_threshold" in first
+    # every development recording's out-of-fold score, once, from the fold that did not train on it
+    cv = first["cv_scores"]
+    n = len(cv["records"])
+    assert n == len(set(cv["records"])) == len(cv["labels"]) == len(cv["folds"]) == len(cv["scores"]) > 0
+    assert sorted(set(cv["folds"])) == [0, 1] and len(cv["fold_thresholds"]) == 2
+    assert all(0 <= s <= 1 for s in cv["scores"])
+    assert all(r.split("/")[1] == d for r, d in zip(cv["records"], cv["databases"], strict=True))
+    for f, fold in enumerate(first["cv"]):  # the fold's own metrics were computed on these scores
+        assert sum(1 for k in cv["folds"] if k == f) == fold["all"]["n"]
     summary = json.loads((out / "summary.json").read_text())
     assert [v["domain_adversarial"] for v in summary["variants"]] == [0.0, 0.3]
     assert all(v["seeds"] == [0, 1] and "lodo_mean_macc" in v for v in summary["variants"])
