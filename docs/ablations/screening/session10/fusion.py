@@ -1,0 +1,138 @@
+"""Session 10 experiment (not product): fuse the conv-LSTM's out-of-fold scores with per-cycle trees.
+
+For each `steth ablate` result in ABLATION_DIR that carries ``cv_scores`` (every development
+recording's out-of-fold conv-LSTM score and its CV fold), fit session 9's gradient-boosted trees on the
+A+B features (features.npz from session9/segmentation/features.py) on the *same* folds, and fuse the two
+scores with no fitted weight: the mean of their log-odds. A recording the segmentation refused keeps
+the conv-LSTM score. Metrics as `steth ablate` computes them: AUC without training-e per fold (mean
+over folds), and MAcc at the threshold pooled over the other folds' out-of-fold scores. The held-out
+split is never read. Rules: RULES.md (R2), written before the first result.
+
+    cd /work/main && PYTHONPATH=/work/main:docs/ablations/screening/session9/segmentation \\
+        .venv/bin/python docs/ablations/screening/session10/fusion.py \\
+        docs/ablations/screening/session10/c2-cv-scores --features artifacts/segmentation/features.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from converter import database_transfer as dt
+from converter import datasets as ds
+from converter.metrics import binary_scores, roc_auc
+from converter.thresholds import pooled_threshold
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
+def tree_oof(x: np.ndarray, y: np.ndarray, db: np.ndarray, folds: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Out-of-fold tree scores on the given folds (NaN where the segmentation refused the recording)."""
+    out = np.full(len(y), np.nan)
+    for k in sorted(set(folds.tolist())):
+        train = ok & (folds != k)
+        test = ok & (folds == k)
+        out[test] = dt._fit(x[train], y[train], db[train]).predict_proba(x[test])[:, 1]
+    return out
+
+
+def metrics(y: np.ndarray, s: np.ndarray, db: np.ndarray, folds: np.ndarray) -> dict[str, float]:
+    """Mean over folds: AUC without e, MAcc without e and all at the threshold pooled over the other folds."""
+    ne = db != "training-e"
+    rows = []
+    for k in sorted(set(folds.tolist())):
+        here, other = folds == k, folds != k
+        thr = pooled_threshold(y[other], s[other], db[other])
+        m = here & ne
+        rows.append(
+            {
+                "auc_not_e": roc_auc(y[m], s[m]),
+                "auc_all": roc_auc(y[here], s[here]),
+                "macc_not_e_pooled": binary_scores(y[m], s[m], thr)["macc"],
+                "macc_all_pooled": binary_scores(y[here], s[here], thr)["macc"],
+            }
+        )
+    return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("ablation_dir", type=Path)
+    p.add_argument("--features", type=Path, default=Path("artifacts/segmentation/features.npz"))
+    p.add_argument("--out", type=Path, help="results JSON (default: ABLATION_DIR/../fusion.json)")
+    args = p.parse_args(argv)
+    recordings = ds.load_physionet2016(ds.resolve_data_dir(None))
+    z = np.load(args.features)
+    ok_all = z["ok_a"] & z["ok_b"]
+    feat_row = {recordings[int(i)].key: j for j, i in enumerate(z["dev_index"]) if ok_all[j]}
+    x_all = np.hstack([z["xa"], z["xb"]])
+    results: dict[str, dict] = {}
+    tree_cache: dict[tuple, np.ndarray] = {}
+    for path in sorted(args.ablation_dir.glob("da*.json")):
+        res = json.loads(path.read_text())
+        cv = res.get("cv_scores")
+        if not cv:
+            continue
+        recs = cv["records"]
+        y = np.array(cv["labels"], dtype=int)
+        db = np.array(cv["databases"])
+        folds = np.array(cv["folds"])
+        nn = np.array(cv["scores"], dtype=float)
+        ok = np.array([r in feat_row for r in recs])
+        x = np.zeros((len(recs), x_all.shape[1]))
+        x[ok] = x_all[[feat_row[r] for r in np.array(recs)[ok]]]
+        key = tuple(folds.tolist())
+        if key not in tree_cache:  # the folds are the same for every training seed
+            tree_cache[key] = tree_oof(x, y, db, folds, ok)
+        tree = tree_cache[key]
+        fused = nn.copy()
+        fused[ok] = 1 / (1 + np.exp(-(logit(nn[ok]) + logit(tree[ok])) / 2))
+        tree_filled = np.where(ok, tree, nn)  # trees alone, conv-LSTM where segmentation refused
+        row = {
+            "seed": res["seed"],
+            "n": len(y),
+            "segmented": int(ok.sum()),
+            "conv_lstm": metrics(y, nn, db, folds),
+            "trees": metrics(y, tree_filled, db, folds),
+            "fused": metrics(y, fused, db, folds),
+            "ablation_cv_not_e_auc": res.get("cv_not_e_auc"),
+            "ablation_cv_not_e_macc_pooled": res.get("cv_not_e_macc_pooled_threshold"),
+        }
+        results[path.name] = row
+        print(
+            f"seed {row['seed']}: "
+            + "; ".join(
+                f"{m} " + ", ".join(f"{k} {v:.3f}" for k, v in row[m].items()) for m in ("conv_lstm", "trees", "fused")
+            ),
+            flush=True,
+        )
+    if not results:
+        print(f"no result with cv_scores in {args.ablation_dir}")
+        return 1
+    rows = list(results.values())
+    mean = {
+        m: {k: float(np.mean([r[m][k] for r in rows])) for k in rows[0][m]} for m in ("conv_lstm", "trees", "fused")
+    }
+    gain = {k: mean["fused"][k] - mean["conv_lstm"][k] for k in mean["fused"]}
+    every_seed = {k: all(r["fused"][k] > r["conv_lstm"][k] for r in rows) for k in gain}
+    summary = {
+        "seeds": sorted(r["seed"] for r in rows),
+        "mean": mean,
+        "fused_minus_conv_lstm": gain,
+        "fused_higher_on_every_seed": every_seed,
+        "per_result": results,
+    }
+    out = args.out or args.ablation_dir.parent / "fusion.json"
+    out.write_text(json.dumps(summary, indent=1))
+    print(json.dumps({"seeds": summary["seeds"], "mean": mean, "gain": gain, "every_seed": every_seed}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
