@@ -176,14 +176,14 @@ def run_one(
         )
         out["threshold_check"] = check
         # each development recording's out-of-fold score: what a second model's scores on the same
-        # folds can be fused with, or compared to recording by recording
+        # folds can be fused with, or compared to recording by recording (each fold's own threshold
+        # is in threshold_check)
         out["cv_scores"] = {
             "records": [data.recordings[i].key for i in dev_idx],
             "databases": [str(data.strata[i]) for i in dev_idx],
             "labels": data.y[dev_idx].tolist(),
             "folds": [int(f) for f in cv_folds],
             "scores": [round(float(v), 5) for v in scores[dev_idx]],
-            "fold_thresholds": [float(t) for t, _, _ in results[: cfg.folds]],
         }
         for key, v in check["at_pooled"].items():
             out[f"cv_{key.removesuffix('_macc')}_macc_pooled_threshold"] = v

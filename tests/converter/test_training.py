@@ -201,7 +201,7 @@ def test_ablation_compares_settings_over_seeds_and_resumes(tiny_data, tmp_path, 
     cv = first["cv_scores"]
     n = len(cv["records"])
     assert n == len(set(cv["records"])) == len(cv["labels"]) == len(cv["folds"]) == len(cv["scores"]) > 0
-    assert sorted(set(cv["folds"])) == [0, 1] and len(cv["fold_thresholds"]) == 2
+    assert sorted(set(cv["folds"])) == [0, 1]
     assert all(0 <= s <= 1 for s in cv["scores"])
     assert all(r.split("/")[1] == d for r, d in zip(cv["records"], cv["databases"], strict=True))
     for f, fold in enumerate(first["cv"]):  # the fold's own metrics were computed on these scores
