@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "converter.evaluate",
     "converter.calibrate",
     "device.classify_cli",
+    "device.exam_cli",
     "device.record_cli",
     "device.daemon_cli",
     "device.provision",
