@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "converter.convert",
     "converter.evaluate",
     "converter.calibrate",
+    "converter.murmur",
     "device.classify_cli",
     "device.exam_cli",
     "device.record_cli",
