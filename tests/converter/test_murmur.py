@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converter import murmur
+from converter import model_card, murmur
 from device import contract
 from device.core.exam import MURMUR_RULE
 from device.inference import load_model, models_dir
@@ -70,6 +70,9 @@ def test_conversion_checks_the_int8_model_and_writes_a_companion_sidecar(run_dir
         and all(v["passed"] for v in meta["known_signals"].values())
     )
     assert meta["checks_passed"] == passed and bool(meta["check_failures"]) != passed
+    card = "\n".join(model_card.murmur_section(json.loads((run_dir / "report.json").read_text()), meta))
+    assert card.startswith(model_card.SECTION_HEADERS["murmur"]) and f"{p['agreement']:.1%}" in card
+    assert "Test split" in card and "baseline" in card
     split = json.loads((run_dir / "split.json").read_text())
     trained = set(meta["training_recordings"])
     assert not trained & {k.rsplit("/", 1)[-1] for k in split["test"]}
