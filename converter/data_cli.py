@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from converter import datasets as ds
-from device.audio_io import audio_info
-from device.errors import UnreadableAudioError
+from device.core.audio_io import audio_info
+from device.core.errors import UnreadableAudioError
 
 
 def register(sub: Any) -> None:
@@ -106,8 +106,8 @@ def run_summary(args: argparse.Namespace) -> int:
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
-    from device.audio_io import read_audio
-    from device.features import FeatureParams, extract
+    from device.core.audio_io import read_audio
+    from device.core.features import FeatureParams, extract
 
     params = FeatureParams()
     audio = read_audio(args.path)
