@@ -33,9 +33,9 @@ from converter import datasets as ds
 from converter import featurestore
 from converter.featurestore import FeatureSet
 from converter.metrics import binary_scores, roc_auc
+from device.core.errors import ModelError
 from device.core.exam import MURMUR_RULE
-from device.errors import ModelError
-from device.features import FeatureParams
+from device.core.features import FeatureParams
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def record_scores(model: Any, fs: FeatureSet, idx: np.ndarray) -> np.ndarray:
 
 
 def shift(p: np.ndarray, threshold: float) -> np.ndarray:
-    """The device's calibration (device.inference._calibrate): 0.5 becomes ``threshold`` in log-odds."""
+    """The device's calibration (device.core.inference._calibrate): 0.5 becomes ``threshold`` in log-odds."""
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
     t = min(max(threshold, 1e-6), 1 - 1e-6)
     return np.asarray(1 / (1 + np.exp(-(np.log(p / (1 - p)) - np.log(t / (1 - t))))))
@@ -334,7 +334,7 @@ def ship(run_dir: Path, dest: Path, version: str, allow_shortfall: bool = False)
         convert_in_subprocess,
         parity_check,
     )
-    from device.inference import Classifier, sha256_file
+    from device.core.inference import Classifier, sha256_file
 
     report = json.loads((run_dir / "report.json").read_text())
     split = json.loads((run_dir / "split.json").read_text())
@@ -456,7 +456,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from device.inference import models_dir
+    from device.core.inference import models_dir
 
     try:
         meta = ship(args.run_dir, args.dest or models_dir(), args.version, args.allow_parity_shortfall)

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from device import __version__
-from device.errors import StethError
+from device.core.errors import StethError
 
 # module exposing register(subparsers): each adds its own subcommands
 COMMAND_MODULES = (
@@ -25,11 +25,11 @@ COMMAND_MODULES = (
     "converter.evaluate",
     "converter.calibrate",
     "converter.murmur",
-    "device.classify_cli",
-    "device.exam_cli",
-    "device.record_cli",
-    "device.daemon_cli",
-    "device.provision",
+    "device.edge.classify_cli",
+    "device.edge.exam_cli",
+    "device.edge.record_cli",
+    "device.edge.daemon_cli",
+    "device.fleet.provision",
     "dashboard.cli",
 )
 

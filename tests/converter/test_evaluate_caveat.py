@@ -9,7 +9,7 @@ from pathlib import Path
 from converter.datasets import Recording
 from converter.evaluate import caveat, trained_on
 from device.cli import main
-from device.inference import models_dir
+from device.core.inference import models_dir
 
 
 def rec(stem: str) -> Recording:

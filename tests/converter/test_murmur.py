@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from converter import model_card, murmur
-from device import contract
+from device.core import contract
 from device.core.exam import MURMUR_RULE
-from device.inference import load_model, models_dir
+from device.core.inference import load_model, models_dir
 
 pytestmark = pytest.mark.slow
 

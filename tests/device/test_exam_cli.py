@@ -15,7 +15,7 @@ SITES = {"AV": "aortic", "PV": "pulmonic", "TV": "tricuspid", "MV": "mitral"}
 
 
 def exam_schema() -> Draft202012Validator:
-    text = resources.files("device").joinpath("schemas", "exam.v1.json").read_text()
+    text = resources.files("device.core").joinpath("schemas", "exam.v1.json").read_text()
     return Draft202012Validator(json.loads(text))
 
 

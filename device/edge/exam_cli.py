@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from device.errors import AudioError, ConfigError, ModelError
+from device.core.errors import AudioError, ConfigError, ModelError
 
 # CirCor's and clinicians' short names for the auscultation sites, as the result message spells them
 SITE_NAMES = {
@@ -113,8 +113,8 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from device.analyser import NOTICE
-    from device.inference import load_model
+    from device.core.inference import load_model
+    from device.edge.analyser import NOTICE
 
     exams = read_manifest(args.manifest)  # ConfigError: reported by the CLI with its fix
     try:
