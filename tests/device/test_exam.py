@@ -95,3 +95,21 @@ def test_it_combines_real_results_of_the_shipped_model(names):
         assert (exam["label"] == "abnormal") == any(r["label"] == "abnormal" for r in counted)
     else:
         assert exam["label"] == "unsure"
+
+
+def test_it_combines_result_messages_as_the_dashboard_receives_them():
+    from device.core import contract
+
+    clf = load_model()
+    messages = [
+        clf.analyse_file(SAMPLES / name).to_result_message("kit-1", patient_ref="p-7", site=site)
+        for name, site in (("a0405.flac", "aortic"), ("d0017.flac", "mitral"))
+    ]
+    for m in messages:
+        contract.validate("result", m)
+    exam = combine_exam(messages)
+    assert exam["n_recordings"] == 2
+    murmur = [m["murmur"]["probability"] for m in messages if usable(m) and "murmur" in m]
+    if murmur:  # the murmur model is shipped: its sites come from the messages' own site field
+        assert set(exam["murmur"]["site_probabilities"]) <= {"aortic", "mitral"}
+        assert exam["murmur"]["probability"] == pytest.approx(sum(murmur) / len(murmur), abs=1e-4)
