@@ -30,7 +30,7 @@ from converter import thresholds
 from converter.tasks import TASKS
 from converter.train import Job, RunConfig, Runner, load_data, lodo_databases, splits
 from converter.trainer import TrainSettings
-from device.errors import ConfigError
+from device.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 SPLIT_SEED = 0  # the held-out and CV splits of `steth train --seed 0`, whatever the training seed
@@ -58,7 +58,7 @@ def result_name(value: float, seed: int, overrides: dict[str, Any] | None = None
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``KEY=VALUE`` pairs naming a RunConfig, TrainSettings or (``features.X``) FeatureParams field."""
-    from device.features import FeatureParams
+    from device.core.features import FeatureParams
 
     out: dict[str, Any] = {}
     for item in items:

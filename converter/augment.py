@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import signal
 
-from device.audio_io import Audio
+from device.core.audio_io import Audio
 
 
 def _peaking(f0: float, gain_db: float, q: float, fs: float) -> tuple[np.ndarray, np.ndarray]:

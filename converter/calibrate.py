@@ -10,7 +10,7 @@ the model's threshold was already right. So the choice is checked before it is k
 cross-validation over the labelled recordings (the threshold chosen on the other folds, scored on the
 fold left out) must beat the model's own threshold on the same recordings by ``MARGIN`` and reach
 ``FLOOR``. Otherwise nothing is written and the model keeps its threshold. The written file names the
-model (sha256) it was set for; the device refuses it for any other model (device/local_threshold.py).
+model (sha256) it was set for; the device refuses it for any other model (device/core/local_threshold.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from converter.metrics import best_threshold, binary_scores
-from device.errors import DatasetError
+from device.core.errors import DatasetError
 
 MIN_PER_CLASS = 8  # fewer labelled recordings of a class and the chosen threshold is mostly noise
 # MAcc the local threshold must gain in cross-validation to be kept. 0.05 rather than 0.02: on the
@@ -137,8 +137,8 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from converter.evaluate import analyse_folder
-    from device.inference import load_model
-    from device.local_threshold import LocalThreshold, path_for
+    from device.core.inference import load_model
+    from device.core.local_threshold import LocalThreshold, path_for
 
     clf = load_model(args.model)
     if clf.positive is None:

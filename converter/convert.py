@@ -24,10 +24,10 @@ from converter import datasets as ds
 from converter import featurestore, thresholds
 from converter.metrics import binary_scores
 from converter.tasks import TASKS
-from device.audio_io import Audio
-from device.errors import ModelError, StethError
-from device.features import FeatureParams
-from device.inference import Classifier, models_dir, sha256_file
+from device.core.audio_io import Audio
+from device.core.errors import ModelError, StethError
+from device.core.features import FeatureParams
+from device.core.inference import Classifier, models_dir, sha256_file
 
 MIN_AGREEMENT = 0.99
 MAX_MACC_DELTA = 0.01

@@ -12,8 +12,8 @@ from typing import Any
 
 from converter import circor
 from converter import datasets as ds
-from device.audio_io import audio_info
-from device.errors import UnreadableAudioError
+from device.core.audio_io import audio_info
+from device.core.errors import UnreadableAudioError
 
 
 def register(sub: Any) -> None:
@@ -185,8 +185,8 @@ def run_summary(args: argparse.Namespace) -> int:
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
-    from device.audio_io import read_audio
-    from device.features import FeatureParams, extract
+    from device.core.audio_io import read_audio
+    from device.core.features import FeatureParams, extract
 
     params = FeatureParams()
     audio = read_audio(args.path)

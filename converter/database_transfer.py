@@ -28,10 +28,10 @@ import numpy as np
 from converter import datasets as ds
 from converter.metrics import best_threshold, binary_scores, roc_auc
 from converter.trainer import database_shares
-from device import analysis, dsp
-from device.audio_io import read_audio
-from device.errors import AudioError, StethError
-from device.features import FeatureParams, check_signal, preprocess
+from device.core import analysis, dsp
+from device.core.audio_io import read_audio
+from device.core.errors import AudioError, StethError
+from device.core.features import FeatureParams, check_signal, preprocess
 
 RATE = FeatureParams().sample_rate
 # Potes et al. (2016)'s four bands: below S1/S2's main energy, S1/S2, murmurs, high murmurs

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from device.audio_io import AUDIO_SUFFIXES
-from device.errors import DatasetError
+from device.core.audio_io import AUDIO_SUFFIXES
+from device.core.errors import DatasetError
 
 DATA_ENV = "STETH_DATA_DIR"
 PHYSIONET = "physionet2016"

@@ -14,7 +14,7 @@ import numpy as np
 from converter import datasets as ds
 from converter.metrics import binary_scores, confusion, pascal_scores
 from converter.tasks import SOUND_TYPE_MAP
-from device.errors import AudioError, DatasetError
+from device.core.errors import AudioError, DatasetError
 
 
 def register(sub: Any) -> None:
@@ -91,7 +91,7 @@ def analyse_folder(clf: Any, root: Path) -> tuple[list[tuple[ds.Recording, Any]]
 
 
 def run(args: argparse.Namespace) -> int:
-    from device.inference import load_model
+    from device.core.inference import load_model
 
     clf = load_model(args.model, threshold_dir=args.threshold_dir)
     results, errors = analyse_folder(clf, args.data_dir)

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from converter.datasets import Recording
-from device.audio_io import read_audio
-from device.errors import AudioError
-from device.features import FeatureParams, extract
+from device.core.audio_io import read_audio
+from device.core.errors import AudioError
+from device.core.features import FeatureParams, extract
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from device.inference import available_models, load_model
+from device.core.inference import available_models, load_model
 
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN_DIR = REPO / "tests" / "golden"

@@ -18,7 +18,7 @@ import numpy as np
 
 from converter import thresholds
 from converter.models import DESCRIPTIONS
-from device.inference import models_dir
+from device.core.inference import models_dir
 
 METRICS = ("sensitivity", "specificity", "macc", "accuracy", "auc")
 SECTION_HEADERS = {

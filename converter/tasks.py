@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from converter import datasets as ds
-from device.features import FeatureParams
+from device.core.features import FeatureParams
 
 # PASCAL's two "extra" classes are one finding for a nurse: an extra heart sound or extrasystole.
 SOUND_TYPE_MAP = {

@@ -30,7 +30,7 @@ from converter import featurestore, thresholds
 from converter.metrics import best_threshold, binary_scores, confusion, pascal_scores
 from converter.tasks import TASKS, Task
 from converter.trainer import TrainSettings, fit, record_probabilities
-from device.features import FeatureParams
+from device.core.features import FeatureParams
 
 log = logging.getLogger(__name__)
 DEFAULT_RUNS = Path("artifacts") / "train"

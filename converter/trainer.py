@@ -24,7 +24,7 @@ import numpy as np
 
 from converter import models
 from converter.featurestore import FeatureSet
-from device.errors import ConfigError
+from device.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

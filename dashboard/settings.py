@@ -14,7 +14,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from dashboard.lib.env import env_bool, env_choice, env_int, env_list, env_path, env_str, env_url
-from device import contract
+from device.core import contract
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Databases, media and collected static files live here unless set one by one (in production e.g.
@@ -177,7 +177,7 @@ STETH_MAX_AUDIO_BYTES = env_int(
 STETH_MAX_UPLOAD_BYTES = env_int("STETH_MAX_UPLOAD_BYTES", 16 * 1024 * 1024, minimum=1024, maximum=256 * 1024**2)
 STETH_MAX_UPLOAD_SECONDS = env_int("STETH_MAX_UPLOAD_SECONDS", 600, minimum=5, maximum=3600)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
-# The model uploads are classified with (device.inference.load_model name).
+# The model uploads are classified with (device.core.inference.load_model name).
 STETH_UPLOAD_MODEL = env_str("STETH_UPLOAD_MODEL", "screening")
 
 # -- logging: text for a terminal, JSON lines for a log collector

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from device import __version__
-from device.errors import StethError
+from device.core.errors import StethError
 
 # module exposing register(subparsers): each adds its own subcommands
 COMMAND_MODULES = (
@@ -24,10 +24,10 @@ COMMAND_MODULES = (
     "converter.convert",
     "converter.evaluate",
     "converter.calibrate",
-    "device.classify_cli",
-    "device.record_cli",
-    "device.daemon_cli",
-    "device.provision",
+    "device.edge.classify_cli",
+    "device.edge.record_cli",
+    "device.edge.daemon_cli",
+    "device.fleet.provision",
     "dashboard.cli",
 )
 

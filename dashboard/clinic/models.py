@@ -25,7 +25,7 @@ from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 from django.utils import timezone
 
-from device import contract
+from device.core import contract
 
 if TYPE_CHECKING:
     from django.db.models.fields.related_descriptors import RelatedManager

@@ -20,9 +20,9 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from dashboard.clinic.models import Recording
-from device.audio_io import read_audio
-from device.errors import StethError
-from device.features import resample
+from device.core.audio_io import read_audio
+from device.core.errors import StethError
+from device.core.features import resample
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """A recording uploaded on the dashboard: checked, classified like on a device, stored like any result.
 
-Uses ``device.inference`` (the same pipeline and shipped model as the device), loaded once per process.
+Uses ``device.core.inference`` (the same pipeline and shipped model as the device), loaded once per process.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from django.db import transaction
 from dashboard.clinic.models import Clinic, Result
 from dashboard.clinic.recordings import save_recording
 from dashboard.clinic.records import store_result
-from device import __version__, contract
-from device.audio_io import read_audio
-from device.errors import StethError, UnreadableAudioError
+from device import __version__
+from device.core import contract
+from device.core.audio_io import read_audio
+from device.core.errors import StethError, UnreadableAudioError
 
 if TYPE_CHECKING:
-    from device.inference import Classifier
+    from device.core.inference import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class UploadError(StethError):
 
 @functools.cache
 def classifier(name: str) -> Classifier:
-    from device.inference import load_model
+    from device.core.inference import load_model
 
     return load_model(name)
 

@@ -21,8 +21,8 @@ import re
 import uuid
 from collections.abc import Sequence
 
-from device import contract
-from device.errors import ContractError
+from device.core import contract
+from device.core.errors import ContractError
 
 # A device encodes a result compactly with one top-level "result_id" (contract.encode): found without
 # parsing a payload that can be a quarter of a megabyte. Anything else is parsed (contract.loads).

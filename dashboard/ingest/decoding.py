@@ -1,4 +1,4 @@
-"""Decoding messages on the ingest hot path: ``device.contract.decode``, ten times cheaper for valid ones.
+"""Decoding messages on the ingest hot path: ``device.core.contract.decode``, ten times cheaper for valid ones.
 
 Validating a result with jsonschema costs about half a millisecond, more than everything else ingest
 does with it (profiled by tests/benchmarks/bench_ingest.py). The same schema compiled to Python code
@@ -18,7 +18,7 @@ from typing import Any
 
 import fastjsonschema
 
-from device import contract
+from device.core import contract
 
 
 @functools.cache

@@ -28,8 +28,8 @@ from dashboard.clinic.models import DeadLetter, Device, Result
 from dashboard.clinic.recordings import RecordingConflictError, save_recording
 from dashboard.clinic.records import insert_new, store_result
 from dashboard.ingest import decoding
-from device import contract
-from device.errors import AudioError, ContractError
+from device.core import contract
+from device.core.errors import AudioError, ContractError
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from device import contract
-from device.errors import StethError
+from device.core import contract
+from device.core.errors import StethError
 
 
 class BrokerUnavailableError(StethError):

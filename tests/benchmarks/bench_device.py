@@ -11,7 +11,7 @@ start    `steth device run` (replay mode, one 15 s recording) from exec to READY
          as shipped and with the librosa features of before (whose first start, with an empty
          NUMBA_CACHE_DIR, compiled librosa's numba functions).
 peak     peak memory of one process analysing a 12 s recording, a 1-hour file whole and in the daemon's
-         300 s segments, at 2 and 4 kHz, with device/dsp.py and with scipy.signal (before)
+         300 s segments, at 2 and 4 kHz, with device/core/dsp.py and with scipy.signal (before)
 memory   `steth device run` in replay mode over a folder of real PhysioNet recordings adding up to
          --hours of audio (each analysed once, as fast as the daemon goes: replay is not paced), its
          resident memory (VmRSS) sampled every 0.5 s and reported against the audio analysed so far.
@@ -40,9 +40,9 @@ SAMPLE = support.REPO / "device" / "samples" / "a0405.flac"
 
 
 def outbox_rates(tmp: Path, n: int) -> None:
-    from device.config import BrokerConfig
-    from device.outbox import Entry, Outbox
-    from device.publisher import Publisher
+    from device.edge.config import BrokerConfig
+    from device.edge.outbox import Entry, Outbox
+    from device.edge.publisher import Publisher
 
     messages = support.result_messages(3 * n, ["pi-bench"])
     rows = []
@@ -115,7 +115,7 @@ def write_config(tmp: Path, broker_url: str, replay: Path, model: str) -> Path:
 # `steth device run` as on a Raspberry Pi, where only the [device] extra is installed: without Django the
 # dashboard's commands are simply absent (device/cli.py); "librosa" also swaps in the features as they were
 # computed before (through librosa: tests/device/librosa_features.py), for the before/after comparison;
-# "scipy" runs the filters, resampler and peak finder through scipy.signal, as before device/dsp.py
+# "scipy" runs the filters, resampler and peak finder through scipy.signal, as before device/core/dsp.py
 # (tests/device/scipy_dsp.py).
 LAUNCHER = """
 import sys
@@ -125,9 +125,9 @@ if "scipy" in variant:
     from tests.device.scipy_dsp import scipy_reference
     scipy_reference().__enter__()  # for the daemon's whole life
 if "librosa" in variant:
-    import device.features, device.inference
+    import device.core.features, device.core.inference
     from tests.device import librosa_features
-    device.features.window_features = device.inference.window_features = librosa_features.window_features
+    device.core.features.window_features = device.core.inference.window_features = librosa_features.window_features
 from device.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -146,7 +146,7 @@ class Subscriber:
     def __init__(self, port: int) -> None:
         import paho.mqtt.client as mqtt
 
-        from device import contract
+        from device.core import contract
 
         self.count = 0
         self.first: float | None = None
@@ -274,7 +274,7 @@ def cold_start(tmp: Path, model: str, variants: list[str], runs: int = 3) -> Non
 
 def hour_of_recordings(folder: Path, seconds: float) -> tuple[int, float]:
     """Symlink real recordings (PhysioNet 2016, then the bundled samples) into ``folder`` up to ``seconds``."""
-    from device.audio_io import AUDIO_SUFFIXES, audio_info
+    from device.core.audio_io import AUDIO_SUFFIXES, audio_info
 
     data = Path(os.environ.get("STETH_DATA_DIR", support.REPO.parent / "shared" / "data")) / "physionet2016"
     sources = sorted(p for p in data.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES) if data.is_dir() else []
@@ -294,7 +294,7 @@ def warm_numba(cache: Path) -> None:
     """Fill a numba cache for the librosa variant as its first start would (the memory runs measure the
     steady state)."""
     code = (
-        "import numpy as np; from device.features import FeatureParams as P; "
+        "import numpy as np; from device.core.features import FeatureParams as P; "
         "from tests.device.librosa_features import window_features; "
         "window_features(np.zeros((2, P().window_samples), dtype=np.float32), P())"
     )
@@ -368,7 +368,7 @@ def memory(tmp: Path, model: str, hours: float, variants: list[str]) -> None:
 
 
 def peak_rss(code: str, scipy: bool) -> float:
-    """Peak resident memory (MiB) of a fresh interpreter running ``code``, with device/dsp.py's functions
+    """Peak resident memory (MiB) of a fresh interpreter running ``code``, with device/core/dsp.py's functions
     or (``scipy``) scipy.signal's swapped in as before.
     """
     swap = "from tests.device.scipy_dsp import scipy_reference\nscipy_reference().__enter__()\n" if scipy else ""
@@ -388,13 +388,13 @@ def peak(tmp: Path, model: str) -> None:
     import numpy as np
     import soundfile as sf
 
-    from device import dsp
+    from device.core import dsp
 
     x, rate = sf.read(str(SAMPLE), dtype="float64")
     hour = np.tile(x, int(np.ceil(3600 * rate / len(x))))[: 3600 * rate]
     sf.write(str(tmp / "hour.flac"), hour, rate, subtype="PCM_16")
     sf.write(str(tmp / "hour-4k.flac"), dsp.resample_poly(hour, 2, 1), 2 * rate, subtype="PCM_16")
-    load = f"from device.inference import load_model\nclf = load_model({model!r})\n"
+    load = f"from device.core.inference import load_model\nclf = load_model({model!r})\n"
     cases = [("one 12 s recording (2 kHz)", load + f"clf.analyse_file({str(SAMPLE)!r})")]
     for name in ("hour.flac", "hour-4k.flac"):
         khz = "4 kHz" if "4k" in name else "2 kHz"
@@ -402,14 +402,14 @@ def peak(tmp: Path, model: str) -> None:
         cases.append(
             (
                 f"a 1-hour file ({khz}) in 300 s segments (the daemon)",
-                load + "from device.sources import segments\n"
+                load + "from device.edge.sources import segments\n"
                 f"for audio in segments(__import__('pathlib').Path({str(tmp / name)!r}), 300):\n"
                 "    clf.analyse(audio)",
             )
         )
     rows = [(name, f"{peak_rss(code, True):.0f}", f"{peak_rss(code, False):.0f}") for name, code in cases]
     support.table(
-        ["analysis, one process", "scipy.signal (before) MiB", "device/dsp.py MiB"], rows, "Peak resident memory"
+        ["analysis, one process", "scipy.signal (before) MiB", "device/core/dsp.py MiB"], rows, "Peak resident memory"
     )
 
 

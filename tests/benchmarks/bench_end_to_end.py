@@ -89,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import psycopg
 
-    from device.analyser import Analyser, Recording, make_entries
-    from device.audio_io import read_audio
-    from device.outbox import Outbox
+    from device.core.audio_io import read_audio
+    from device.edge.analyser import Analyser, Recording, make_entries
+    from device.edge.outbox import Outbox
 
     recordings = [read_audio(f) for f in sorted((support.REPO / "device" / "samples").glob("*.flac"))]
     analyser = Analyser([args.model])

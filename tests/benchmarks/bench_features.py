@@ -1,11 +1,11 @@
-"""Benchmark: the device's MFCC (numpy and scipy.fft, device/features.py) against librosa's, in one run.
+"""Benchmark: the device's MFCC (numpy and scipy.fft, device/core/features.py) against librosa's, in one run.
 
     .venv/bin/python -m tests.benchmarks.bench_features [--every 25] [--repeat 50]
 
 On real recordings (the bundled samples, then every --every'th PhysioNet 2016 and PASCAL 2011 recording
 in $STETH_DATA_DIR, default ../shared/data):
   identity   the features of both, compared bit for bit (and the largest difference if any)
-  speed      ms per 5 s window of device.features.window_features and of the librosa reference
+  speed      ms per 5 s window of device.core.features.window_features and of the librosa reference
              (tests/device/librosa_features.py: the code the shipped models were trained with), on one
              core, for a 30 s recording (11 windows at once) and for one window alone
   memory     resident memory of a fresh process after importing each and computing one recording's
@@ -35,8 +35,8 @@ import sys, time
 which, path = sys.argv[1], sys.argv[2]
 t0 = time.perf_counter()
 import numpy as np
-from device.audio_io import read_audio
-from device.features import FeatureParams, frame_windows, preprocess, window_features
+from device.core.audio_io import read_audio
+from device.core.features import FeatureParams, frame_windows, preprocess, window_features
 base = int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0])
 if which == "librosa":
     from tests.device.librosa_features import window_features
@@ -59,9 +59,9 @@ def recordings(every: int) -> list[Path]:
 def identity(paths: list[Path]) -> None:
     import dataclasses
 
-    from device.audio_io import read_audio
-    from device.errors import AudioError
-    from device.features import FeatureParams, frame_windows, preprocess, window_features
+    from device.core.audio_io import read_audio
+    from device.core.errors import AudioError
+    from device.core.features import FeatureParams, frame_windows, preprocess, window_features
     from tests.device import librosa_features
 
     rows = []
@@ -85,13 +85,13 @@ def identity(paths: list[Path]) -> None:
     support.table(
         ["features", "recordings", "windows", "one-window recordings", "recordings that differ", "max abs diff"],
         rows,
-        "device.features vs librosa: bit for bit",
+        "device.core.features vs librosa: bit for bit",
     )
 
 
 def speed(repeat: int) -> None:
-    from device.audio_io import read_audio
-    from device.features import FeatureParams, frame_windows, preprocess, window_features
+    from device.core.audio_io import read_audio
+    from device.core.features import FeatureParams, frame_windows, preprocess, window_features
     from tests.device import librosa_features
 
     params = FeatureParams()
@@ -114,7 +114,7 @@ def speed(repeat: int) -> None:
         theirs = per_window(librosa_features.window_features, batch)
         rows.append((label, f"{theirs:.3f}", f"{ours:.3f}", f"{theirs / ours:.1f}x"))
     support.table(
-        ["batch", "librosa ms/window", "device.features ms/window", "speed-up"],
+        ["batch", "librosa ms/window", "device.core.features ms/window", "speed-up"],
         rows,
         "MFCC per 5 s window, one core (median of the repeats)",
     )
@@ -129,7 +129,7 @@ def memory() -> None:
             check=True,
         ).stdout.split()  # fmt: skip
         base, rss = int(out[0]) / 1024, int(out[1]) / 1024
-        rows.append((which if which == "librosa" else "device.features (numpy, scipy.fft)", f"{base:.0f}", f"{rss:.0f}",
+        rows.append((which if which == "librosa" else "core.features (numpy, scipy.fft)", f"{base:.0f}", f"{rss:.0f}",
                      f"{rss - base:+.0f}", out[2], out[3], out[4]))  # fmt: skip
     support.table(
         ["features", "RSS after imports MiB", "after one recording", "difference", "s to first features",

@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     support.stop_on_sigterm()
     print(support.machine())
     support.quiet_warning()
-    from device import contract
+    from device.core import contract
 
     devices = [f"bench-pi-{i:04d}" for i in range(args.devices)]
     with tempfile.TemporaryDirectory() as tmp:

@@ -3,8 +3,8 @@
     .venv/bin/python -m tests.benchmarks.bench_pipeline [--recording FILE] [--repeat N]
 
 Compares, in one run and on the same real recording:
-  features       device.features (numpy; the filters and resampler of device/dsp.py), the same with
-                 scipy.signal's (before device/dsp.py: tests/device/scipy_dsp.py), and the features through
+  features       device.core.features (numpy; the filters and resampler of device/core/dsp.py), the same with
+                 scipy.signal's (before device/core/dsp.py: tests/device/scipy_dsp.py), and the features through
                  librosa (before that); on the recording as it is (2 kHz) and resampled to 4 kHz (the
                  device's default capture rate, which the pipeline resamples to 2 kHz)
   int8 LiteRT    the shipped model as the device runs it
@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     print(support.machine())
     support.quiet_warning()
 
-    from device.audio_io import Audio, read_audio
-    from device.features import frame_windows, preprocess, window_features
-    from device.inference import load_model
+    from device.core.audio_io import Audio, read_audio
+    from device.core.features import frame_windows, preprocess, window_features
+    from device.core.inference import load_model
 
     clf = load_model()
     params = clf.params
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     t_feat = statistics.median(timed(features, args.repeat)) / n
 
     # The same at the device's capture rate (4 kHz): the resampler runs too.
-    from device import dsp
+    from device.core import dsp
 
     path4k = path.with_name("bench-4k.flac")
     sf.write(path4k, dsp.resample_poly(audio.samples.astype(np.float64), 2, 1), 2 * audio.sample_rate)
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     t_classify = statistics.median(timed(lambda: clf.analyse_file(path), args.repeat))
     t_classify_4k = statistics.median(timed(lambda: clf.analyse_file(path4k), args.repeat))
 
-    # Before device/dsp.py: the filters, resampler and heart rate through scipy.signal.
+    # Before device/core/dsp.py: the filters, resampler and heart rate through scipy.signal.
     from tests.device.scipy_dsp import scipy_reference
 
     with scipy_reference():
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             check=True,
             capture_output=True,
         )
-        from device.runtime import interpreter
+        from device.core.runtime import interpreter
 
         it = interpreter(ftfl)
         inp, out = it.get_input_details()[0], it.get_output_details()[0]
@@ -199,15 +199,15 @@ def main(argv: list[str] | None = None) -> int:
         ["pipeline", "features ms/window, 2 kHz", "features ms/window, 4 kHz", "classify ms, 2 kHz",
          "classify ms, 4 kHz"],
         [
-            ("device/dsp.py (numpy)", f"{t_feat * 1e3:.3f}", f"{t_feat_4k * 1e3:.3f}", f"{t_classify * 1e3:.1f}",
+            ("device/core/dsp.py (numpy)", f"{t_feat * 1e3:.3f}", f"{t_feat_4k * 1e3:.3f}", f"{t_classify * 1e3:.1f}",
              f"{t_classify_4k * 1e3:.1f}"),
             ("scipy.signal (before)", f"{t_feat_scipy * 1e3:.3f}", f"{t_feat_4k_scipy * 1e3:.3f}",
              f"{t_classify_scipy * 1e3:.1f}", f"{t_classify_4k_scipy * 1e3:.1f}"),
         ],
-        f"device/dsp.py vs scipy.signal, same run (features differ by at most {diff:.3g})",
+        f"device/core/dsp.py vs scipy.signal, same run (features differ by at most {diff:.3g})",
     )  # fmt: skip
     if t_feat_librosa is not None:
-        print(f"features through librosa (before): {t_feat_librosa * 1e3:.2f} ms per window; device.features: "
+        print(f"features through librosa (before): {t_feat_librosa * 1e3:.2f} ms per window; device.core.features: "
               f"{t_feat * 1e3:.2f} ms per window, bit-identical to librosa's: {identical}")  # fmt: skip
     else:
         print("librosa is not installed: no comparison with the features as they were computed before")

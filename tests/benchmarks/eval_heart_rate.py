@@ -1,4 +1,4 @@
-"""Evaluation: the heart rate (device/analysis.py) against annotations and for octave errors.
+"""Evaluation: the heart rate (device/core/analysis.py) against annotations and for octave errors.
 
     .venv/bin/python -m tests.benchmarks.eval_heart_rate [--before OLD_ANALYSIS.py] [--every 1]
 
@@ -8,7 +8,7 @@ On the data sets in $STETH_DATA_DIR (default ../shared/data):
   known      recordings whose rate was read at a multiple of the truth (an "octave error")
   all        every --every'th PhysioNet 2016 and PASCAL recording: how many readings are implausible
              (above 150 or below 45 bpm), and how many changed against --before
---before takes another version of device/analysis.py (e.g. `git show <commit>:device/analysis.py >
+--before takes another version of device/core/analysis.py (e.g. `git show <commit>:device/core/analysis.py >
 /tmp/old.py`) and prints its figures beside the current ones. Prints tables; asserts nothing (the
 thresholds are asserted by tests/device/test_analysis.py).
 """
@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from device.audio_io import read_audio
-from device.features import FeatureParams, preprocess
+from device.core.audio_io import read_audio
+from device.core.features import FeatureParams, preprocess
 
 REPO = Path(__file__).resolve().parents[2]
 PARAMS = FeatureParams()
-# Recordings read at a multiple of their rate before the cycle check (device/analysis.py, _one_cycle):
+# Recordings read at a multiple of their rate before the cycle check (device/core/analysis.py, _one_cycle):
 # path in the data folder -> the rate's plausible range (bpm), from their envelopes and S1/S2 pattern.
 KNOWN = {
     "physionet2016/training-d/d0017": (60.0, 110.0),  # 199 bpm was the S1-S2 interval (0.3 s)
@@ -50,9 +50,9 @@ def data_dir() -> Path:
 
 
 def rate_of(module_path: Path | None) -> HeartRateFn:
-    """heart_rate(x, rate).bpm of the current device.analysis, or of another version of the file."""
+    """heart_rate(x, rate).bpm of the current device.core.analysis, or of another version of the file."""
     if module_path is None:
-        from device import analysis
+        from device.core import analysis
     else:
         spec = importlib.util.spec_from_file_location("analysis_before", module_path)
         assert spec and spec.loader
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     from tests.benchmarks import support
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--before", type=Path, help="another version of device/analysis.py to compare with")
+    p.add_argument("--before", type=Path, help="another version of device/core/analysis.py to compare with")
     p.add_argument("--every", type=int, default=1, help="take every N-th recording for the data-set counts")
     args = p.parse_args(argv)
     root = data_dir()

@@ -237,7 +237,7 @@ def result_messages(
     count: int, devices: Sequence[str], *, windows: int = 5, start: datetime | None = None
 ) -> list[dict[str, Any]]:
     """``count`` valid results (contract v1) spread over ``devices``: a 15 s recording's five windows."""
-    from device import contract
+    from device.core import contract
 
     base = copy.deepcopy(contract.EXAMPLE_RESULT)
     base["windows"] = [{"start_s": 2.5 * i, "probabilities": {"normal": 0.2, "abnormal": 0.8}} for i in range(windows)]

@@ -9,7 +9,7 @@ import pytest
 from converter import ablation
 from converter.tasks import TASKS
 from converter.train import RunConfig
-from device.errors import ConfigError
+from device.core.errors import ConfigError
 
 
 def test_overrides_reach_the_run_training_and_feature_settings():

@@ -9,7 +9,7 @@ import soundfile as sf
 
 from converter import datasets as ds
 from converter.data_cli import summarise
-from device.errors import DatasetError
+from device.core.errors import DatasetError
 
 
 def test_physionet_counts_match_the_data_readme(data_dir):

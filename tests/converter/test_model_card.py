@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from converter import ablation, model_card
-from device.inference import models_dir
+from device.core.inference import models_dir
 
 
 def test_a_card_written_without_run_folders_keeps_every_section(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 from converter.featurestore import FeatureSet
 from converter.trainer import TrainSettings, WindowSampler
-from device.errors import ConfigError
+from device.core.errors import ConfigError
 
 
 def _sampler(scale: dict[str, float] | None = None) -> WindowSampler:

@@ -13,7 +13,7 @@ from converter import convert as conv
 from converter import models
 from converter.train import RunConfig, run
 from converter.trainer import TrainSettings
-from device.inference import Classifier
+from device.core.inference import Classifier
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,7 @@ from django.contrib.auth.models import Group, User  # noqa: E402
 from django.test import Client  # noqa: E402
 
 from dashboard.clinic.models import Clinic, Device, Profile  # noqa: E402
-from device import contract  # noqa: E402
+from device.core import contract  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "device" / "samples"

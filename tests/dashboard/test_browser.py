@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dashboard.clinic.models import Result, Review
-from device import contract
+from device.core import contract
 from tests.dashboard.conftest import PASSWORD, SAMPLES, needs_model, result_message
 from tests.dashboard.workers import Publisher, Worker
 from tests.support.broker import Broker

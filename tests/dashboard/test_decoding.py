@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dashboard.ingest import decoding
-from device import contract
-from device.errors import ContractError
+from device.core import contract
+from device.core.errors import ContractError
 
 # Values that sit on the edges where two validators could disagree.
 TRICKY = [

@@ -10,7 +10,7 @@ import pytest
 
 from dashboard.clinic.models import DeadLetter, Device, Recording, Result
 from dashboard.ingest.handlers import Ingestor
-from device import contract
+from device.core import contract
 from tests.dashboard.conftest import result_message
 
 pytestmark = pytest.mark.django_db

@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from dashboard.clinic.models import DeadLetter, Device, Recording, Result
-from device import contract
+from device.core import contract
 from tests.dashboard.conftest import result_message
 from tests.dashboard.workers import Publisher, Worker, wait_until
 from tests.support.broker import Broker

@@ -14,10 +14,10 @@ import pytest
 
 from dashboard.clinic.models import DeadLetter, Result
 from dashboard.ingest.acks import ack_messages, result_id_of
-from device import contract
-from device.config import BrokerConfig
-from device.outbox import Entry, Outbox
-from device.publisher import Publisher as DevicePublisher
+from device.core import contract
+from device.edge.config import BrokerConfig
+from device.edge.outbox import Entry, Outbox
+from device.edge.publisher import Publisher as DevicePublisher
 from tests.dashboard.conftest import result_message
 from tests.dashboard.workers import Publisher, Worker, wait_until
 from tests.support.broker import Broker

@@ -11,7 +11,7 @@ from django.db import connection
 from dashboard.clinic.models import DeadLetter, Device, Result
 from dashboard.clinic.records import insert_new
 from dashboard.ingest.handlers import Ingestor
-from device import contract
+from device.core import contract
 from tests.dashboard.conftest import result_message
 
 pytestmark = pytest.mark.django_db

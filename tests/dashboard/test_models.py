@@ -11,7 +11,7 @@ from dashboard.clinic.models import DeadLetter, Device, Recording, Result
 from dashboard.clinic.recordings import RecordingConflictError, playback_file, save_recording
 from dashboard.clinic.records import store_result
 from dashboard.lib.backoff import Backoff
-from device.errors import UnreadableAudioError
+from device.core.errors import UnreadableAudioError
 from tests.dashboard.conftest import result_message
 
 pytestmark = pytest.mark.django_db

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from device import provision
+from device.fleet import provision
 from tests.support.broker import Broker, free_port
 
 REPO = Path(__file__).resolve().parents[2]

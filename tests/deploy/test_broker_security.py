@@ -17,7 +17,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from device import contract, provision
+from device.core import contract
+from device.fleet import provision
 from tests.deploy.conftest import DEPLOY, SecureBroker, make_certs
 from tests.deploy.mqtt_client import WAIT_S, TestClient
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from device import provision
+from device.fleet import provision
 from tests.deploy.conftest import REPO, SecureBroker, start_secure_broker
 from tests.support.broker import free_port, wait_for_port
 
@@ -134,7 +134,7 @@ def run_ok(args: list[str], env: dict[str, str], stdin: str | None = None) -> st
 
 def expected_labels(samples: Path) -> collections.Counter[str]:
     """What `steth classify` says about the recordings: the device must have said the same."""
-    from device.inference import load_model
+    from device.core.inference import load_model
 
     clf = load_model()
     return collections.Counter(clf.analyse_file(f).label for f in sorted(samples.glob("*.flac")))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from device import provision
+from device.fleet import provision
 from tests.deploy.conftest import DEPLOY, REPO, make_certs
 
 INSTALL = DEPLOY / "pi" / "install.sh"
@@ -36,7 +36,7 @@ def build_wheel(tmp_path_factory, marker: str = "") -> Path:
         shutil.copy2(REPO / name, src / name)
     for package in ("device", "converter", "dashboard"):
         shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
-    (src / "device" / "schemas" / "BUILD_MARKER.json").write_text(f'"{marker}"')  # package data: shipped
+    (src / "device" / "core" / "schemas" / "BUILD_MARKER.json").write_text(f'"{marker}"')  # package data: shipped
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
         [str(REPO / ".venv" / "bin" / "python"), "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(src)],
@@ -229,7 +229,7 @@ def test_a_rebuilt_wheel_of_the_same_version_replaces_the_installed_files(tmp_pa
     root = make_root(tmp_path / "root")
     install(root, bundle, wheel)
     (marker,) = (root / "opt/stethoscope-edge/.venv/lib").glob(
-        "python3*/site-packages/device/schemas/BUILD_MARKER.json"
+        "python3*/site-packages/device/core/schemas/BUILD_MARKER.json"
     )
     assert marker.read_text() == '"first build"'
     rebuilt = build_wheel(tmp_path_factory, "second build")  # same version number, different files

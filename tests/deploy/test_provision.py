@@ -13,8 +13,9 @@ import tomllib
 
 import pytest
 
-from device import cli, provision
-from device import config as device_config
+from device import cli
+from device.edge import config as device_config
+from device.fleet import provision
 from tests.deploy.conftest import DEPLOY, make_certs
 
 DEVICE = "clinic-a-pi-01"

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from device.config import BrokerConfig
-from device.outbox import Entry, Outbox
-from device.publisher import Publisher
+from device.edge.config import BrokerConfig
+from device.edge.outbox import Entry, Outbox
+from device.edge.publisher import Publisher
 from tests.device.daemon_support import REPO, write_config
 from tests.device.outbox_support import Subscriber, broker, make_result
 
@@ -67,11 +67,11 @@ def memory(tmp: Path, model: str) -> None:
     x, rate = sf.read(str(SAMPLE), dtype="float32")
     hour = tmp / "hour.flac"
     sf.write(str(hour), np.tile(x, int(np.ceil(3600 * rate / len(x))))[: 3600 * rate], rate, subtype="PCM_16")
-    load = f"from device.inference import load_model\nclf = load_model({model!r})\n"
+    load = f"from device.core.inference import load_model\nclf = load_model({model!r})\n"
     base = peak_rss(load + f"clf.analyse_file({str(SAMPLE)!r})")
     whole = peak_rss(load + f"clf.analyse_file({str(hour)!r})")
     segmented = peak_rss(
-        load + "from device.sources import segments\n"
+        load + "from device.edge.sources import segments\n"
         f"for audio in segments(__import__('pathlib').Path({str(hour)!r}), 300):\n    clf.analyse(audio)"
     )
     print(f"peak RSS: one 12 s recording {base:.0f} MiB; 1-hour file whole {whole:.0f} MiB; "

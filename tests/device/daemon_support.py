@@ -138,7 +138,7 @@ def model_ref() -> str:
     """The model the tests run: $STETH_TEST_MODEL (a .tflite beside its .json), else the shipped one."""
     import pytest
 
-    from device.inference import available_models
+    from device.core.inference import available_models
 
     candidate = os.environ.get("STETH_TEST_MODEL")
     if candidate:

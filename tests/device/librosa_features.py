@@ -1,6 +1,6 @@
 """The reference the device's features are checked against: window_features as it was, through librosa.
 
-device.features computes the same STFT, Slaney mel filter bank, dB scale and DCT in numpy and scipy.fft,
+device.core.features computes the same STFT, Slaney mel filter bank, dB scale and DCT in numpy and scipy.fft,
 so the device does not carry librosa (with numba and LLVM behind it: +130 MiB resident, a 17 s first
 start). This module keeps the librosa computation, for tests/device/test_features_vs_librosa.py and
 tests/benchmarks/bench_features.py. librosa is in the `dev` extra only; callers skip without it.
@@ -12,7 +12,7 @@ import functools
 
 import numpy as np
 
-from device.features import FeatureParams, normalise
+from device.core.features import FeatureParams, normalise
 
 
 @functools.lru_cache(maxsize=16)

@@ -14,7 +14,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from device import contract
+from device.core import contract
 from tests.support.broker import Broker
 
 

@@ -1,7 +1,7 @@
-"""The reference device/dsp.py is checked against: the same operations through scipy.signal,
-as device/features.py and device/analysis.py called them before scipy left the device.
+"""The reference device/core/dsp.py is checked against: the same operations through scipy.signal,
+as device/core/features.py and device/core/analysis.py called them before scipy left the device.
 
-``scipy_reference()`` swaps these into device.dsp for the duration of a ``with`` block, so the device's
+``scipy_reference()`` swaps these into device.core.dsp for the duration of a ``with`` block, so the device's
 own pipeline (features.preprocess, features.window_features, analysis.heart_rate) runs on scipy: the
 "before" of tests/device/test_dsp.py and of the benchmarks. scipy stays installed (the converter uses it).
 """
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 from scipy import signal
 
-from device import analysis, dsp, features
+from device.core import analysis, dsp, features
 
 
 def butter(order: int, cutoff: float | tuple[float, float], btype: str, fs: float) -> np.ndarray:
@@ -58,7 +58,7 @@ def _clear_caches() -> None:
 
 @contextlib.contextmanager
 def scipy_reference() -> Iterator[None]:
-    """device.dsp's functions through scipy while the block runs (not thread-safe: tests and benchmarks)."""
+    """device.core.dsp's functions through scipy while the block runs (not thread-safe: tests and benchmarks)."""
     saved = {name: getattr(dsp, name) for name in _SWAPPED}
     saved_envelope = analysis._ENVELOPE_SOS
     try:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from device.analysis import assess, envelope, heart_rate, heart_sounds
-from device.audio_io import Audio, read_audio
-from device.errors import AudioError
-from device.features import FeatureParams, preprocess
+from device.core.analysis import assess, envelope, heart_rate, heart_sounds
+from device.core.audio_io import Audio, read_audio
+from device.core.errors import AudioError
+from device.core.features import FeatureParams, preprocess
 from tests.benchmarks import eval_heart_rate
 
 PARAMS = FeatureParams()

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from device.audio_io import encode_flac, read_audio
-from device.errors import EmptyAudioError, InvalidAudioError, UnreadableAudioError
+from device.core.audio_io import encode_flac, read_audio
+from device.core.errors import EmptyAudioError, InvalidAudioError, UnreadableAudioError
 
 
 def test_it_reads_a_bundled_flac_as_mono_float(samples_dir):

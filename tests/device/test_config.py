@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from device import config as cfg
-from device.errors import ConfigError
+from device.core.errors import ConfigError
+from device.edge import config as cfg
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "deploy" / "device" / "steth-device.example.toml"

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from device import contract
-from device.errors import ContractError
+from device.core import contract
+from device.core.errors import ContractError
 
 
 def test_the_examples_are_valid():

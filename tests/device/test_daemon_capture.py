@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from device.audio_io import Audio
-from device.inference import load_model
+from device.core.audio_io import Audio
+from device.core.inference import load_model
 from tests.device.alsa_support import CAPTURE_RATE, alsa_env, alsa_home, raw_recording
 from tests.device.daemon_support import DaemonProcess, model_ref, write_config
 from tests.device.outbox_support import Subscriber, broker

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from device.outbox import Entry, Outbox
+from device.edge.outbox import Entry, Outbox
 from tests.device.daemon_support import DaemonProcess, NotifySocket, write_config
 from tests.device.outbox_support import Subscriber, broker, make_result
 

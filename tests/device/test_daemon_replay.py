@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from device import contract
-from device.analyser import result_id_for
-from device.inference import load_model
-from device.outbox import Outbox
+from device.core import contract
+from device.core.inference import load_model
+from device.edge.analyser import result_id_for
+from device.edge.outbox import Outbox
 from tests.device.daemon_support import DaemonProcess, model_ref, write_config
 from tests.device.outbox_support import Subscriber, broker
 
@@ -222,7 +222,7 @@ def test_audio_is_uploaded_as_flac_matching_the_result(samples_dir, tmp_path, mo
     import hashlib
     import io
 
-    from device.audio_io import read_audio
+    from device.core.audio_io import read_audio
 
     folder = tmp_path / "recordings"
     folder.mkdir()
@@ -267,7 +267,7 @@ def test_the_start_path_imports_neither_librosa_nor_tensorflow(tmp_path, model):
     code = (
         "import sys, time\n"
         "t = time.monotonic()\n"
-        "from device.config import load\nfrom device.daemon import Daemon\n"
+        "from device.edge.config import load\nfrom device.edge.daemon import Daemon\n"
         f"d = Daemon(load({str(config)!r}))\nd.start()\n"
         "print(round(time.monotonic() - t, 2), 'librosa' in sys.modules, 'tensorflow' in sys.modules)\n"
         "d.stop()\n"

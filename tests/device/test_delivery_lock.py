@@ -1,13 +1,13 @@
-"""One process at a time delivers a device's outbox (device/delivery_lock.py)."""
+"""One process at a time delivers a device's outbox (device/edge/delivery_lock.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from device import config as device_config
-from device import daemon as daemon_mod
-from device.delivery_lock import DeliveryLock
-from device.errors import BusyError
+from device.core.errors import BusyError
+from device.edge import config as device_config
+from device.edge import daemon as daemon_mod
+from device.edge.delivery_lock import DeliveryLock
 from tests.device.daemon_support import DaemonProcess, write_config
 
 

@@ -1,4 +1,4 @@
-"""device/dsp.py against scipy (tests/device/scipy_dsp.py) on real recordings.
+"""device/core/dsp.py against scipy (tests/device/scipy_dsp.py) on real recordings.
 
 The device's pipeline is run twice on each recording, once as shipped (numpy only) and once with scipy
 swapped in (what it was): the final features of both models' FeatureParams must agree to 1e-5 and the heart
@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from device import analysis, dsp
-from device.audio_io import read_audio
-from device.features import FeatureParams, frame_windows, preprocess, window_features
+from device.core import analysis, dsp
+from device.core.audio_io import read_audio
+from device.core.features import FeatureParams, frame_windows, preprocess, window_features
 from tests.device import scipy_dsp
 from tests.device.scipy_dsp import scipy_reference
 
@@ -173,7 +173,7 @@ def test_the_reference_swap_really_swaps_and_restores(samples_dir):
 # -- The device without scipy --------------------------------------------------------------------------------
 
 
-# scipy.fft (the MFCC's DCT, device/features.py) loads scipy.special and scipy._lib with it; these are the
+# scipy.fft (the MFCC's DCT, device/core/features.py) loads scipy.special and scipy._lib with it; these are the
 # subpackages scipy.signal brought in besides, +54 MiB resident.
 HEAVY = ("signal", "stats", "optimize", "sparse", "spatial", "interpolate", "integrate", "ndimage", "linalg")
 
@@ -188,10 +188,11 @@ def test_the_device_path_never_imports_scipy_signal(samples_dir):
         "sys.modules['django'] = None\n"  # as on the Pi: the [device] extra only
         "import device.cli\n"
         "device.cli.build_parser()\n"  # `steth` registers every part's commands (converter's too) first
-        "import device.daemon_cli, device.daemon, device.analyser, device.inference, device.features\n"
-        "import device.analysis, device.parts, device.producers, device.sources, device.runtime\n"
-        "import device.publisher, device.outbox, device.config, device.contract, device.audio_io, device.dsp\n"
-        "from device.inference import load_model\n"
+        "import device.edge.daemon_cli, device.edge.daemon, device.edge.analyser, device.edge.parts\n"
+        "import device.edge.producers, device.edge.sources, device.edge.publisher, device.edge.outbox\n"
+        "import device.edge.config, device.core.inference, device.core.features, device.core.analysis\n"
+        "import device.core.runtime, device.core.contract, device.core.audio_io, device.core.dsp\n"
+        "from device.core.inference import load_model\n"
         "for name in ('screening', 'sound_type'):\n"
         f"    load_model(name).analyse_file({str(samples_dir / 'a0296.flac')!r})\n"
         "print(' '.join(sorted({m.split('.')[1] for m in sys.modules if m.startswith('scipy.')})))\n"

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from device.audio_io import Audio, read_audio
-from device.errors import ClippedAudioError, ConfigError, SilentAudioError, TooShortError
-from device.features import FeatureParams, extract, extract_file, preprocess
+from device.core.audio_io import Audio, read_audio
+from device.core.errors import ClippedAudioError, ConfigError, SilentAudioError, TooShortError
+from device.core.features import FeatureParams, extract, extract_file, preprocess
 
 PARAMS = FeatureParams()
 

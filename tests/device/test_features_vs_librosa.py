@@ -1,6 +1,6 @@
 """The device's features, computed without librosa, are librosa's bit for bit on real recordings.
 
-The shipped models were trained on librosa's MFCC; device/features.py now computes the same thing with
+The shipped models were trained on librosa's MFCC; device/core/features.py now computes the same thing with
 numpy and scipy (librosa, with numba and LLVM behind it, cost the device 130 MiB). The reference is
 tests/device/librosa_features.py, the code the features came from. librosa is in the dev extra only.
 """
@@ -14,8 +14,8 @@ import sys
 import numpy as np
 import pytest
 
-from device.audio_io import read_audio
-from device.features import FeatureParams, frame_windows, mel_basis, preprocess, window_features
+from device.core.audio_io import read_audio
+from device.core.features import FeatureParams, frame_windows, mel_basis, preprocess, window_features
 
 librosa = pytest.importorskip(
     "librosa", reason="librosa is the reference these tests compare with: install the dev extra ('.[dev]')"
@@ -92,7 +92,7 @@ def test_the_device_path_never_imports_librosa_or_numba(samples_dir):
     """What `steth classify` and the daemon run: load a model, analyse a recording."""
     code = (
         "import sys\n"
-        "from device.inference import load_model\n"
+        "from device.core.inference import load_model\n"
         f"a = load_model().analyse_file({str(samples_dir / 'a0405.flac')!r})\n"
         "print(a.label, 'librosa' in sys.modules, 'numba' in sys.modules)\n"
     )

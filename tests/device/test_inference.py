@@ -13,10 +13,10 @@ import soundfile as sf
 
 from converter.convert import check_known_signals
 from converter.golden import GOLDEN_DIR, outputs
-from device import contract
-from device.audio_io import Audio, read_audio
-from device.errors import ModelError, TooShortError
-from device.inference import available_models, load_model
+from device.core import contract
+from device.core.audio_io import Audio, read_audio
+from device.core.errors import ModelError, TooShortError
+from device.core.inference import available_models, load_model
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -151,7 +151,7 @@ def test_evaluate_scores_a_labelled_folder(samples_dir):
 
 
 def test_evaluate_scores_at_a_local_threshold(samples_dir, tmp_path):
-    from device.local_threshold import LocalThreshold
+    from device.core.local_threshold import LocalThreshold
 
     clf = load_model()
     # below every recording's score: everything is called abnormal, so specificity falls to 0

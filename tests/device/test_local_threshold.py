@@ -1,4 +1,4 @@
-"""A decision threshold set on the kit's own recordings (device/local_threshold.py), through the real model."""
+"""A decision threshold set on the kit's own recordings (device/core/local_threshold.py), through the real model."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from device import contract
-from device.config import check_files, parse
-from device.errors import ModelError
-from device.inference import load_model
-from device.local_threshold import LocalThreshold, load, path_for
+from device.core import contract
+from device.core.errors import ModelError
+from device.core.inference import load_model
+from device.core.local_threshold import LocalThreshold, load, path_for
+from device.edge.config import check_files, parse
 
 
 def _local(clf, threshold: float, **changes) -> LocalThreshold:

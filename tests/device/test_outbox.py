@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from device import contract
-from device.errors import ContractError
-from device.outbox import Entry, Outbox, OutboxFullError
+from device.core import contract
+from device.core.errors import ContractError
+from device.edge.outbox import Entry, Outbox, OutboxFullError
 from tests.device.outbox_support import make_result
 
 MIB = 1024 * 1024
@@ -117,7 +117,7 @@ def test_a_result_dropped_for_space_is_logged_as_error_and_counted(paths, caplog
     big = "x" * 180  # longest allowed issue text: a fat but valid result
     with open_outbox(paths, max_bytes=1 * MIB) as box:
         first_ids = []
-        caplog.set_level(logging.ERROR, logger="device.outbox")
+        caplog.set_level(logging.ERROR, logger="device.edge.outbox")
         for _ in range(400):
             result = make_result(quality={"score": 0.5, "ok": False, "issues": [big] * 16})
             result["windows"] = [
@@ -149,7 +149,7 @@ def test_a_corrupt_outbox_is_set_aside_and_a_fresh_one_works(paths, caplog):
     with open_outbox(paths) as box:
         box.add([Entry(make_result())])
     paths[0].write_bytes(b"this is not a database at all" * 200)
-    caplog.set_level(logging.CRITICAL, logger="device.outbox")
+    caplog.set_level(logging.CRITICAL, logger="device.edge.outbox")
     with open_outbox(paths) as box:
         assert box.recovered_from is not None and box.recovered_from.exists()
         assert box.recovered_from.name.startswith("outbox.sqlite.corrupt-")
@@ -218,7 +218,7 @@ def test_a_really_full_filesystem_is_survived(tmp_path):
 WRITER = textwrap.dedent(
     """
     import sys
-    from device.outbox import Entry, Outbox
+    from device.edge.outbox import Entry, Outbox
     from tests.device.outbox_support import make_result
     box = Outbox(sys.argv[1], sys.argv[2], 64 * 1024 * 1024)
     while True:
@@ -400,7 +400,7 @@ def test_over_the_cap_results_the_broker_took_are_shed_before_unsent_ones(paths,
         sent = make_result(quality=big)
         box.add([Entry(sent)])
         box.mark_sent([p for p in box.pending(limit=10) if p.result_id == sent["result_id"]])
-        with caplog.at_level(logging.ERROR, logger="device.outbox"):
+        with caplog.at_level(logging.ERROR, logger="device.edge.outbox"):
             while box.stats().dropped_results == 0:
                 box.add([Entry(make_result(quality=big))])
         assert sent["result_id"] not in box.result_ids() and unsent["result_id"] in box.result_ids()

@@ -11,10 +11,10 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from device import contract
-from device.config import BrokerConfig
-from device.outbox import Entry, Outbox
-from device.publisher import Backoff, Publisher
+from device.core import contract
+from device.edge.config import BrokerConfig
+from device.edge.outbox import Entry, Outbox
+from device.edge.publisher import Backoff, Publisher
 from tests.device.outbox_support import Subscriber, make_result
 from tests.device.outbox_support import broker as broker_at
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from device import contract
-from device.delivery_lock import DeliveryLock
-from device.outbox import Outbox
+from device.core import contract
+from device.edge.delivery_lock import DeliveryLock
+from device.edge.outbox import Outbox
 from tests.device.alsa_support import CAPTURE_RATE, alsa_env, alsa_home, raw_recording
 from tests.device.daemon_support import REPO, model_ref, write_config
 from tests.device.outbox_support import Subscriber
@@ -86,8 +86,8 @@ def test_record_prints_a_clear_answer_for_the_nurse(samples_dir, tmp_path, model
 
 
 def test_a_kit_calibrated_on_its_own_recordings_decides_at_its_threshold_and_says_so(samples_dir, tmp_path, model):
-    from device.inference import load_model
-    from device.local_threshold import LocalThreshold
+    from device.core.inference import load_model
+    from device.core.local_threshold import LocalThreshold
 
     clf = load_model(model)
     thresholds = tmp_path / "thresholds"

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from device.audio_io import read_audio
-from device.errors import UnreadableAudioError
-from device.sources import CaptureError, EndOfSource, ReplaySource, find_input, recordings, segments
+from device.core.audio_io import read_audio
+from device.core.errors import UnreadableAudioError
+from device.edge.sources import CaptureError, EndOfSource, ReplaySource, find_input, recordings, segments
 from tests.device.alsa_support import CAPTURE_RATE, alsa_home, raw_recording, run_python
 
 DEVICES = [
@@ -111,7 +111,7 @@ CAPTURE = textwrap.dedent(
     """
     import json, sys
     import numpy as np
-    from device.sources import SoundDeviceSource, list_devices
+    from device.edge.sources import SoundDeviceSource, list_devices
     names = [d["name"] for d in list_devices() if d["max_input_channels"] > 0]
     with SoundDeviceSource(sys.argv[1], int(sys.argv[2])) as source:
         audio = source.record(float(sys.argv[3]))
@@ -141,7 +141,9 @@ def test_portaudio_captures_the_recording_exactly(stethoscope, tmp_path):
 
 def test_a_missing_input_at_start_is_a_clear_error_listing_the_devices(stethoscope):
     home, _ = stethoscope
-    proc = run_python("from device.sources import SoundDeviceSource\nSoundDeviceSource('Littmann', 4000).open()", home)
+    proc = run_python(
+        "from device.edge.sources import SoundDeviceSource\nSoundDeviceSource('Littmann', 4000).open()", home
+    )
     assert proc.returncode != 0
     assert "CaptureError" in proc.stderr and "'Littmann' not found" in proc.stderr
     assert "stethoscope_file" in proc.stderr
@@ -150,7 +152,8 @@ def test_a_missing_input_at_start_is_a_clear_error_listing_the_devices(stethosco
 def test_an_unsupported_rate_says_which_rate_to_use(stethoscope):
     home, _ = stethoscope
     proc = run_python(
-        "from device.sources import SoundDeviceSource\nSoundDeviceSource('stethoscope', 4000, channels=300).open()",
+        "from device.edge.sources import SoundDeviceSource\n"
+        "SoundDeviceSource('stethoscope', 4000, channels=300).open()",
         home,
     )
     assert "cannot capture 300 channel(s)" in proc.stderr and "audio.channels" in proc.stderr
@@ -160,7 +163,7 @@ LOSE_MID_SESSION = textwrap.dedent(
     """
     import json, logging, resource, threading
     logging.basicConfig(level=logging.INFO)
-    from device.sources import SoundDeviceSource
+    from device.edge.sources import SoundDeviceSource
     # What the file plugin writes (a copy of what it captures) may not exceed 80 kB: after ~10 s of
     # audio the capture fails inside ALSA with an I/O error, as a stethoscope pulled out mid-session does.
     resource.setrlimit(resource.RLIMIT_FSIZE, (80_000, 80_000))

@@ -1,4 +1,4 @@
-"""Lightweight devices for the soak: the real outbox and publisher (device.outbox, device.publisher) in
+"""Lightweight devices for the soak: the real outbox and publisher (device.edge.outbox, device.edge.publisher) in
 threads of the test's process, without the audio pipeline, so twenty of them reach thousands of results.
 
 Each has a producer thread (results into its own outbox connection, as `steth record` does) and a
@@ -19,11 +19,11 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from device import contract
-from device.config import BrokerConfig
-from device.outbox import Entry, Outbox
-from device.provision import SECRET_NAME
-from device.publisher import Publisher
+from device.core import contract
+from device.edge.config import BrokerConfig
+from device.edge.outbox import Entry, Outbox
+from device.edge.publisher import Publisher
+from device.fleet.provision import SECRET_NAME
 
 
 @dataclass

@@ -28,7 +28,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from device import provision
+from device.fleet import provision
 from tests.deploy.conftest import REPO, SecureBroker, start_secure_broker
 from tests.support.tcpproxy import TcpProxy
 
@@ -417,7 +417,7 @@ class System:
         # A device killed with SIGKILL after storing a result and before logging it delivers the result
         # without a log line. Replay result ids derive from the file, device and model, so a stored row
         # with the id of a file the device was given is that result (its time: when it was stored).
-        from device.analyser import result_id_for
+        from device.edge.analyser import result_id_for
 
         logged = {p.result_id for p in out}
         stored: dict[str, tuple[str, float]] | None = None

@@ -1,5 +1,5 @@
 """Bad input, tried systematically: whatever arrives, the answer is a valid result or one of our own
-errors (device.errors.StethError) with a message, and at ingest a dead letter, never a crash.
+errors (device.core.errors.StethError) with a message, and at ingest a dead letter, never a crash.
 
 Targets: the audio reader, the signal pipeline and classifier, the message validator, the ingest
 handlers. Each example is counted per target (artifacts/drills/bad-input.json, quoted in RELIABILITY.md).
@@ -21,9 +21,9 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from device import contract
-from device.audio_io import Audio, read_audio
-from device.errors import ContractError, EmptyAudioError, InvalidAudioError, StethError
+from device.core import contract
+from device.core.audio_io import Audio, read_audio
+from device.core.errors import ContractError, EmptyAudioError, InvalidAudioError, StethError
 from tests.conftest import SAMPLES
 
 pytestmark = pytest.mark.drill
@@ -54,7 +54,7 @@ def _report(record_figures, request):
 
 @pytest.fixture(scope="module")
 def classifier():
-    from device.inference import available_models, load_model
+    from device.core.inference import available_models, load_model
 
     if "screening" not in available_models():
         pytest.skip("no shipped screening model in device/models")

@@ -6,9 +6,9 @@ import socket
 
 import pytest
 
-from device.config import BrokerConfig
-from device.outbox import Entry, Outbox
-from device.publisher import Publisher
+from device.edge.config import BrokerConfig
+from device.edge.outbox import Entry, Outbox
+from device.edge.publisher import Publisher
 from tests.device.outbox_support import Subscriber, make_result
 
 pytestmark = pytest.mark.drill

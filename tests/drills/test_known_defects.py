@@ -29,10 +29,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from dashboard.clinic.models import Device, Result
-from device import contract
-from device.config import BrokerConfig
-from device.outbox import Entry, Outbox
-from device.publisher import Publisher
+from device.core import contract
+from device.edge.config import BrokerConfig
+from device.edge.outbox import Entry, Outbox
+from device.edge.publisher import Publisher
 from tests.dashboard.workers import Worker, wait_until
 from tests.device.outbox_support import broker as persistent_broker
 from tests.support.broker import Broker

@@ -24,7 +24,7 @@ from dashboard.clinic.models import LISTING_DEFERRED, Clinic, Result
 from dashboard.clinic.recordings import media_path, playback_file
 from dashboard.front.decorators import allowed
 from dashboard.front.forms import ResultFilterForm, ReviewForm
-from device.features import FeatureParams
+from device.core.features import FeatureParams
 
 PAGE_SIZE = 50
 COUNT_CAP = 10_000  # results counted at most: beyond it, the filters narrow better than paging

@@ -13,7 +13,7 @@ from dashboard.clinic import access
 from dashboard.clinic.uploads import UploadRequest, classify_upload
 from dashboard.front.decorators import allowed
 from dashboard.front.forms import UploadForm
-from device.errors import StethError
+from device.core.errors import StethError
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """`manage.py demodata`: clinics, devices, users and realistic results from real recordings.
 
 Each recording (the bundled device/samples, and some of STETH_DATA_DIR when set) is classified with
-the shipped model through device.inference, exactly as on a device, and stored with its audio. Result
+the shipped model through device.core.inference, exactly as on a device, and stored with its audio. Result
 ids derive from the file, so running it again changes nothing. Needs the shipped model.
 """
 
@@ -27,8 +27,8 @@ from dashboard.clinic.recordings import save_recording
 from dashboard.clinic.records import store_result
 from dashboard.clinic.uploads import classifier
 from device import __version__
-from device.audio_io import encode_flac, read_audio
-from device.errors import AudioError, StethError
+from device.core.audio_io import encode_flac, read_audio
+from device.core.errors import AudioError, StethError
 
 SAMPLES = Path(__file__).resolve().parents[4] / "device" / "samples"
 NAMESPACE = uuid.UUID("6f1c3a52-6c1e-4d8e-9a57-1d1f0b2f6e10")

@@ -32,6 +32,29 @@ def logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
+def sigmoid(v: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-v))
+
+
+def load_features(path: Path) -> tuple[list[ds.Recording], dict[str, int], np.ndarray]:
+    """PhysioNet 2016's recordings, the feature row of each development recording that both feature
+    sets accepted (by key), and the A+B feature matrix of features.npz."""
+    recordings = ds.load_physionet2016(ds.resolve_data_dir(None))
+    z = np.load(path)
+    ok_all = z["ok_a"] & z["ok_b"]
+    feat_row = {recordings[int(i)].key: j for j, i in enumerate(z["dev_index"]) if ok_all[j]}
+    return recordings, feat_row, np.hstack([z["xa"], z["xb"]])
+
+
+def aligned(keys: list[str], feat_row: dict[str, int], x_all: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The features in the order of ``keys`` (zeros where the segmentation refused) and the mask of
+    the recordings that have them."""
+    ok = np.array([k in feat_row for k in keys])
+    x = np.zeros((len(keys), x_all.shape[1]))
+    x[ok] = x_all[[feat_row[k] for k in np.array(keys)[ok]]]
+    return x, ok
+
+
 def tree_oof(x: np.ndarray, y: np.ndarray, db: np.ndarray, folds: np.ndarray, ok: np.ndarray) -> np.ndarray:
     """Out-of-fold tree scores on the given folds (NaN where the segmentation refused the recording)."""
     out = np.full(len(y), np.nan)
@@ -62,11 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--features", type=Path, default=Path("artifacts/segmentation/features.npz"))
     p.add_argument("--out", type=Path, help="results JSON (default: ABLATION_DIR/../fusion.json)")
     args = p.parse_args(argv)
-    recordings = ds.load_physionet2016(ds.resolve_data_dir(None))
-    z = np.load(args.features)
-    ok_all = z["ok_a"] & z["ok_b"]
-    feat_row = {recordings[int(i)].key: j for j, i in enumerate(z["dev_index"]) if ok_all[j]}
-    x_all = np.hstack([z["xa"], z["xb"]])
+    _, feat_row, x_all = load_features(args.features)
     results: dict[str, dict] = {}
     tree_cache: dict[tuple, np.ndarray] = {}
     for path in sorted(args.ablation_dir.glob("da*.json")):
@@ -79,15 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         db = np.array(cv["databases"])
         folds = np.array(cv["folds"])
         nn = np.array(cv["scores"], dtype=float)
-        ok = np.array([r in feat_row for r in recs])
-        x = np.zeros((len(recs), x_all.shape[1]))
-        x[ok] = x_all[[feat_row[r] for r in np.array(recs)[ok]]]
+        x, ok = aligned(recs, feat_row, x_all)
         key = tuple(folds.tolist())
         if key not in tree_cache:  # the folds are the same for every training seed
             tree_cache[key] = tree_oof(x, y, db, folds, ok)
         tree = tree_cache[key]
         fused = nn.copy()
-        fused[ok] = 1 / (1 + np.exp(-(logit(nn[ok]) + logit(tree[ok])) / 2))
+        fused[ok] = sigmoid((logit(nn[ok]) + logit(tree[ok])) / 2)
         tree_filled = np.where(ok, tree, nn)  # trees alone, conv-LSTM where segmentation refused
         row = {
             "seed": res["seed"],

@@ -27,32 +27,23 @@ import json
 from pathlib import Path
 
 import numpy as np
-from fusion import logit, metrics, tree_oof  # session 10's fusion.py (R2), on PYTHONPATH
+from evaluate import fit_threshold_score  # session 9's segmentation/evaluate.py, on PYTHONPATH
+from fusion import aligned, load_features, logit, metrics, sigmoid, tree_oof  # session 10's fusion.py (R2)
 
 from converter import database_transfer as dt
 from converter import datasets as ds
-from converter.metrics import best_threshold, binary_scores
-
-
-def sigmoid(v: np.ndarray) -> np.ndarray:
-    return 1 / (1 + np.exp(-v))
+from converter.metrics import binary_scores
 
 
 def tree_lodo(
     x: np.ndarray, y: np.ndarray, db: np.ndarray, ok: np.ndarray, recs: list[ds.Recording], held: str
 ) -> tuple[np.ndarray, float]:
     """Trees fitted on every database but ``held``: their scores on ``held`` (NaN where refused) and the
-    threshold chosen on the training databases' out-of-fold scores (database_transfer._train_and_score)."""
+    threshold chosen on the training databases' out-of-fold scores (session 9's fit_threshold_score)."""
     train = np.flatnonzero(ok & (db != held))
-    inner = np.array(ds.split_folds([recs[i] for i in train], 3, seed=dt.SEED + 7))
-    oof = np.zeros(len(train))
-    for k in range(3):
-        a, b = train[inner != k], train[inner == k]
-        oof[inner == k] = dt._fit(x[a], y[a], db[a]).predict_proba(x[b])[:, 1]
-    threshold = best_threshold(y[train], oof, db[train])
-    test = ok & (db == held)
+    test = np.flatnonzero(ok & (db == held))
     out = np.full(len(y), np.nan)
-    out[test] = dt._fit(x[train], y[train], db[train]).predict_proba(x[test])[:, 1]
+    out[test], threshold = fit_threshold_score(x, y, db, recs, train, test)
     return out, float(threshold)
 
 
@@ -155,12 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--features", type=Path, default=Path("artifacts/segmentation/features.npz"))
     p.add_argument("--out", type=Path, default=Path(__file__).with_name("fusion_lodo.json"))
     args = p.parse_args(argv)
-    recordings = ds.load_physionet2016(ds.resolve_data_dir(None))
+    recordings, feat_row, x_all = load_features(args.features)
     by_key = {r.key: r for r in recordings}
-    z = np.load(args.features)
-    ok_all = z["ok_a"] & z["ok_b"]
-    feat_row = {recordings[int(i)].key: j for j, i in enumerate(z["dev_index"]) if ok_all[j]}
-    x_all = np.hstack([z["xa"], z["xb"]])
     per_seed: dict[str, dict] = {}
     tree_cv: dict[tuple, np.ndarray] = {}
     tree_lo: dict[str, tuple[np.ndarray, float]] = {}
@@ -174,9 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         db = np.array(cv["databases"])
         folds = np.array(cv["folds"])
         nn = np.array(cv["scores"], dtype=float)
-        ok = np.array([k in feat_row for k in keys])
-        x = np.zeros((len(keys), x_all.shape[1]))
-        x[ok] = x_all[[feat_row[k] for k in np.array(keys)[ok]]]
+        x, ok = aligned(keys, feat_row, x_all)
         recs = [by_key[k] for k in keys]
         fk = tuple(folds.tolist())
         if fk not in tree_cv:  # trees do not depend on the conv-LSTM's training seed

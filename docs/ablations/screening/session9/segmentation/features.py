@@ -20,15 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import segment as sg
+from device.audio_io import read_audio
+from device.errors import AudioError
+from device.features import FeatureParams, check_signal, mel_basis, preprocess
 from scipy import fft as sfft
 from scipy import signal
 
 from converter import database_transfer as dt
 from converter import datasets as ds
 from device import analysis
-from device.audio_io import read_audio
-from device.errors import AudioError
-from device.features import FeatureParams, check_signal, mel_basis, preprocess
 
 OUT_ENV = "SEGMENT_OUT"
 DEFAULT_OUT = "artifacts/segmentation"

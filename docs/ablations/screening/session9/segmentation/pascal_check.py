@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import segment as sg
+from device.audio_io import read_audio
+from device.features import FeatureParams, preprocess
 
 from converter import datasets as ds
 from device import analysis
-from device.audio_io import read_audio
-from device.features import FeatureParams, preprocess
 
 TOL = 0.06  # s between a mark and the centre of a detected S1/S2
 

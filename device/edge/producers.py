@@ -15,13 +15,21 @@ from pathlib import Path
 
 import numpy as np
 
-from device.analyser import Analyser, Recording, answer, make_entries
-from device.audio_io import Audio
-from device.config import DeviceConfig
-from device.errors import AudioError, ContractError, StethError
-from device.outbox import Outbox, OutboxFullError
-from device.parts import Part, open_outbox
-from device.sources import AudioSource, CaptureError, EndOfSource, ReplaySource, SoundDeviceSource, recordings, segments
+from device.core.audio_io import Audio
+from device.core.errors import AudioError, ContractError, StethError
+from device.edge.analyser import Analyser, Recording, answer, make_entries
+from device.edge.config import DeviceConfig
+from device.edge.outbox import Outbox, OutboxFullError
+from device.edge.parts import Part, open_outbox
+from device.edge.sources import (
+    AudioSource,
+    CaptureError,
+    EndOfSource,
+    ReplaySource,
+    SoundDeviceSource,
+    recordings,
+    segments,
+)
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ conventions (the same Butterworth poles and second-order-section pairing, sosfil
 initial conditions, resample_poly's Kaiser FIR and alignment, find_peaks' plateaus, distance and
 prominence rules), so the results agree with scipy's to rounding (tests/device/test_dsp.py compares them
 on real recordings). The MFCC's DCT still comes from scipy.fft, which loads only scipy.special besides
-(device/features.py says why). scipy.signal stays the reference for training: converter/ may import it,
+(device/core/features.py says why). scipy.signal stays the reference for training: converter/ may import it,
 device/ may not.
 """
 

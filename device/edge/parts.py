@@ -1,6 +1,6 @@
 """The pieces the device service is made of: each runs on its own thread and reports progress.
 
-The daemon (device.daemon) starts them in order and stops them in mirror order; the watchdog is
+The daemon (device.edge.daemon) starts them in order and stops them in mirror order; the watchdog is
 petted only while every part's heartbeat is recent.
 """
 
@@ -13,9 +13,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 
-from device.config import DeviceConfig
-from device.outbox import Outbox
-from device.publisher import Publisher
+from device.edge.config import DeviceConfig
+from device.edge.outbox import Outbox
+from device.edge.publisher import Publisher
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from device import dsp
-from device.audio_io import Audio
+from device.core import dsp
+from device.core.audio_io import Audio
 
 ENVELOPE_RATE = 50  # Hz; the envelope has nothing faster than a heart sound (~50-100 ms)
 MIN_BPM, MAX_BPM = 30.0, 220.0

@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from device.contract import DEVICE_ID_RE, SITES
-from device.errors import ConfigError
-from device.local_threshold import problems as local_threshold_problems
+from device.core.contract import DEVICE_ID_RE, SITES
+from device.core.errors import ConfigError
+from device.core.local_threshold import problems as local_threshold_problems
 
 log = logging.getLogger(__name__)
 

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from device import contract
-from device.errors import ContractError, StethError
+from device.core import contract
+from device.core.errors import ContractError, StethError
 
 log = logging.getLogger(__name__)
 

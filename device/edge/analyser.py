@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from device import __version__
-from device.audio_io import Audio, encode_flac
-from device.outbox import Entry
+from device.core.audio_io import Audio, encode_flac
+from device.edge.outbox import Entry
 
 if TYPE_CHECKING:
-    from device.inference import Analysis, Classifier
+    from device.core.inference import Analysis, Classifier
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class Analyser:
     def classifiers(self) -> list[Classifier]:
         with self._lock:
             if self._classifiers is None:
-                from device.inference import load_model
+                from device.core.inference import load_model
 
                 self._classifiers = [load_model(name, threshold_dir=self.threshold_dir) for name in self.names]
                 for clf in self._classifiers:

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from device.audio_io import AUDIO_SUFFIXES, CONVERT_HINT, Audio, audio_info, read_audio
-from device.errors import InvalidAudioError, StethError, UnreadableAudioError
+from device.core.audio_io import AUDIO_SUFFIXES, CONVERT_HINT, Audio, audio_info, read_audio
+from device.core.errors import InvalidAudioError, StethError, UnreadableAudioError
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class Block:
 
 
 def to_mono(data: np.ndarray) -> np.ndarray:
-    """(frames, channels) -> (frames,) float32, the same mix as device.audio_io.read_audio."""
+    """(frames, channels) -> (frames,) float32, the same mix as device.core.audio_io.read_audio."""
     if data.ndim == 1:
         return data.astype(np.float32, copy=False)
     if data.shape[1] == 1:

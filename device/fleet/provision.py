@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from device import config as device_config
-from device.contract import DEVICE_ID_RE
-from device.errors import ConfigError, StethError
+from device.core.contract import DEVICE_ID_RE
+from device.core.errors import ConfigError, StethError
+from device.edge import config as device_config
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ class BundleSpec:
 
 
 def device_toml(spec: BundleSpec) -> str:
-    """The device's configuration, in the format of device/config.py (see the example config)."""
+    """The device's configuration, in the format of device/edge/config.py (see the example config)."""
     if spec.use_credential:
         secret = f"password_credential = {_toml_str(SECRET_NAME)}   # LoadCredential= in the systemd unit"
     else:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from device.errors import ModelError
+from device.core.errors import ModelError
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 A shipped model is a ``.tflite`` file and a sidecar ``.json`` in ``device/models/``: its labels, the
 FeatureParams it was trained with, its decision threshold, where it came from and how it scored. The
-recording goes through the same pipeline as in training (device.features), each window through the
+recording goes through the same pipeline as in training (device.core.features), each window through the
 int8 model (LiteRT), and the window probabilities are averaged into one decision per recording.
 """
 
@@ -21,13 +21,13 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from device import __version__
-from device.analysis import HeartRate, Quality, assess
-from device.audio_io import Audio, read_audio
-from device.errors import ClippedAudioError, ModelError, SilentAudioError
-from device.features import FeatureParams, check_samples, check_signal, frame_windows, preprocess, window_features
-from device.local_threshold import LocalThreshold
-from device.local_threshold import load as load_local_threshold
-from device.runtime import interpreter
+from device.core.analysis import HeartRate, Quality, assess
+from device.core.audio_io import Audio, read_audio
+from device.core.errors import ClippedAudioError, ModelError, SilentAudioError
+from device.core.features import FeatureParams, check_samples, check_signal, frame_windows, preprocess, window_features
+from device.core.local_threshold import LocalThreshold
+from device.core.local_threshold import load as load_local_threshold
+from device.core.runtime import interpreter
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class Analysis:
     # the model's raw score for its positive label (the mean over windows), before the threshold moves it
     # to 0.5; None for a model without one positive label. `steth calibrate` sets thresholds on it.
     score: float | None = None
-    # set when a local threshold (device/local_threshold.py), not the model's own, made the decision
+    # set when a local threshold (device/core/local_threshold.py), not the model's own, made the decision
     decision: dict[str, Any] | None = None
 
     @property

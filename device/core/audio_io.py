@@ -2,7 +2,7 @@
 
 Any WAV or FLAC libsndfile can decode (16/24/32-bit integer or float, any rate, any channel count) comes
 out as mono float32 in [-1, 1] with its sample rate. Nothing here resamples or filters: that is
-``device.features``.
+``device.core.features``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import BinaryIO
 import numpy as np
 import soundfile as sf
 
-from device.errors import EmptyAudioError, InvalidAudioError, UnreadableAudioError
+from device.core.errors import EmptyAudioError, InvalidAudioError, UnreadableAudioError
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 CONVERT_HINT = "give a WAV or FLAC recording; convert other formats with e.g. `ffmpeg -i in.mp3 out.wav`"

@@ -25,7 +25,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
 
-from device.errors import ContractError
+from device.core.errors import ContractError
 
 SCHEMA_VERSION = 1
 TOPIC_ROOT = f"steth/v{SCHEMA_VERSION}/devices"
@@ -97,7 +97,7 @@ def parse_topic(topic: str) -> tuple[str, str, str | None]:
 @functools.cache
 def schema(name: str) -> dict[str, Any]:
     """The JSON Schema 'result', 'status' or 'ack' (as shipped in device/schemas)."""
-    text = resources.files("device").joinpath("schemas", f"{name}.v{SCHEMA_VERSION}.json").read_text()
+    text = resources.files("device.core").joinpath("schemas", f"{name}.v{SCHEMA_VERSION}.json").read_text()
     data: dict[str, Any] = json.loads(text)
     return data
 

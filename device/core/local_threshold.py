@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from device.errors import ModelError
+from device.core.errors import ModelError
 
 SUFFIX = ".threshold.json"
 
@@ -115,7 +115,7 @@ def problems(folder: Path, model_names: Sequence[str]) -> list[str]:
 
     Reads the models' descriptions only (no interpreter), so the installer can check before a restart.
     """
-    from device.inference import describe_model
+    from device.core.inference import describe_model
 
     found = []
     for name in model_names:

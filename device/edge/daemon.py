@@ -25,14 +25,14 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from device import sdnotify
-from device.analyser import Analyser
-from device.config import DeviceConfig
-from device.delivery_lock import DeliveryLock
-from device.errors import BusyError, ModelError
-from device.outbox import Outbox
-from device.parts import Part, PublisherPart, open_outbox
-from device.producers import ContinuousProducer, Producer, ReplayProducer
+from device.core.errors import BusyError, ModelError
+from device.edge import sdnotify
+from device.edge.analyser import Analyser
+from device.edge.config import DeviceConfig
+from device.edge.delivery_lock import DeliveryLock
+from device.edge.outbox import Outbox
+from device.edge.parts import Part, PublisherPart, open_outbox
+from device.edge.producers import ContinuousProducer, Producer, ReplayProducer
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class Daemon:
             return
 
     def _take_delivery(self) -> None:
-        """Become the one process delivering this device's outbox (device/delivery_lock.py)."""
+        """Become the one process delivering this device's outbox (device/edge/delivery_lock.py)."""
         deadline = time.monotonic() + LOCK_WAIT_S
         said = False
         while not self.lock.acquire():

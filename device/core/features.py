@@ -3,7 +3,7 @@
 Training (converter/), the device and the dashboard all call these functions with the same
 ``FeatureParams``, which is saved beside every model, so a model can never be run with features it was
 not trained on. Every step is deterministic: the same samples give the same features, bit for bit.
-The filters and the resampler come from device/dsp.py (numpy): of scipy, only scipy.fft is loaded.
+The filters and the resampler come from device/core/dsp.py (numpy): of scipy, only scipy.fft is loaded.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Any, BinaryIO, Literal
 import numpy as np
 import scipy.fft
 
-from device import dsp
-from device.audio_io import Audio, read_audio
-from device.errors import (
+from device.core import dsp
+from device.core.audio_io import Audio, read_audio
+from device.core.errors import (
     ClippedAudioError,
     ConfigError,
     EmptyAudioError,

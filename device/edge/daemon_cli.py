@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from device import config as device_config
+from device.edge import config as device_config
 
 
 def register(sub: Any) -> None:
@@ -48,7 +48,7 @@ def _log_level(level: str) -> None:
 
 
 def run_daemon(args: argparse.Namespace) -> int:
-    from device.daemon import Daemon
+    from device.edge.daemon import Daemon
 
     config = device_config.load(args.config)
     if not args.verbose:
@@ -69,14 +69,14 @@ def validate(args: argparse.Namespace) -> int:
 
 
 def list_inputs(args: argparse.Namespace) -> int:
-    from device.sources import describe_inputs, list_devices
+    from device.edge.sources import describe_inputs, list_devices
 
     print(describe_inputs(list_devices()))
     return 0
 
 
 def outbox_status(args: argparse.Namespace) -> int:
-    from device.parts import open_outbox
+    from device.edge.parts import open_outbox
 
     config = device_config.load(args.config)
     with open_outbox(config) as box:

@@ -44,10 +44,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from device import __version__, contract
-from device.config import BrokerConfig
-from device.errors import ContractError
-from device.outbox import Outbox, OutboxError, Pending
+from device import __version__
+from device.core import contract
+from device.core.errors import ContractError
+from device.edge.config import BrokerConfig
+from device.edge.outbox import Outbox, OutboxError, Pending
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class Publisher:
     """Drains one outbox to the broker. Call ``step()`` in a loop (or ``run(stop)``), then ``close()``.
 
     ``announce=False`` makes a one-off sender (``steth record --send``, only while the device service
-    is not running: device/delivery_lock.py): no status, no last will. It is the device, with the
+    is not running: device/edge/delivery_lock.py): no status, no last will. It is the device, with the
     device's client id (which the broker enforces) and the device's persistent session, so the acks
     it leaves unread wait there for the service.
     """

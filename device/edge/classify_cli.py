@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from device.audio_io import AUDIO_SUFFIXES
-from device.errors import AudioError, ModelError
+from device.core.audio_io import AUDIO_SUFFIXES
+from device.core.errors import AudioError, ModelError
 
 
 def register(sub: Any) -> None:
@@ -36,8 +36,8 @@ def expand(paths: list[Path]) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from device.analyser import NOTICE, answer
-    from device.inference import load_model
+    from device.core.inference import load_model
+    from device.edge.analyser import NOTICE, answer
 
     try:
         clf = load_model(args.model, threshold_dir=args.threshold_dir)

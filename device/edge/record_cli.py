@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from device import config as device_config
-from device.analyser import NOTICE, Analyser, Recording, answer, make_entries
-from device.contract import SITES
-from device.errors import AudioError
-from device.outbox import OutboxError, OutboxFullError
+from device.core.contract import SITES
+from device.core.errors import AudioError
+from device.edge import config as device_config
+from device.edge.analyser import NOTICE, Analyser, Recording, answer, make_entries
+from device.edge.outbox import OutboxError, OutboxFullError
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,9 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from device.parts import open_outbox
-    from device.producers import make_source
-    from device.sources import ReplaySource
+    from device.edge.parts import open_outbox
+    from device.edge.producers import make_source
+    from device.edge.sources import ReplaySource
 
     config = device_config.load(args.config)
     length = args.seconds or config.audio.record_seconds
@@ -129,13 +129,13 @@ def _print(args: argparse.Namespace, analyses: list[Any], entries: list[Any], er
 
 
 def _send_now(config: device_config.DeviceConfig, box: Any, timeout: float) -> None:
-    from device.delivery_lock import DeliveryLock
-    from device.publisher import Publisher
+    from device.edge.delivery_lock import DeliveryLock
+    from device.edge.publisher import Publisher
 
     with DeliveryLock(config.outbox.path) as lock:
         if not lock.acquire():
             # the broker gives both the device's own client id: a second connection would take the
-            # service's session away from it (device/delivery_lock.py)
+            # service's session away from it (device/edge/delivery_lock.py)
             print("The device service is running: it delivers the result.", file=sys.stderr)
             return
         publisher = Publisher(config.broker, config.device_id, box, announce=False)
