@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from device.errors import DatasetError
+from device.core.errors import DatasetError
 
 CIRCOR = "circor2022"
 PATIENTS_FILE = "development_patients.txt"

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "converter.convert",
     "converter.evaluate",
     "converter.calibrate",
+    "converter.segmenter",
     "device.edge.classify_cli",
     "device.edge.record_cli",
     "device.edge.daemon_cli",
