@@ -44,9 +44,7 @@ def register(sub: Any) -> None:
     p.add_argument("--hidden", default="64,32", help="hidden layer sizes")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--frame-step", type=int, default=3, help="train on every n-th annotated frame")
-    p.add_argument(
-        "--final", action="store_true", help="train on train+validation and score the test patients (once)"
-    )
+    p.add_argument("--final", action="store_true", help="train on train+validation and score the test patients (once)")
     p.add_argument("--cache", help="folder to keep each recording's frame features in between runs")
     p.add_argument("--limit", type=int, default=0, help="use only this many recordings (quick runs)")
     p.set_defaults(func=run)
@@ -123,7 +121,9 @@ def fit_durations(recs: Sequence[circor.CircorRecording]) -> sg.DurationModel:
         b.append(float(coef[1]))
         c.append(float(res.std()))
         e.append(0.06 if j in (1, 3) else 0.0)
-    return sg.DurationModel((a[0], a[1], a[2], a[3]), (b[0], b[1], b[2], b[3]), (c[0], c[1], c[2], c[3]), (e[0], e[1], e[2], e[3]))
+    return sg.DurationModel(
+        (a[0], a[1], a[2], a[3]), (b[0], b[1], b[2], b[3]), (c[0], c[1], c[2], c[3]), (e[0], e[1], e[2], e[3])
+    )
 
 
 def train_model(
@@ -147,7 +147,9 @@ def train_model(
     )
     log.info("training on %d frames x %d inputs", *x.shape)
     clf.fit((x - mean) / std, y)
-    layers = tuple((w.astype(np.float32), b.astype(np.float32)) for w, b in zip(clf.coefs_, clf.intercepts_, strict=True))
+    layers = tuple(
+        (w.astype(np.float32), b.astype(np.float32)) for w, b in zip(clf.coefs_, clf.intercepts_, strict=True)
+    )
     priors = np.bincount(y, minlength=4) / len(y)
     durations = fit_durations([it.rec for it in items])
     return sg.SegmenterModel(layers, mean, std, priors.astype(np.float64), durations, {})
@@ -221,7 +223,9 @@ class Scores:
             "f1_s1": round(self.f1("S1"), 4),
             "f1_s2": round(self.f1("S2"), 4),
             "sounds": {k: {"tp": self.tp[k], "detected": self.n_det[k], "annotated": self.n_ref[k]} for k in self.tp},
-            "recording_f1_p10": round(float(np.percentile(self.per_recording_f1, 10)), 4) if self.per_recording_f1 else None,
+            "recording_f1_p10": round(float(np.percentile(self.per_recording_f1, 10)), 4)
+            if self.per_recording_f1
+            else None,
             "heart_rate": self.heart_rate(),
         }
 

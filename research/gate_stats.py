@@ -95,13 +95,46 @@ def main() -> int:
         part = {r.record_id: "train" for r in train} | {r.record_id: "val" for r in val}
         part |= {r.record_id: "test" for r in test}
         for r in recs:
-            items.append(({"dataset": "circor", "subset": r.site, "label": r.murmur, "split": part[r.record_id], "id": r.record_id}, r.path))
+            items.append(
+                (
+                    {
+                        "dataset": "circor",
+                        "subset": r.site,
+                        "label": r.murmur,
+                        "split": part[r.record_id],
+                        "id": r.record_id,
+                    },
+                    r.path,
+                )
+            )
     if "physionet" in only:
         for r in ds.load_physionet2016(data):
-            items.append(({"dataset": "physionet", "subset": r.subset, "label": r.label or "", "split": "", "id": r.record_id}, r.path))
+            items.append(
+                (
+                    {
+                        "dataset": "physionet",
+                        "subset": r.subset,
+                        "label": r.label or "",
+                        "split": "",
+                        "id": r.record_id,
+                    },
+                    r.path,
+                )
+            )
     if "pascal" in only:
         for r in ds.load_pascal2011(data):
-            items.append(({"dataset": "pascal", "subset": r.subset, "label": r.label or "", "split": r.sublabel, "id": r.record_id}, r.path))
+            items.append(
+                (
+                    {
+                        "dataset": "pascal",
+                        "subset": r.subset,
+                        "label": r.label or "",
+                        "split": r.sublabel,
+                        "id": r.record_id,
+                    },
+                    r.path,
+                )
+            )
     if "synthetic" in only:
         for name, audio in synthetic():
             items.append(({"dataset": "synthetic", "subset": "", "label": name, "split": "", "id": name}, audio))

@@ -171,9 +171,7 @@ class SegmenterModel:
                 )
             with np.load(npz) as z:
                 n_layers = sum(1 for k in z.files if k.startswith("w"))
-                layers = tuple(
-                    (z[f"w{i}"].astype(np.float32), z[f"b{i}"].astype(np.float32)) for i in range(n_layers)
-                )
+                layers = tuple((z[f"w{i}"].astype(np.float32), z[f"b{i}"].astype(np.float32)) for i in range(n_layers))
                 mean, std, priors = z["mean"], z["std"], z["priors"]
             durations = DurationModel.from_dict(meta["durations"])
         except (OSError, KeyError, ValueError) as exc:

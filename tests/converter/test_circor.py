@@ -8,7 +8,7 @@ import pytest
 
 from converter import circor
 from converter.data_cli import summarise_circor
-from device.errors import DatasetError
+from device.core.errors import DatasetError
 
 
 @pytest.fixture(scope="session")
