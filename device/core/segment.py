@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ OFFSETS = (-24, -16, -12, -8, -6, -4, -3, -2, -1, 0, 1, 2, 3, 4, 6, 8, 12, 16, 2
 STATES = ("S1", "systole", "S2", "diastole")
 N_FEATURES = len(BAND_EDGES)  # the bands and the total
 MIN_BPM, MAX_BPM = 30.0, 220.0
-MIN_FRAMES = 2  # no state lasts under 40 ms: the decoder can fill two frames per step
+MIN_FRAMES = 3  # no state is decoded shorter than 60 ms: the decoder fills three frames per step
 MODEL_NAME = "segmenter"
 
 
@@ -155,7 +155,7 @@ class SegmenterModel:
         for i, (w, b) in enumerate(self.layers):
             arrays[f"w{i}"] = w.astype(np.float32)
             arrays[f"b{i}"] = b.astype(np.float32)
-        np.savez_compressed(path.with_suffix(".npz"), **arrays)
+        np.savez_compressed(path.with_suffix(".npz"), allow_pickle=False, **arrays)
         full = {**meta, "durations": self.durations.as_dict(), "features": feature_settings()}
         path.with_suffix(".json").write_text(json.dumps(full, indent=2) + "\n")
 
@@ -254,7 +254,8 @@ def decode(log_b: np.ndarray, durations: list[np.ndarray], dmax: list[int]) -> t
 
     ``log_b``: (T, 4) log emission scores. The first and last segments may be cut by the recording's
     edges: the first has no duration penalty, the last may run past the end (the frames beyond score 0).
-    Every state lasts at least MIN_FRAMES, so MIN_FRAMES frames can be scored per step.
+    Every state lasts at least MIN_FRAMES, so the MIN_FRAMES segment ends of a step depend only on
+    starts already scored, and are scored together: a Python step per MIN_FRAMES frames.
     """
     t_len = len(log_b)
     big = max(dmax)
@@ -262,45 +263,39 @@ def decode(log_b: np.ndarray, durations: list[np.ndarray], dmax: list[int]) -> t
     cum = np.zeros((total + 1, 4))
     cum[1 : t_len + 1] = np.cumsum(log_b, axis=0)
     cum[t_len + 1 :] = cum[t_len]
-    # logp[j, d-1]; -inf beyond a state's dmax
+    # logp_rev[j, k]: log-probability of duration big - k (so that it lines up with the window below)
     logp = np.full((4, big), -np.inf)
     for j in range(4):
         logp[j, : dmax[j]] = durations[j]
-    first = np.where(np.isfinite(logp), 0.0, -np.inf)  # the first segment: any allowed length
-    first[:, : MIN_FRAMES - 1] = 0.0
+    logp_rev = logp[:, ::-1].copy()
+    # the first segment, from frame 0: any length up to the state's dmax, no duration penalty
+    first = np.full((total + 1, 4), -np.inf)
+    for j in range(4):
+        first[1 : dmax[j] + 1, j] = np.log(0.25)
+    # start[big + s, j]: score of the best path whose segment of state j starts at frame s, minus cum[s, j]
+    start = np.full((total + 1 + big, 4), -np.inf)
+    windows = np.lib.stride_tricks.sliding_window_view(start, big, axis=0)  # [t] = starts t-big .. t-1
     delta = np.full((total + 1, 4), -np.inf)
     best_d = np.zeros((total + 1, 4), dtype=np.int32)
-    # start[s, j]: score of a segment of state j starting at frame s, minus cum[s, j]
-    start = np.full((total + 1, 4), -np.inf)
     prev = np.array([3, 0, 1, 2])
-    d_range = np.arange(1, big + 1)
-    t = 1
-    while t <= total:
-        ts = np.arange(t, min(t + MIN_FRAMES, total + 1))
-        s = ts[:, None] - d_range[None, :]  # (m, big) start frames
-        valid = s >= 0
-        sc = np.where(valid, s, 0)
-        cand = start[sc, :] + logp.T[None, :, :]  # (m, big, 4)
-        at0 = sc == 0
-        if at0.any():
-            cand0 = np.log(0.25) + first.T[None, :, :] - 0.0
-            cand = np.where(at0[:, :, None], np.maximum(cand, cand0), cand)
-        cand = np.where(valid[:, :, None], cand, -np.inf)
-        k = np.argmax(cand, axis=1)  # (m, 4)
-        best = np.take_along_axis(cand, k[:, None, :], axis=1)[:, 0, :]
-        delta[ts] = best + cum[ts]
-        best_d[ts] = k + 1
-        start[ts] = delta[ts][:, prev] - cum[ts]
-        start[ts[ts >= t_len]] = -np.inf  # nothing starts after the recording ends
-        t += len(ts)
+    for t in range(1, total + 1, MIN_FRAMES):
+        u = min(t + MIN_FRAMES, total + 1)
+        cand = windows[t:u] + logp_rev  # (m, 4, big)
+        k = np.argmax(cand, axis=2)
+        best = np.take_along_axis(cand, k[:, :, None], axis=2)[:, :, 0]
+        from_first = first[t:u] > best
+        best_d[t:u] = np.where(from_first, np.arange(t, u)[:, None], big - k)
+        d_t = np.maximum(best, first[t:u]) + cum[t:u]
+        delta[t:u] = d_t
+        if t < t_len:  # nothing starts after the recording ends
+            start[big + t : big + min(u, t_len)] = (d_t[:, prev] - cum[t:u])[: min(u, t_len) - t]
     ends = delta[t_len:]
     flat = int(np.argmax(ends))
     t_end, j = t_len + flat // 4, flat % 4
     score = float(ends.flat[flat])
     states = np.empty(t_len, dtype=np.int8)
     while t_end > 0:
-        d = int(best_d[t_end, j])
-        s0 = t_end - d
+        s0 = t_end - int(best_d[t_end, j])
         states[max(s0, 0) : min(t_end, t_len)] = j
         t_end, j = s0, int(prev[j])
     return states, score
@@ -319,6 +314,17 @@ class Segmentation:
     periodicity: float  # 0..1, how strongly the S1/S2 probabilities repeat at that cycle
     fit: float  # 0..1, mean probability the classifier gives the decoded state: low = no heart sounds
     confident_frames: float  # share of frames where the classifier is sure (max probability >= 0.6)
+    frame_fit: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per frame: probability of its state
+
+    def good_share(self, threshold: float, block_s: float = 1.0) -> float:
+        """Share of ``block_s`` blocks where the decoded cycles fit the classifier (mean frame fit at
+        least ``threshold``): the part of the recording where heart sounds are heard clearly."""
+        k = int(block_s * FRAME_RATE)
+        n = len(self.frame_fit) // k
+        if n == 0:
+            return float(np.mean(self.frame_fit) >= threshold) if len(self.frame_fit) else 0.0
+        blocks = self.frame_fit[: n * k].reshape(n, k).mean(axis=1)
+        return float(np.mean(blocks >= threshold))
 
 
 def _centres(states: np.ndarray, state: int) -> list[float]:
@@ -335,21 +341,28 @@ def segment_posteriors(post: np.ndarray, model: SegmenterModel) -> Segmentation:
     n = len(post)
     if n < MIN_FRAMES * 8:
         return Segmentation(np.zeros(n, dtype=np.int8), [], [], None, None, 0.0, 0.0, 0.0)
-    candidates = cycle_candidates(post)
+    # one decoding at the best-repeating cycle: on validation patients, decoding at the two best and
+    # keeping the higher-scoring path, or the better-fitting one, read more rates at half or double
+    candidates = cycle_candidates(post, 1)
+    cycle, strength = candidates[0] if candidates else (0.8, 0.0)
     log_b = np.log(np.clip(post / model.priors, 1e-8, None))
-    best: tuple[float, np.ndarray, float, float] | None = None
-    for cycle, strength in candidates[:2] or [(0.8, 0.0)]:
-        durations, dmax = model.durations.frames(cycle)
-        states, score = decode(log_b, durations, dmax)
-        if best is None or score > best[0]:
-            best = (score, states, cycle, strength)
-    assert best is not None
-    _, states, cycle, strength = best
+    durations, dmax = model.durations.frames(cycle)
+    states, _ = decode(log_b, durations, dmax)
     s1, s2 = _centres(states, 0), _centres(states, 2)
     bpm = heart_rate_from_s1(s1)
-    fit = float(np.mean(post[np.arange(n), states]))
+    frame_fit = post[np.arange(n), states]
     confident = float(np.mean(post.max(axis=1) >= 0.6))
-    return Segmentation(states, s1, s2, bpm, round(cycle, 3), round(strength, 3), round(fit, 3), round(confident, 3))
+    return Segmentation(
+        states,
+        s1,
+        s2,
+        bpm,
+        round(cycle, 3),
+        round(strength, 3),
+        round(float(frame_fit.mean()), 3),
+        round(confident, 3),
+        frame_fit,
+    )
 
 
 def heart_rate_from_s1(s1: list[float]) -> float | None:
