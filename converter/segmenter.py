@@ -290,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
         "states": list(sg.STATES),
         "data": {
             "dataset": circor.CIRCOR,
-            "patients_file": str(args.patients or "development_patients.txt in the CirCor folder"),
+            "patients_file": Path(args.patients).name if args.patients else circor.PATIENTS_FILE,
             "recordings": len(recs),
             "split": {
                 "by": "patient split group (Additional ID links kept together), stratified by murmur label",
@@ -299,6 +299,8 @@ def run(args: argparse.Namespace) -> int:
                 "val_patients": len({r.patient for r in val}),
                 "test_patients": len({r.patient for r in test}),
                 "trained_on": "train",
+                # never trained on: tests on the shared slice use these patients only
+                "unseen_patients": sorted({r.patient for r in val + test}),
             },
         },
         "classifier": {"hidden": list(hidden), "parameters": int(n_params), "frame_step": args.frame_step},
