@@ -55,8 +55,8 @@ class HeartRate:
 REASONS = ("too_short", "silence", "clipping", "no_heart_sounds", "noise")
 # The gate's rules on the segmentation, chosen on CirCor validation patients the segmenter never trained
 # on (research/gate_stats.py; figures on other data in device/models/MODEL_CARD.md):
-MIN_SEG_PERIODICITY = 0.15  # S1/S2 probabilities that hardly repeat at any cycle length: no heart sounds
-MIN_SEG_FIT = 0.5  # decoded cycles the classifier mostly disagrees with: no heart sounds
+MIN_SEG_PERIODICITY = 0.2  # S1/S2 probabilities that hardly repeat at any cycle length: no heart sounds
+MIN_SEG_FIT = 0.55  # decoded cycles the classifier mostly disagrees with: no heart sounds
 GOOD_BLOCK_FIT = 0.65  # a 1 s block whose frames agree this well with the decoded cycles is clearly heard
 MIN_GOOD_SHARE = 0.2  # under this share of clearly heard seconds: noise over most of the recording
 

@@ -151,6 +151,7 @@ class Analysis:
         }
 
 
+CLIPPING_LEVEL = 0.5  # of full scale: a peak below it cannot be the converter's clipping
 MAX_CYCLES = 300  # S1 (and S2) times in a result: 2 minutes at 150 bpm
 
 
@@ -243,10 +244,18 @@ class Classifier:
         """Classify one recording. Unusable signal (silent, clipped, no rhythm) gives label 'unsure'."""
         check_samples(audio)  # EmptyAudioError / InvalidAudioError: nothing to analyse
         blocking: list[str] = []
+        reason = ""
         try:
             check_signal(audio, self.params)
-        except (SilentAudioError, ClippedAudioError) as exc:
+        except SilentAudioError as exc:
             blocking.append(f"{exc.message.split(': ', 1)[-1]}: {exc.hint}")
+            reason = "silence"
+        except ClippedAudioError as exc:
+            # many samples at the peak, but far from full scale: a flat-topped signal (a pure tone), not
+            # clipping; the segmentation says whether it holds heart sounds
+            if float(np.max(np.abs(audio.samples))) >= CLIPPING_LEVEL:
+                blocking.append(f"{exc.message.split(': ', 1)[-1]}: {exc.hint}")
+                reason = "clipping"
         x = preprocess(audio.samples, audio.sample_rate, self.params)
         # under 2 s: TooShortError propagates, nothing to say; 2-5 s: repeated to one window
         windows = analysis_windows(x, self.params, audio.source)
@@ -256,7 +265,6 @@ class Classifier:
         seg = segment.segment(x2k, self.segmenter)
         quality, hr = assess(audio, x, self.params.sample_rate, seg)
         if blocking:
-            reason = "silence" if any("silent" in b for b in blocking) else "clipping"
             quality = Quality(0.0, False, blocking + [i for i in quality.issues if i not in blocking], reason)
         return self._decide(probs, quality, hr, audio, seg)
 
