@@ -278,17 +278,23 @@ def decode(log_b: np.ndarray, durations: list[np.ndarray], dmax: list[int]) -> t
     delta = np.full((total + 1, 4), -np.inf)
     best_d = np.zeros((total + 1, 4), dtype=np.int32)
     prev = np.array([3, 0, 1, 2])
+    steps = np.arange(MIN_FRAMES)
     for t in range(1, total + 1, MIN_FRAMES):
         u = min(t + MIN_FRAMES, total + 1)
         cand = windows[t:u] + logp_rev  # (m, 4, big)
-        k = np.argmax(cand, axis=2)
-        best = np.take_along_axis(cand, k[:, :, None], axis=2)[:, :, 0]
-        from_first = first[t:u] > best
-        best_d[t:u] = np.where(from_first, np.arange(t, u)[:, None], big - k)
-        d_t = np.maximum(best, first[t:u]) + cum[t:u]
+        k = cand.argmax(axis=2)
+        best = cand.max(axis=2)
+        if t <= big:  # the first segment can still end here
+            from_first = first[t:u] > best
+            best = np.where(from_first, first[t:u], best)
+            best_d[t:u] = np.where(from_first, (t + steps[: u - t])[:, None], big - k)
+        else:
+            best_d[t:u] = big - k
+        d_t = best + cum[t:u]
         delta[t:u] = d_t
         if t < t_len:  # nothing starts after the recording ends
-            start[big + t : big + min(u, t_len)] = (d_t[:, prev] - cum[t:u])[: min(u, t_len) - t]
+            v = min(u, t_len)
+            start[big + t : big + v] = d_t[: v - t, prev] - cum[t:v]
     ends = delta[t_len:]
     flat = int(np.argmax(ends))
     t_end, j = t_len + flat // 4, flat % 4
