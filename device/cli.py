@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "converter.evaluate",
     "converter.calibrate",
     "converter.murmur",
+    "converter.segmenter",
     "device.edge.classify_cli",
     "device.edge.exam_cli",
     "device.edge.record_cli",
