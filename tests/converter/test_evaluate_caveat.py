@@ -6,6 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from converter.datasets import Recording
 from converter.evaluate import caveat, trained_on
 from device.cli import main
@@ -49,3 +51,25 @@ def test_no_caveat_when_none_of_the_recordings_trained_it(samples_dir, tmp_path,
     (held_out / "REFERENCE.csv").write_text("\n".join(rows) + "\n")
     assert main(["evaluate", str(held_out)]) == 0
     assert "CAVEAT" not in capsys.readouterr().out
+
+
+def test_the_murmur_model_scored_on_the_circor_slice_says_which_recordings_trained_it(data_dir, capsys):
+    if not (models_dir() / "murmur.tflite").exists() or not (data_dir / "circor2022").is_dir():
+        pytest.skip("needs the shipped murmur model and the CirCor slice")
+    meta = json.loads((models_dir() / "murmur.json").read_text())
+    assert main(["evaluate", str(data_dir / "circor2022"), "--model", "murmur", "--json"]) == 0
+    out = capsys.readouterr()
+    report = json.loads(out.out)
+    listed = set(meta["training_recordings"])
+    stems = {p.stem for p in (data_dir / "circor2022" / "training_data").glob("*.flac")}
+    assert 0 < report["trained_on"] <= len(stems & listed)
+    assert f"CAVEAT: {report['trained_on']} of {report['n']}" in out.err
+    # scored on the murmur label: present recordings are the positives
+    assert report["groups"]["all"]["n_abnormal"] > 0
+
+
+def test_a_model_is_not_scored_on_labels_it_does_not_have(data_dir, capsys):
+    if not (data_dir / "circor2022").is_dir():
+        pytest.skip("needs the CirCor slice")
+    assert main(["evaluate", str(data_dir / "circor2022")]) == 2
+    assert "not with this model's labels" in capsys.readouterr().err
