@@ -25,6 +25,8 @@ SECTION_HEADERS = {
     "status": "## Status against the project's targets",
     "screening": "## Screening model (`screening`)",
     "sound_type": "## Sound-type model (`sound_type`)",
+    # written by hand from `steth train-segmenter` and tests/benchmarks/eval_quality.py; kept as it is
+    "segmenter": "## Heart cycles and signal quality (`segmenter`)",
 }
 
 
@@ -276,8 +278,9 @@ def sound_type_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str
 FOOTER = """## Intended use
 
 Screening support for clinicians: a prompt to listen again, refer or investigate. **Not a diagnosis.**
-A result of *unsure* means the recording is not fit to decide on (silence, clipping, no clear rhythm,
-noise bursts): record again.
+A result of *unsure* means the recording cannot be assessed (silence, clipping, no heart sounds found,
+noise over most of it; `quality.reason` says which): record again. The model's probabilities are
+reported beside it.
 
 ## Known limits
 
@@ -291,8 +294,8 @@ noise bursts): record again.
   every result decided that way says so.
 - Noise: recordings in noisy wards score worse (training-b, PASCAL noisy sublabels); the quality gate
   turns the worst into *unsure*, which costs sensitivity on some abnormal recordings.
-- The screening model decides per recording from 5 s windows; recordings shorter than 5 s cannot be
-  screened. Abnormal covers many conditions (valve disease, murmurs, CAD in training-e) that the model
+- The screening model decides per recording from 5 s windows; a recording of 2-5 s is repeated end to
+  end to fill one window (fewer heart cycles: a less steady answer), and one under 2 s gets none. Abnormal covers many conditions (valve disease, murmurs, CAD in training-e) that the model
   does not tell apart.
 - The screening model listens up to 700 Hz (since 0.4.0; 400 Hz before) and normalises over the whole
   recording. Over three training seeds that raised cross-validated MAcc outside training-e (+0.04) and
@@ -459,6 +462,7 @@ def write(
                 lines += ablation_section(summarise(ablation))
         else:
             lines += _kept_section(card, SECTION_HEADERS[name])
+    lines += _kept_section(card, SECTION_HEADERS["segmenter"])
     lines.append(FOOTER)
     card.write_text("\n".join(lines))
     return card

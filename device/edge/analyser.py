@@ -126,6 +126,10 @@ def answer(analysis: Analysis) -> str:
     ]
     if analysis.rerecord_reason:
         lines.append(f"re-record: {analysis.rerecord_reason}")
+    if analysis.label == "unsure" and analysis.probabilities:
+        # what the model said, for the clinician: the recording, not the heart, made it unsure
+        said = ", ".join(f"{k} {v:.0%}" for k, v in analysis.probabilities.items())
+        lines.append(f"Model alone:     {said} (not an answer: the recording could not be assessed)")
     lines.append(f"Model:           {analysis.model.name} {analysis.model.version}")
     if analysis.decision:
         d = analysis.decision
