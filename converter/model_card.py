@@ -293,10 +293,12 @@ reported beside it.
   decision threshold on such recordings where cross-validation on them shows a gain (docs/deploy.md);
   every result decided that way says so.
 - Noise: recordings in noisy wards score worse (training-b, PASCAL noisy sublabels); the quality gate
-  turns the worst into *unsure*, which costs sensitivity on some abnormal recordings.
+  turns the worst into *unsure*. It still does so more often for abnormal recordings than for normal
+  ones on PhysioNet 2016 (see the segmenter section).
 - The screening model decides per recording from 5 s windows; a recording of 2-5 s is repeated end to
-  end to fill one window (fewer heart cycles: a less steady answer), and one under 2 s gets none. Abnormal covers many conditions (valve disease, murmurs, CAD in training-e) that the model
-  does not tell apart.
+  end to fill one window (fewer heart cycles: a less steady answer), and one under 2 s gets none.
+  Abnormal covers many conditions (valve disease, murmurs, CAD in training-e) that the model does not
+  tell apart.
 - The screening model listens up to 700 Hz (since 0.4.0; 400 Hz before) and normalises over the whole
   recording. Over three training seeds that raised cross-validated MAcc outside training-e (+0.04) and
   leave-one-database-out MAcc (+0.03), but not how well it ranks a database it never heard (AUC -0.01);
