@@ -38,7 +38,7 @@ OFFSETS = (-24, -16, -12, -8, -6, -4, -3, -2, -1, 0, 1, 2, 3, 4, 6, 8, 12, 16, 2
 STATES = ("S1", "systole", "S2", "diastole")
 N_FEATURES = len(BAND_EDGES)  # the bands and the total
 MIN_BPM, MAX_BPM = 30.0, 220.0
-MIN_FRAMES = 3  # no state is decoded shorter than 60 ms: the decoder fills three frames per step
+MIN_FRAMES = 4  # no state is decoded shorter than 80 ms: the decoder fills four frames per step
 MODEL_NAME = "segmenter"
 
 
