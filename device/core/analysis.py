@@ -60,10 +60,14 @@ REASONS = ("too_short", "silence", "clipping", "no_heart_sounds", "noise")
 # and rubbing give. MIN_GOOD_SHARE reads "noise over most of it" as more than 60% of the seconds unclear.
 # The values were set after seeing PhysioNet and PASCAL figures as well (device/models/MODEL_CARD.md).
 MIN_SEG_FIT = 0.55  # decoded cycles the classifier mostly disagrees with: no heart sounds
-WEAK_RHYTHM = 0.2  # S1/S2 probabilities that hardly repeat at the decoded cycle length...
+WEAK_RHYTHM = 0.25  # S1/S2 probabilities that hardly repeat at the decoded cycle length...
 WEAK_RHYTHM_FIT = 0.7  # ...with cycles that fit only this well: no heart sounds
-GOOD_BLOCK_FIT = 0.65  # a 1 s block whose frames agree this well with the decoded cycles is clearly heard
+GOOD_BLOCK_FIT = 0.55  # a 1 s block whose frames agree this well with the decoded cycles is clearly heard
 MIN_GOOD_SHARE = 0.4  # under this share of clearly heard seconds: noise over most of the recording
+# regular noise bursts can pass for loosely fitting cycles (rubbing once a second): then hardly any second
+# fits well
+CLEAR_BLOCK_FIT = 0.65
+MIN_CLEAR_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -216,7 +220,7 @@ def assess(
     if len(seg.s1) < 2 or seg.fit < MIN_SEG_FIT or weak_rhythm:
         reasons.append("no_heart_sounds")
         issues.append("no heart sounds found: place the stethoscope firmly on the chest, hold still")
-    elif good < MIN_GOOD_SHARE:
+    elif good < MIN_GOOD_SHARE or seg.good_share(CLEAR_BLOCK_FIT) < MIN_CLEAR_SHARE:
         reasons.append("noise")
         issues.append(
             f"heart sounds clear in only {good:.0%} of the recording (movement, rubbing, talking): record again"
