@@ -26,6 +26,8 @@ SECTION_HEADERS = {
     "screening": "## Screening model (`screening`)",
     "sound_type": "## Sound-type model (`sound_type`)",
     "murmur": "## Murmur model (`murmur`)",
+    # written by hand from `steth train-segmenter` and tests/benchmarks/eval_quality.py; kept as it is
+    "segmenter": "## Heart cycles and signal quality (`segmenter`)",
 }
 
 
@@ -376,8 +378,9 @@ def sound_type_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str
 FOOTER = """## Intended use
 
 Screening support for clinicians: a prompt to listen again, refer or investigate. **Not a diagnosis.**
-A result of *unsure* means the recording is not fit to decide on (silence, clipping, no clear rhythm,
-noise bursts): record again.
+A result of *unsure* means the recording cannot be assessed (silence, clipping, no heart sounds found,
+noise over most of it; `quality.reason` says which): record again. The model's probabilities are
+reported beside it.
 
 ## Known limits
 
@@ -390,10 +393,12 @@ noise bursts): record again.
   decision threshold on such recordings where cross-validation on them shows a gain (docs/deploy.md);
   every result decided that way says so.
 - Noise: recordings in noisy wards score worse (training-b, PASCAL noisy sublabels); the quality gate
-  turns the worst into *unsure*, which costs sensitivity on some abnormal recordings.
-- The screening model decides per recording from 5 s windows; recordings shorter than 5 s cannot be
-  screened. Abnormal covers many conditions (valve disease, murmurs, CAD in training-e) that the model
-  does not tell apart.
+  turns the worst into *unsure*. It still does so more often for abnormal recordings than for normal
+  ones on PhysioNet 2016 (see the segmenter section).
+- The screening model decides per recording from 5 s windows; a recording of 2-5 s is repeated end to
+  end to fill one window (fewer heart cycles: a less steady answer), and one under 2 s gets none.
+  Abnormal covers many conditions (valve disease, murmurs, CAD in training-e) that the model does not
+  tell apart.
 - The screening model listens up to 700 Hz (since 0.4.0; 400 Hz before) and normalises over the whole
   recording. Over three training seeds that raised cross-validated MAcc outside training-e (+0.04) and
   leave-one-database-out MAcc (+0.03), but not how well it ranks a database it never heard (AUC -0.01);
@@ -561,6 +566,7 @@ def write(
                 lines += ablation_section(summarise(ablation))
         else:
             lines += _kept_section(card, SECTION_HEADERS[name])
+    lines += _kept_section(card, SECTION_HEADERS["segmenter"])
     lines.append(FOOTER)
     card.write_text("\n".join(lines))
     return card

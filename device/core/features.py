@@ -396,7 +396,7 @@ def analysis_windows(x: np.ndarray, params: FeatureParams, source: str = "record
     if n < MIN_DURATION_S * params.sample_rate:
         raise TooShortError(
             f"{source}: {n / params.sample_rate:.2f} s is shorter than the {MIN_DURATION_S:g} s minimum",
-            f"record at least {MIN_DURATION_S:g} s ({params.window_s:g} s or more gives a steadier answer)",
+            f"record at least {MIN_DURATION_S:g} s; {params.window_s:g} s or more gives a steadier answer",
         )
     if n < win:
         x = np.resize(x, win)  # repeats x from its start

@@ -38,7 +38,7 @@ OFFSETS = (-24, -16, -12, -8, -6, -4, -3, -2, -1, 0, 1, 2, 3, 4, 6, 8, 12, 16, 2
 STATES = ("S1", "systole", "S2", "diastole")
 N_FEATURES = len(BAND_EDGES)  # the bands and the total
 MIN_BPM, MAX_BPM = 30.0, 220.0
-MIN_FRAMES = 3  # no state is decoded shorter than 60 ms: the decoder fills three frames per step
+MIN_FRAMES = 4  # no state is decoded shorter than 80 ms: the decoder fills four frames per step
 MODEL_NAME = "segmenter"
 
 
@@ -276,32 +276,29 @@ def decode(log_b: np.ndarray, durations: list[np.ndarray], dmax: list[int]) -> t
     start = np.full((total + 1 + big, 4), -np.inf)
     windows = np.lib.stride_tricks.sliding_window_view(start, big, axis=0)  # [t] = starts t-big .. t-1
     delta = np.full((total + 1, 4), -np.inf)
-    best_d = np.zeros((total + 1, 4), dtype=np.int32)
     prev = np.array([3, 0, 1, 2])
-    steps = np.arange(MIN_FRAMES)
+    # forward: the best score of a segment of each state ending at each frame (which duration won is
+    # recomputed for the few segment ends the backtrace visits, not stored for every frame)
     for t in range(1, total + 1, MIN_FRAMES):
         u = min(t + MIN_FRAMES, total + 1)
-        cand = windows[t:u] + logp_rev  # (m, 4, big)
-        k = cand.argmax(axis=2)
-        best = cand.max(axis=2)
+        best = (windows[t:u] + logp_rev).max(axis=2)
         if t <= big:  # the first segment can still end here
-            from_first = first[t:u] > best
-            best = np.where(from_first, first[t:u], best)
-            best_d[t:u] = np.where(from_first, (t + steps[: u - t])[:, None], big - k)
-        else:
-            best_d[t:u] = big - k
-        d_t = best + cum[t:u]
-        delta[t:u] = d_t
+            np.maximum(best, first[t:u], out=best)
+        best += cum[t:u]
+        delta[t:u] = best
         if t < t_len:  # nothing starts after the recording ends
             v = min(u, t_len)
-            start[big + t : big + v] = d_t[: v - t, prev] - cum[t:v]
+            start[big + t : big + v] = best[: v - t, prev] - cum[t:v]
     ends = delta[t_len:]
     flat = int(np.argmax(ends))
     t_end, j = t_len + flat // 4, flat % 4
     score = float(ends.flat[flat])
     states = np.empty(t_len, dtype=np.int8)
     while t_end > 0:
-        s0 = t_end - int(best_d[t_end, j])
+        cand = windows[t_end, j] + logp_rev[j]
+        k = int(np.argmax(cand))
+        d = big - k if cand[k] >= first[t_end, j] else t_end
+        s0 = t_end - d
         states[max(s0, 0) : min(t_end, t_len)] = j
         t_end, j = s0, int(prev[j])
     return states, score

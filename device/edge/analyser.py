@@ -130,6 +130,10 @@ def answer(analysis: Analysis) -> str:
         p = value.get("probability")
         shown = f"  (probability {p:.0%})" if p is not None else ""
         lines.append(f"{name.capitalize() + ':':<17}{value['label']}{shown}")
+    if analysis.label == "unsure" and analysis.probabilities:
+        # what the model said, for the clinician: the recording, not the heart, made it unsure
+        said = ", ".join(f"{k} {v:.0%}" for k, v in analysis.probabilities.items())
+        lines.append(f"Model alone:     {said} (not an answer: the recording could not be assessed)")
     lines.append(f"Model:           {analysis.model.name} {analysis.model.version}")
     if analysis.decision:
         d = analysis.decision

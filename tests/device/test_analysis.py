@@ -142,3 +142,23 @@ def test_noise_over_most_of_a_recording_is_flagged(samples_dir):
     bumped = Audio(np.clip(x, -1, 1), audio.sample_rate, "rubbing")
     q, _ = assess(bumped, preprocess(bumped.samples, bumped.sample_rate, PARAMS), PARAMS.sample_rate)
     assert not q.ok and q.reason in ("noise", "no_heart_sounds")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_known_non_heart_signals_are_unsure_with_a_reason(seed):
+    from tests.benchmarks.eval_quality import known_signals, speech_like
+
+    signals = dict(known_signals()) if seed == 0 else {}
+    signals["speech_like"] = Audio(speech_like(seed=seed), 8000, "speech")
+    for name, audio in signals.items():
+        x = preprocess(audio.samples, audio.sample_rate, PARAMS)
+        q, _ = assess(audio, x, PARAMS.sample_rate)
+        assert not q.ok and q.reason in ("silence", "no_heart_sounds", "noise"), (name, q)
+
+
+def test_real_heart_recordings_pass_the_gate_whatever_their_label(samples_dir, sample_labels):
+    # abnormal and normal shipped samples alike: the gate measures the recording, not the heart
+    for path in sorted(samples_dir.glob("*.flac")):
+        audio = read_audio(path)
+        q, hr = assess(audio, preprocess(audio.samples, audio.sample_rate, PARAMS), PARAMS.sample_rate)
+        assert q.ok and q.reason is None and hr.bpm is not None, (path.name, sample_labels[path.stem], q)

@@ -133,6 +133,9 @@ def test_the_cycles_are_in_the_result_and_the_json(clf, samples_dir):
     assert noise.label == "unsure" and noise.cycles is None and "cycles" not in noise.to_result_message("d")
     assert noise.to_result_message("d")["quality"]["reason"] == noise.quality.reason is not None
     assert noise.probabilities and sum(noise.probabilities.values()) == pytest.approx(1, abs=1e-3)
+    from device.edge.analyser import answer
+
+    assert "Model alone:" in answer(noise) and "Model alone:" not in answer(a)
 
 
 def test_a_tampered_model_file_is_refused(tmp_path, clf):
