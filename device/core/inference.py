@@ -88,6 +88,7 @@ class Analysis:
         site: str | None = None,
         audio: dict[str, Any] | None = None,
         software_version: str | None = None,
+        exam_id: str | None = None,
     ) -> dict[str, Any]:
         """A result message valid against the MQTT contract (device/schemas/result.v1.json)."""
         when = (recorded_at or datetime.now(UTC)).astimezone(UTC)
@@ -111,6 +112,8 @@ class Analysis:
             "software_version": software_version or __version__,
             # only when set: a result at the model's own threshold is the same message as before
             **({"decision": self.decision} if self.decision else {}),
+            # one patient's exam (several sites); absent for a recording made on its own
+            **({"exam_id": exam_id} if exam_id else {}),
         }
 
     def to_json(self, file: str | None = None) -> dict[str, Any]:
