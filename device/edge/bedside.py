@@ -37,6 +37,10 @@ class Sink(Protocol):
     def save(self, entries: Sequence[Entry]) -> None:
         """Keep every entry, or raise OutboxError (the answer then says NOT SAVED)."""
 
+    @property
+    def where(self) -> str:
+        """Where kept results go next, for the nurse ('sent when the device is online')."""
+
     def saved_line(self, entry: Entry) -> str: ...
 
     def close(self) -> None: ...
@@ -56,8 +60,12 @@ class OutboxSink:
                 self.box.note_dropped_result(entry.result["result_id"], str(exc))
             raise
 
+    @property
+    def where(self) -> str:
+        return "sent when the device is online"
+
     def saved_line(self, entry: Entry) -> str:
-        return f"result {entry.result['result_id']}; sent when the device is online"
+        return f"result {entry.result['result_id']}; {self.where}"
 
     def close(self) -> None:
         self.box.close()
@@ -81,8 +89,12 @@ class FolderSink:
         except OSError as exc:
             raise OutboxError(f"cannot write to {self.folder}: {exc.strerror or exc}") from exc
 
+    @property
+    def where(self) -> str:
+        return f"kept in {self.folder}/, not sent"
+
     def saved_line(self, entry: Entry) -> str:
-        return f"{self.folder / (entry.result['result_id'] + '.json')} (not sent: no device configuration)"
+        return f"{self.folder / (entry.result['result_id'] + '.json')} (not sent)"
 
     def close(self) -> None:
         pass

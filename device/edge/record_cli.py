@@ -142,8 +142,11 @@ def run(args: argparse.Namespace) -> int:
         sink: Sink = OutboxSink(open_outbox(config, check=True))
     else:
         sink = FolderSink(args.out or LOCAL_OUT)
-        print(f"Trying it out: results are kept in {args.out or LOCAL_OUT}/ and not sent "
-              "(a device keeps them in its outbox: --config)", file=sys.stderr)  # fmt: skip
+        print(
+            f"Results are kept in {sink.folder}/ and not sent"
+            + ("" if config is not None else " (no device configuration: trying it out)"),
+            file=sys.stderr,
+        )
     analyser = (
         Analyser(config.models.run, config.models.threshold_dir) if config is not None else Analyser(("screening",))
     )
@@ -209,9 +212,7 @@ def _exam(args: argparse.Namespace, bedside: Bedside, replay: list[Path]) -> int
     else:
         print("\n" + "\n".join(exam_summary(exam)))
         if exam.saved:
-            where = "sent when the device is online" if isinstance(bedside.sink, OutboxSink) else (
-                f"in {bedside.sink.folder}/ (not sent)" if isinstance(bedside.sink, FolderSink) else "")  # fmt: skip
-            print(f"Saved:           {exam.saved} result(s) of exam {exam.exam_id}; {where}")
+            print(f"Saved:           {exam.saved} result(s) of exam {exam.exam_id}; {bedside.sink.where}")
         for problem in exam.not_saved:
             print(f"NOT SAVED: {problem}")
         print(NOTICE, flush=True)

@@ -145,7 +145,8 @@ def test_the_readme_example_works_off_a_device_and_keeps_the_result_in_a_local_f
     assert len(kept) == 1
     result = json.loads(kept[0].read_text())
     assert contract.errors("result", result) == [] and result["patient_ref"] == args[args.index("--patient") + 1]
-    assert f"Saved:           steth-records/{kept[0].name} (not sent: no device configuration)" in proc.stdout
+    assert f"Saved:           steth-records/{kept[0].name} (not sent)" in proc.stdout
+    assert "no device configuration: trying it out" in proc.stderr
 
 
 def test_without_a_configuration_or_a_recording_it_says_exactly_what_it_needs(tmp_path):
