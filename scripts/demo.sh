@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo, end to end on this machine: installs what is missing (scripts/setup.sh), then starts
 #   - a Mosquitto broker with the production configuration (TLS, passwords, ACLs; deploy/mosquitto/),
-#   - the dashboard (SQLite) with a demo login,
+#   - the dashboard (SQLite) with a physician's and a nurse's login,
 #   - an ingest worker (broker -> dashboard database),
 #   - a device daemon that replays the bundled real recordings (device/samples/, copied to var/demo/replay/;
 #     add WAV/FLAC files there while it runs) as if from a stethoscope: two patients' exams, by site
@@ -25,7 +25,7 @@ for arg in "$@"; do
     --keep) keep=1 ;;
     --reset) rm -rf "$V" ;;
     --no-setup) setup=0 ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "demo: unknown argument $arg (--keep, --reset, --no-setup)" >&2; exit 2 ;;
   esac
 done
