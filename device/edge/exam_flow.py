@@ -100,7 +100,12 @@ def site_answer(attempt: Attempt) -> str:
     issues = list(a.quality.issues) if not a.quality.ok else []
     hr = f"{a.heart_rate_bpm:.0f} bpm" if a.heart_rate_bpm else "heart rate not found"
     quality = f"signal {'good' if a.quality.ok else 'POOR'} ({a.quality.score:.2f})"
-    return f"{headline(a.label, a.probabilities, issues)} · {hr} · {quality}"
+    line = f"{headline(a.label, a.probabilities, issues)} · {hr} · {quality}"
+    murmur = (attempt.result or {}).get("murmur")  # a murmur model's answer, when one runs beside screening
+    if isinstance(murmur, dict) and murmur.get("label") not in (None, "unknown"):
+        p = murmur.get("probability")
+        line += f" · murmur {murmur['label']}" + (f" (model: {p:.0%} present)" if p is not None else "")
+    return line
 
 
 def advice(attempt: Attempt) -> str:
