@@ -1,5 +1,11 @@
 """Heart rate and signal quality: what a nurse needs beside the model's label.
 
+``assess`` reads both from the heart-cycle segmentation (device/core/segment.py): the rate is the
+median S1-to-S1 interval of the decoded cycles, and the quality gate asks whether heart sounds were
+found at all and over how much of the recording, not how regular the rhythm is (an irregular or
+murmuring heart is the patient the screening is for, not a bad recording). The envelope
+autocorrelation below is the fallback for the rate when the decoding finds too few cycles.
+
 Both work on the preprocessed signal (2 kHz, band-passed, unit RMS) so they see what the model sees.
 The heart rate comes from the autocorrelation of the heart-sound envelope: S1 and S2 recur once per
 cardiac cycle, so the envelope correlates with itself at a lag of one cycle. The height of the best
@@ -16,15 +22,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from device.core import dsp
+from device.core import dsp, segment
 from device.core.audio_io import Audio
+from device.core.features import resample
+from device.core.segment import Segmentation
 
 ENVELOPE_RATE = 50  # Hz; the envelope has nothing faster than a heart sound (~50-100 ms)
 MIN_BPM, MAX_BPM = 30.0, 220.0
-MIN_PERIODICITY = 0.25  # autocorrelation peak below this: no clear heartbeat rhythm
 MAX_CLIPPED_FRACTION = 0.01  # 1% of samples at the peak: usable for the model but flagged
 MIN_RMS_DBFS = -60.0
-MAX_SPIKE_FRACTION = 0.08  # share of 0.5 s blocks whose energy is far above the recording's median
 # A cardiac cycle holds two heart sounds (S1, S2), sometimes three or four (S3, S4, a click, a murmur). A
 # lag holding about one is the S1-S2 interval, which recurs more regularly than the whole cycle when the
 # rate varies from beat to beat; one holding four or more is two cycles.
@@ -45,13 +51,25 @@ class HeartRate:
     periodicity: float  # 0..1, rhythm strength: the height of the best-repeating autocorrelation peak
 
 
+# Why a recording cannot be assessed (Quality.reason), most basic first: the first that applies is given.
+REASONS = ("too_short", "silence", "clipping", "no_heart_sounds", "noise")
+# The gate's rules on the segmentation, chosen on CirCor validation patients the segmenter never trained
+# on (research/gate_stats.py; figures on other data in device/models/MODEL_CARD.md):
+MIN_SEG_PERIODICITY = 0.2  # S1/S2 probabilities that hardly repeat at any cycle length: no heart sounds
+MIN_SEG_FIT = 0.55  # decoded cycles the classifier mostly disagrees with: no heart sounds
+GOOD_BLOCK_FIT = 0.65  # a 1 s block whose frames agree this well with the decoded cycles is clearly heard
+MIN_GOOD_SHARE = 0.2  # under this share of clearly heard seconds: noise over most of the recording
+
+
 @dataclass(frozen=True)
 class Quality:
-    """A signal quality index: 1 is a clean, rhythmic recording; ``ok`` False means record again."""
+    """A signal quality index: 1 is clear heart sounds throughout; ``ok`` False means record again, and
+    ``reason`` (one of REASONS) says why."""
 
     score: float
     ok: bool
     issues: list[str] = field(default_factory=list)
+    reason: str | None = None
 
 
 def envelope(x: np.ndarray, rate: int) -> np.ndarray:
@@ -165,32 +183,46 @@ def spike_fraction(x: np.ndarray, rate: int) -> float:
     return float(np.mean(e > 10 * med))
 
 
-def assess(audio: Audio, processed: np.ndarray, rate: int) -> tuple[Quality, HeartRate]:
-    """Quality index and heart rate of one recording (raw audio for level/clipping, processed for rhythm)."""
+def assess(
+    audio: Audio, processed: np.ndarray, rate: int, seg: Segmentation | None = None
+) -> tuple[Quality, HeartRate]:
+    """Quality and heart rate of one recording: the raw audio for level and clipping, the processed
+    signal (and its segmentation, computed here when not given) for heart sounds and rate."""
     issues: list[str] = []
+    reasons: list[str] = []
     raw = audio.samples.astype(np.float64)
     raw = raw - raw.mean()
     rms = float(np.sqrt(np.mean(raw * raw)))
     level_db = 20 * np.log10(max(rms, 1e-12))
     peak = float(np.max(np.abs(audio.samples))) if len(audio.samples) else 0.0
     clipped = float(np.mean(np.abs(audio.samples) >= 0.99 * peak)) if peak >= 0.5 else 0.0
-    hr = heart_rate(processed, rate)
-    spikes = spike_fraction(processed, rate)
+    if seg is None:
+        x2k = processed if rate == segment.SAMPLE_RATE else resample(processed, rate, segment.SAMPLE_RATE)
+        seg = segment.segment(x2k)
+    good = seg.good_share(GOOD_BLOCK_FIT)
 
-    score = 1.0
     if level_db < MIN_RMS_DBFS:
+        reasons.append("silence")
         issues.append(f"signal very weak ({level_db:.0f} dBFS): press the stethoscope on the chest, check the gain")
-        score -= 0.6
     if clipped > MAX_CLIPPED_FRACTION:
+        reasons.append("clipping")
         issues.append(f"clipping ({clipped:.1%} of samples at full scale): lower the input gain")
-        score -= min(0.6, 10 * clipped)
-    if hr.bpm is None or hr.periodicity < MIN_PERIODICITY:
-        issues.append("no clear heartbeat rhythm: hold still, reduce noise, place the stethoscope firmly")
-        score -= 0.5
-    else:
-        score -= 0.4 * max(0.0, 0.5 - hr.periodicity)
-    if spikes > MAX_SPIKE_FRACTION:
-        issues.append(f"noise bursts in {spikes:.0%} of the recording (movement, rubbing, talking): record again")
-        score -= min(0.5, 2 * spikes)
-    score = float(np.clip(score, 0.0, 1.0))
-    return Quality(round(score, 3), ok=not issues, issues=issues), hr
+    if len(seg.s1) < 2 or seg.periodicity < MIN_SEG_PERIODICITY or seg.fit < MIN_SEG_FIT:
+        reasons.append("no_heart_sounds")
+        issues.append("no heart sounds found: place the stethoscope firmly on the chest, hold still")
+    elif good < MIN_GOOD_SHARE:
+        reasons.append("noise")
+        issues.append(
+            f"heart sounds clear in only {good:.0%} of the recording (movement, rubbing, talking): record again"
+        )
+    # 1 for clear heart sounds throughout; how well the cycles fit and how much of it is clear
+    score = 0.5 * good + 0.5 * float(np.clip((seg.fit - 0.4) / 0.5, 0.0, 1.0))
+    if reasons:
+        score = min(score, 0.4)
+    reason = min(reasons, key=REASONS.index) if reasons else None
+    bpm = seg.heart_rate_bpm
+    if bpm is None and "no_heart_sounds" not in reasons:
+        bpm = heart_rate(processed, rate).bpm  # too few decoded cycles: the envelope's rhythm
+    return Quality(round(float(score), 3), ok=not reasons, issues=issues, reason=reason), HeartRate(
+        bpm, seg.periodicity
+    )

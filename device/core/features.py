@@ -384,6 +384,25 @@ def frame_windows(x: np.ndarray, params: FeatureParams, source: str = "recording
     return np.lib.stride_tricks.sliding_window_view(x, win)[::hop][:count].copy()
 
 
+MIN_DURATION_S = 2.0  # two cycles even at 60 bpm: the shortest recording that gets an answer
+
+
+def analysis_windows(x: np.ndarray, params: FeatureParams, source: str = "recording") -> np.ndarray:
+    """Windows for an answer: as ``frame_windows``, except that a recording of at least MIN_DURATION_S
+    but under one window is repeated end to end to fill one. The model sees the same heart sounds at the
+    same rate (a tile of whole seconds, not silence it never saw in training); longer recordings are
+    windowed exactly as before."""
+    n, win = len(x), params.window_samples
+    if n < MIN_DURATION_S * params.sample_rate:
+        raise TooShortError(
+            f"{source}: {n / params.sample_rate:.2f} s is shorter than the {MIN_DURATION_S:g} s minimum",
+            f"record at least {MIN_DURATION_S:g} s ({params.window_s:g} s or more gives a steadier answer)",
+        )
+    if n < win:
+        x = np.resize(x, win)  # repeats x from its start
+    return frame_windows(x, params, source)
+
+
 def window_features(windows: np.ndarray, params: FeatureParams) -> np.ndarray:
     """(n, window_samples) -> (n, frames, n_features) float32: MFCC or log-mel, then CMVN per window."""
     windows = np.atleast_2d(windows).astype(np.float32, copy=False)

@@ -21,10 +21,19 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from device import __version__
+from device.core import segment
 from device.core.analysis import HeartRate, Quality, assess
 from device.core.audio_io import Audio, read_audio
-from device.core.errors import ClippedAudioError, ModelError, SilentAudioError
-from device.core.features import FeatureParams, check_samples, check_signal, frame_windows, preprocess, window_features
+from device.core.errors import ClippedAudioError, ModelError, SilentAudioError, TooShortError
+from device.core.features import (
+    FeatureParams,
+    analysis_windows,
+    check_samples,
+    check_signal,
+    preprocess,
+    resample,
+    window_features,
+)
 from device.core.local_threshold import LocalThreshold
 from device.core.local_threshold import load as load_local_threshold
 from device.core.runtime import interpreter
@@ -62,11 +71,15 @@ class Analysis:
     sample_rate: int
     periodicity: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    # S1 and S2 centres (seconds) of the decoded heart cycles, for drawing them on the waveform
+    cycles: dict[str, list[float]] | None = None
     # the model's raw score for its positive label (the mean over windows), before the threshold moves it
     # to 0.5; None for a model without one positive label. `steth calibrate` sets thresholds on it.
     score: float | None = None
     # set when a local threshold (device/core/local_threshold.py), not the model's own, made the decision
     decision: dict[str, Any] | None = None
+    # answers of companion models (a sidecar's ``result_field``, e.g. "murmur"), each a result field
+    fields: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def confidence(self) -> float:
@@ -77,6 +90,12 @@ class Analysis:
     @property
     def rerecord_reason(self) -> str | None:
         return "; ".join(self.quality.issues) if not self.quality.ok else None
+
+    def quality_dict(self) -> dict[str, Any]:
+        q: dict[str, Any] = {"score": self.quality.score, "ok": self.quality.ok, "issues": list(self.quality.issues)}
+        if self.quality.reason:
+            q["reason"] = self.quality.reason
+        return q
 
     def to_result_message(
         self,
@@ -107,11 +126,13 @@ class Analysis:
             "probabilities": self.probabilities,
             "windows": [{"start_s": s, "probabilities": p} for s, p in self.windows],
             "heart_rate_bpm": self.heart_rate_bpm,
-            "quality": {"score": self.quality.score, "ok": self.quality.ok, "issues": list(self.quality.issues)},
+            "quality": self.quality_dict(),
             "audio": audio,
             "software_version": software_version or __version__,
             # only when set: a result at the model's own threshold is the same message as before
             **({"decision": self.decision} if self.decision else {}),
+            **({"cycles": self.cycles} if self.cycles else {}),
+            **self.fields,
             # one patient's exam (several sites); absent for a recording made on its own
             **({"exam_id": exam_id} if exam_id else {}),
         }
@@ -125,14 +146,27 @@ class Analysis:
             "probabilities": self.probabilities,
             "windows": [{"start_s": s, "probabilities": p} for s, p in self.windows],
             "heart_rate_bpm": self.heart_rate_bpm,
-            "quality": {"score": self.quality.score, "ok": self.quality.ok, "issues": list(self.quality.issues)},
+            "quality": self.quality_dict(),
             "rerecord": self.rerecord_reason,
             "duration_s": round(self.duration_s, 3),
             "sample_rate": self.sample_rate,
             "task": self.task,
             "model": {**self.model.as_dict(), "task": self.model.task},
             **({"decision": self.decision} if self.decision else {}),
+            **({"cycles": self.cycles} if self.cycles else {}),
+            **self.fields,
         }
+
+
+CLIPPING_LEVEL = 0.5  # of full scale: a peak below it cannot be the converter's clipping
+MAX_CYCLES = 300  # S1 (and S2) times in a result: 2 minutes at 150 bpm
+
+
+def cycles_field(seg: segment.Segmentation) -> dict[str, list[float]] | None:
+    """The decoded S1 and S2 centres, seconds to 2 decimals, at most MAX_CYCLES each; None when none."""
+    if not seg.s1 and not seg.s2:
+        return None
+    return {"s1": [round(t, 2) for t in seg.s1[:MAX_CYCLES]], "s2": [round(t, 2) for t in seg.s2[:MAX_CYCLES]]}
 
 
 def models_dir() -> Path:
@@ -169,6 +203,10 @@ class Classifier:
             self.model_threshold = self.threshold
             self.positive = meta.get("positive_label")
             self.task = str(meta["task"])
+            # a companion model answers beside another model's result, as this field of it
+            self.result_field: str | None = meta.get("result_field")
+            if self.result_field is not None and (self.positive is None or len(labels) != 2):
+                raise ValueError("result_field needs two labels and a positive_label")
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{tflite_path.with_suffix('.json')}: incomplete model description ({exc})") from exc
         digest = sha256_file(tflite_path)
@@ -185,6 +223,8 @@ class Classifier:
         if tuple(self._in["shape"]) != expected:
             raise ModelError(f"{tflite_path}: input shape {tuple(self._in['shape'])} != features {expected}")
         self.local: LocalThreshold | None = None
+        self.companions: list[Classifier] = []
+        self.segmenter = segment.load_default()
 
     def use_local_threshold(self, folder: Path) -> LocalThreshold | None:
         """Decide at the threshold `steth calibrate` wrote in ``folder`` for this model, if it wrote one."""
@@ -216,22 +256,59 @@ class Classifier:
         """Classify one recording. Unusable signal (silent, clipped, no rhythm) gives label 'unsure'."""
         check_samples(audio)  # EmptyAudioError / InvalidAudioError: nothing to analyse
         blocking: list[str] = []
+        reason = ""
         try:
             check_signal(audio, self.params)
-        except (SilentAudioError, ClippedAudioError) as exc:
+        except SilentAudioError as exc:
             blocking.append(f"{exc.message.split(': ', 1)[-1]}: {exc.hint}")
+            reason = "silence"
+        except ClippedAudioError as exc:
+            # many samples at the peak, but far from full scale: a flat-topped signal (a pure tone), not
+            # clipping; the segmentation says whether it holds heart sounds
+            if float(np.max(np.abs(audio.samples))) >= CLIPPING_LEVEL:
+                blocking.append(f"{exc.message.split(': ', 1)[-1]}: {exc.hint}")
+                reason = "clipping"
         x = preprocess(audio.samples, audio.sample_rate, self.params)
-        windows = frame_windows(x, self.params, audio.source)  # TooShortError propagates: nothing to say
-        probs = self.predict_windows(window_features(windows, self.params))
-        quality, hr = assess(audio, x, self.params.sample_rate)
+        # under 2 s: TooShortError propagates, nothing to say; 2-5 s: repeated to one window
+        windows = analysis_windows(x, self.params, audio.source)
+        features = window_features(windows, self.params)
+        probs = self.predict_windows(features)
+        rate = self.params.sample_rate
+        x2k = x if rate == segment.SAMPLE_RATE else resample(x, rate, segment.SAMPLE_RATE)
+        seg = segment.segment(x2k, self.segmenter)
+        quality, hr = assess(audio, x, self.params.sample_rate, seg)
         if blocking:
-            quality = Quality(0.0, False, blocking + [i for i in quality.issues if i not in blocking])
-        return self._decide(probs, quality, hr, audio)
+            quality = Quality(0.0, False, blocking + [i for i in quality.issues if i not in blocking], reason)
+        analysis = self._decide(probs, quality, hr, audio, seg)
+        for companion in self.companions:
+            same = companion.params == self.params  # the same features: computed once
+            field_features = features if same else None
+            analysis.fields[str(companion.result_field)] = companion.field_answer(audio, quality, field_features)
+        return analysis
+
+    def field_answer(self, audio: Audio, quality: Quality, features: np.ndarray | None = None) -> dict[str, Any]:
+        """This (companion) model's answer as a result field: its positive label's name or the other
+        label's, or "unknown" when the signal is unfit (the main model's quality) or too short for it;
+        ``probability`` is P(positive), shifted so that 0.5 is the model's threshold."""
+        if features is None:
+            try:
+                x = preprocess(audio.samples, audio.sample_rate, self.params)
+                features = window_features(analysis_windows(x, self.params, audio.source), self.params)
+            except TooShortError:
+                return {"label": "unknown", "probability": None}
+        labels = self.info.labels
+        pos = labels.index(str(self.positive))
+        score = float(self.predict_windows(features)[:, pos].mean())
+        p = float(_calibrate(np.array([score]), self.threshold)[0])
+        label = labels[pos] if score >= self.threshold else labels[1 - pos]
+        return {"label": label if quality.ok else "unknown", "probability": round(p, 4)}
 
     def analyse_file(self, source: str | Path | bytes | BinaryIO) -> Analysis:
         return self.analyse(read_audio(source))
 
-    def _decide(self, probs: np.ndarray, quality: Quality, hr: HeartRate, audio: Audio) -> Analysis:
+    def _decide(
+        self, probs: np.ndarray, quality: Quality, hr: HeartRate, audio: Audio, seg: segment.Segmentation | None = None
+    ) -> Analysis:
         labels = self.info.labels
         score: float | None = None
         if self.positive is not None and len(labels) == 2:
@@ -270,6 +347,7 @@ class Classifier:
             periodicity=round(hr.periodicity, 3),
             score=score,
             decision=self.local.decision() if self.local else None,
+            cycles=cycles_field(seg) if seg is not None and quality.ok else None,
         )
 
 
@@ -291,12 +369,36 @@ def describe_model(name: str | None = None, directory: Path | None = None) -> tu
         raise ModelError(f"{meta_path}: not valid JSON ({exc})", "reinstall the package") from exc
 
 
+def companion_models(directory: Path | None = None) -> list[str]:
+    """Shipped models whose sidecar names a ``result_field``: they answer beside every other model."""
+    d = directory or models_dir()
+    out = []
+    for name in available_models(d):
+        try:
+            meta = json.loads((d / f"{name}.json").read_text())
+        except ValueError:
+            continue  # load_model reports it when that model itself is asked for
+        if isinstance(meta, dict) and meta.get("result_field"):
+            out.append(name)
+    return out
+
+
 def load_model(
-    name: str | None = None, directory: Path | None = None, num_threads: int = 1, threshold_dir: Path | None = None
+    name: str | None = None,
+    directory: Path | None = None,
+    num_threads: int = 1,
+    threshold_dir: Path | None = None,
+    companions: bool = True,
 ) -> Classifier:
     """A shipped model by name (default: the screening model), or a .tflite path with its .json beside it;
-    deciding at the local threshold in ``threshold_dir`` when `steth calibrate` wrote one there."""
+    deciding at the local threshold in ``threshold_dir`` when `steth calibrate` wrote one there. Unless
+    it is one itself, the shipped companion models (e.g. murmur) answer beside it as result fields."""
     clf = Classifier(*describe_model(name, directory), num_threads)
     if threshold_dir is not None:
         clf.use_local_threshold(threshold_dir)
+    if companions and clf.result_field is None:
+        for other in companion_models(directory):
+            companion = Classifier(*describe_model(other, directory), num_threads)
+            if companion.info.sha256 != clf.info.sha256:
+                clf.companions.append(companion)
     return clf

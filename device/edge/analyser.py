@@ -133,6 +133,10 @@ def answer(analysis: Analysis) -> str:
     if not analysis.quality.ok:
         advice = rerecord_advice(issues)
         lines.append(f"Record again:    {advice or 'keep the patient and the stethoscope still'}")
+    for name, value in analysis.fields.items():  # companion models' answers (e.g. murmur)
+        p = value.get("probability")
+        shown = f"  (probability {p:.0%})" if p is not None else ""
+        lines.append(f"{name.capitalize() + ':':<17}{value['label']}{shown}")
     lines.append(f"Model:           {analysis.model.name} {analysis.model.version}")
     if analysis.decision:
         d = analysis.decision

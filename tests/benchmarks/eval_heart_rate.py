@@ -8,6 +8,12 @@ On the data sets in $STETH_DATA_DIR (default ../shared/data):
   known      recordings whose rate was read at a multiple of the truth (an "octave error")
   all        every --every'th PhysioNet 2016 and PASCAL recording: how many readings are implausible
              (above 150 or below 45 bpm), and how many changed against --before
+  cycles     the rate the device reports now: the median S1-S1 interval of the segmenter's decoded cycles
+             (device/core/segment.py), the envelope's rate when too few cycles are decoded; "envelope"
+             is the envelope autocorrelation alone (device/core/analysis.heart_rate)
+  S1/S2      the segmenter's S1 and S2 detection F1 within +-60 ms against set A's timings
+  circor     with --circor: the rate against the annotated cycles of the CirCor development patients
+             the segmenter never trained on (its sidecar's unseen_patients), and F1 on them
 --before takes another version of device/core/analysis.py (e.g. `git show <commit>:device/core/analysis.py >
 /tmp/old.py`) and prints its figures beside the current ones. Prints tables; asserts nothing (the
 thresholds are asserted by tests/device/test_analysis.py).
@@ -60,6 +66,49 @@ def rate_of(module_path: Path | None) -> HeartRateFn:
         sys.modules["analysis_before"] = analysis  # dataclasses look their module up
         spec.loader.exec_module(analysis)
     return lambda x, rate: analysis.heart_rate(x, rate).bpm
+
+
+def cycles_rate(x: np.ndarray, rate: int) -> float | None:
+    """What the device reports: the decoded cycles' rate, the envelope's when too few were decoded."""
+    from device.core import analysis, segment
+
+    bpm = segment.segment(x).heart_rate_bpm
+    return bpm if bpm is not None else analysis.heart_rate(x, rate).bpm
+
+
+def pascal_sounds_f1(root: Path) -> tuple[int, float, float]:
+    """Recordings, S1 F1 and S2 F1 within +-60 ms on PASCAL set A's annotated S1/S2 positions, counting
+    detections between the first and last annotated sound only (the rest is not annotated)."""
+    from converter.segmenter import match
+    from device.core import segment
+
+    marks: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"S1": [], "S2": []})
+    with open(root / "pascal2011" / "set_a_timing.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            marks[row["fname"]][row["sound"]].append(int(row["location"]) / 44100)
+    tp = {"S1": 0, "S2": 0}
+    n = {"S1": 0, "S2": 0}
+    for fname, sounds in sorted(marks.items()):
+        stem = fname.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        seg = segment.segment(processed(find(root / "pascal2011" / "set_a", stem)))
+        lo = min(sounds["S1"] + sounds["S2"]) - 0.1
+        hi = max(sounds["S1"] + sounds["S2"]) + 0.1
+        for name, found in (("S1", seg.s1), ("S2", seg.s2)):
+            det = [t for t in found if lo <= t <= hi]
+            tp[name] += match(det, sounds[name])
+            n[name] += len(det) + len(sounds[name])
+    return len(marks), 2 * tp["S1"] / n["S1"], 2 * tp["S2"] / n["S2"]
+
+
+def circor_unseen(folder: Path, patients: Path | None) -> dict[str, object]:
+    from converter import circor
+    from converter import segmenter as tr
+    from device.core import segment
+
+    model = segment.load_default()
+    unseen = set(model.meta["data"]["split"]["unseen_patients"])
+    recs = [r for r in circor.load_circor2022(folder, patients) if r.patient in unseen]
+    return tr.score(model, [tr.prepare(r) for r in recs]).as_dict()
 
 
 def processed(path: Path) -> np.ndarray:
@@ -123,9 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--before", type=Path, help="another version of device/core/analysis.py to compare with")
     p.add_argument("--every", type=int, default=1, help="take every N-th recording for the data-set counts")
+    p.add_argument("--circor", type=Path, help="the full CirCor folder (its development patients only)")
+    p.add_argument("--patients", type=Path, help="CirCor patients file (default: the data dir's list)")
     args = p.parse_args(argv)
     root = data_dir()
-    versions = {"now": rate_of(None)}
+    versions = {"envelope": rate_of(None), "cycles": cycles_rate}
     if args.before:
         versions = {"before": rate_of(args.before), **versions}
 
@@ -137,6 +188,27 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((name, len(result), f"{median:.2f}", f"{within:.1%}", worst_text))
     support.table(["version", "recordings", "median abs error bpm", "within 10 %", "worst three"], rows,
                   "PASCAL set A, annotated S1 positions")  # fmt: skip
+
+    count, f1_s1, f1_s2 = pascal_sounds_f1(root)
+    support.table(["recordings", "S1 F1", "S2 F1"], [(count, f"{f1_s1:.3f}", f"{f1_s2:.3f}")],
+                  "PASCAL set A, segmenter S1/S2 detection within 60 ms")  # fmt: skip
+    if args.circor:
+        patients = args.patients or root / "circor2022" / "development_patients.txt"
+        sc = circor_unseen(args.circor, patients)
+        hr = sc["heart_rate"]
+        assert isinstance(hr, dict)
+        support.table(
+            ["recordings", "S1 F1", "S2 F1", "median abs error bpm", "within 10 %", ">= 100 bpm within 10 %", "octave"],
+            [(hr["recordings"], sc["f1_s1"], sc["f1_s2"], hr["median_abs_error_bpm"], hr["within_10pct"],
+              hr["within_10pct_over_100bpm"], hr["octave_errors"])],
+            "CirCor development patients the segmenter never trained on (validation + test)",
+        )  # fmt: skip
+
+    rows = []
+    for sample in sorted((REPO / "device" / "samples").glob("*.flac")):
+        x = processed(sample)
+        rows.append((sample.stem, *(fn(x, PARAMS.sample_rate) for fn in versions.values())))
+    support.table(["sample", *versions], rows, "The shipped samples (device/samples)")
 
     rows = []
     for path, (low, high) in KNOWN.items():

@@ -92,11 +92,47 @@ def test_a_copy_at_another_rate_and_format_gets_the_same_label(clf, tmp_path, sa
         assert converted.probabilities["abnormal"] == pytest.approx(original.probabilities["abnormal"], abs=0.1)
 
 
-def test_silence_and_a_short_recording(clf):
+def test_silence_and_a_too_short_recording(clf):
     silent = clf.analyse(Audio(np.zeros(40000, np.float32), 4000, "silence"))
     assert silent.label == "unsure" and not silent.quality.ok and "silent" in silent.rerecord_reason
-    with pytest.raises(TooShortError):
-        clf.analyse(Audio(np.random.default_rng(0).standard_normal(1000).astype(np.float32), 2000, "short"))
+    assert silent.quality.reason == "silence"
+    with pytest.raises(TooShortError, match=r"1\.95 s is shorter than the 2 s minimum"):
+        clf.analyse(Audio(np.random.default_rng(0).standard_normal(3900).astype(np.float32), 2000, "short"))
+
+
+@pytest.mark.parametrize("seconds", [2.0, 3.0, 4.5])
+def test_a_recording_of_2_to_5_seconds_gets_an_answer(clf, samples_dir, seconds):
+    audio = read_audio(samples_dir / "e00008.flac")  # normal, clean, 97 bpm
+    short = Audio(audio.samples[: int(seconds * audio.sample_rate)], audio.sample_rate, "short")
+    a = clf.analyse(short)
+    assert a.label in ("normal", "abnormal") and a.quality.ok
+    assert len(a.windows) == 1 and a.duration_s == pytest.approx(seconds)
+    assert a.probabilities["normal"] > 0.5  # the whole recording's answer, from fewer seconds
+    assert contract.errors("result", a.to_result_message("test-device")) == []
+
+
+def test_recordings_of_a_window_or_more_are_windowed_as_before(samples_dir):
+    from device.core.features import FeatureParams, analysis_windows, frame_windows, preprocess
+
+    params = FeatureParams()
+    audio = read_audio(samples_dir / "a0405.flac")
+    x = preprocess(audio.samples, audio.sample_rate, params)
+    for n in (len(x), params.window_samples, params.window_samples + 1234):
+        assert np.array_equal(analysis_windows(x[:n], params), frame_windows(x[:n], params))
+
+
+def test_the_cycles_are_in_the_result_and_the_json(clf, samples_dir):
+    a = clf.analyse_file(samples_dir / "e00008.flac")
+    assert a.cycles is not None and len(a.cycles["s1"]) >= 10 and len(a.cycles["s2"]) >= 10
+    assert all(round(t, 2) == t for t in a.cycles["s1"] + a.cycles["s2"])
+    assert a.heart_rate_bpm == pytest.approx(60 / np.median(np.diff(a.cycles["s1"])), rel=0.03)
+    msg = a.to_result_message("test-device")
+    assert msg["cycles"] == a.cycles and contract.errors("result", msg) == []
+    assert a.to_json("e00008.flac")["cycles"] == a.cycles
+    noise = clf.analyse(Audio((0.1 * np.random.default_rng(3).standard_normal(40000)).astype(np.float32), 4000, "n"))
+    assert noise.label == "unsure" and noise.cycles is None and "cycles" not in noise.to_result_message("d")
+    assert noise.to_result_message("d")["quality"]["reason"] == noise.quality.reason is not None
+    assert noise.probabilities and sum(noise.probabilities.values()) == pytest.approx(1, abs=1e-3)
 
 
 def test_a_tampered_model_file_is_refused(tmp_path, clf):

@@ -1,0 +1,388 @@
+"""Heart-cycle segmentation: where S1, systole, S2 and diastole are, and the heart rate they give.
+
+A small frame classifier (log band energies at 50 frames a second, with context, through a two-layer
+perceptron in numpy) gives each frame a probability per state; a duration-constrained decoder (a
+hidden semi-Markov model, Springer et al. 2016) then finds the most likely sequence of whole cycles
+S1 -> systole -> S2 -> diastole, with state durations that depend on the cycle length. The cycle length
+it assumes comes from the autocorrelation of the classifier's S1 and S2 probabilities, which repeat once
+per cycle and, unlike the sound envelope, not at the S1-S2 interval. The heart rate reported is the
+median S1-to-S1 interval of the decoded cycles.
+
+Runs on the preprocessed 2 kHz signal (any band-pass that keeps 25-400 Hz: the features only look
+there, each band normalised per recording). Weights and duration model: ``device/models/segmenter.npz``
+with a sidecar ``segmenter.json`` (trained by ``steth train-segmenter``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from device.core.errors import ModelError
+
+SAMPLE_RATE = 2000
+FRAME_RATE = 50  # frames a second: 20 ms, a third of the +-60 ms a heart sound must be found within
+HOP = SAMPLE_RATE // FRAME_RATE
+NFFT = 128  # 64 ms window, 15.6 Hz bins
+# FFT-bin edges of the bands, 31-406 Hz, narrower where heart sounds have most energy
+BAND_EDGES = (2, 3, 4, 5, 6, 8, 10, 13, 17, 22, 26)
+# context the classifier sees, in frames either side: dense near the frame, sparse up to +-0.48 s, so
+# it can tell S1 (followed by the short systole) from S2 (followed by the longer diastole)
+OFFSETS = (-24, -16, -12, -8, -6, -4, -3, -2, -1, 0, 1, 2, 3, 4, 6, 8, 12, 16, 24)
+STATES = ("S1", "systole", "S2", "diastole")
+N_FEATURES = len(BAND_EDGES)  # the bands and the total
+MIN_BPM, MAX_BPM = 30.0, 220.0
+MIN_FRAMES = 3  # no state is decoded shorter than 60 ms: the decoder fills three frames per step
+MODEL_NAME = "segmenter"
+
+
+# -- features ------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _window() -> np.ndarray:
+    n = np.arange(NFFT)
+    return np.asarray(0.5 - 0.5 * np.cos(2 * np.pi * n / NFFT), dtype=np.float32)
+
+
+def frame_count(n_samples: int) -> int:
+    return max(0, n_samples // HOP)
+
+
+def frame_features(x: np.ndarray) -> np.ndarray:
+    """(frames, N_FEATURES) log band energies of a 2 kHz signal, each normalised over the recording.
+
+    Frame i is centred at sample i*HOP + HOP/2 (time (i + 0.5) / FRAME_RATE).
+    """
+    n = frame_count(len(x))
+    if n == 0:
+        return np.zeros((0, N_FEATURES), dtype=np.float32)
+    pad = (NFFT - HOP) // 2
+    xp = np.pad(np.asarray(x, dtype=np.float32), (pad, NFFT), mode="constant")
+    frames = np.lib.stride_tricks.sliding_window_view(xp, NFFT)[::HOP][:n] * _window()
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    cum = np.concatenate([np.zeros((n, 1)), np.cumsum(power[:, : BAND_EDGES[-1]], axis=1)], axis=1)
+    edges = np.asarray(BAND_EDGES)
+    bands = cum[:, edges[1:]] - cum[:, edges[:-1]]
+    total = cum[:, edges[-1]] - cum[:, edges[0]]
+    feats = np.log(np.concatenate([bands, total[:, None]], axis=1) + 1e-10)
+    # per recording: the median frame is 0, the spread between quiet and loud frames 1, so the
+    # stethoscope's gain and frequency response do not matter
+    lo, med, hi = np.percentile(feats, (10, 50, 90), axis=0)
+    scale = np.maximum(hi - lo, 1e-3)
+    return np.asarray((feats - med) / scale, dtype=np.float32)
+
+
+def with_context(feats: np.ndarray) -> np.ndarray:
+    """(frames, N_FEATURES * len(OFFSETS)): each frame with its neighbours at OFFSETS (edges repeated)."""
+    n = len(feats)
+    idx = np.clip(np.arange(n)[:, None] + np.asarray(OFFSETS)[None, :], 0, max(n - 1, 0))
+    return np.asarray(feats[idx].reshape(n, -1), dtype=np.float32)
+
+
+# -- the model -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DurationModel:
+    """Per state: mean duration = a + b * cycle (seconds), standard deviation = c + e * cycle."""
+
+    a: tuple[float, float, float, float]
+    b: tuple[float, float, float, float]
+    c: tuple[float, float, float, float]
+    e: tuple[float, float, float, float]
+
+    def frames(self, cycle_s: float) -> tuple[list[np.ndarray], list[int]]:
+        """Log-probabilities of durations 1..dmax (frames) per state, and each state's dmax."""
+        out: list[np.ndarray] = []
+        dmax: list[int] = []
+        for j in range(4):
+            mean = max(self.a[j] + self.b[j] * cycle_s, 0.03) * FRAME_RATE
+            sd = max(self.c[j] + self.e[j] * cycle_s, 0.01) * FRAME_RATE
+            hi = max(int(np.ceil(mean + 4 * sd)), MIN_FRAMES + 1)
+            d = np.arange(1, hi + 1, dtype=np.float64)
+            logp = -0.5 * ((d - mean) / sd) ** 2
+            logp -= np.log(np.exp(logp[MIN_FRAMES - 1 :]).sum())
+            logp[: MIN_FRAMES - 1] = -np.inf
+            lo = max(MIN_FRAMES, int(np.floor(mean - 4 * sd)))
+            logp[: lo - 1] = -np.inf
+            out.append(logp)
+            dmax.append(hi)
+        return out, dmax
+
+    def as_dict(self) -> dict[str, list[float]]:
+        return {"a": list(self.a), "b": list(self.b), "c": list(self.c), "e": list(self.e)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DurationModel:
+        def four(key: str) -> tuple[float, float, float, float]:
+            v = [float(x) for x in d[key]]
+            if len(v) != 4:
+                raise ValueError(f"{key}: expected 4 values")
+            return (v[0], v[1], v[2], v[3])
+
+        return cls(four("a"), four("b"), four("c"), four("e"))
+
+
+@dataclass(frozen=True)
+class SegmenterModel:
+    layers: tuple[tuple[np.ndarray, np.ndarray], ...]  # (weights, bias) per layer, ReLU between
+    mean: np.ndarray  # input standardisation
+    std: np.ndarray
+    priors: np.ndarray  # state frequencies in training: posteriors / priors are scaled likelihoods
+    durations: DurationModel
+    meta: dict[str, Any]
+
+    def posteriors(self, feats: np.ndarray) -> np.ndarray:
+        """(frames, 4) state probabilities of context-stacked features."""
+        h = (with_context(feats) - self.mean) / self.std
+        for i, (w, b) in enumerate(self.layers):
+            h = h @ w + b
+            if i < len(self.layers) - 1:
+                np.maximum(h, 0, out=h)
+        h = h - h.max(axis=1, keepdims=True)
+        p = np.exp(h)
+        return np.asarray(p / p.sum(axis=1, keepdims=True), dtype=np.float64)
+
+    def save(self, path: Path, meta: dict[str, Any]) -> None:
+        arrays: dict[str, np.ndarray] = {"mean": self.mean, "std": self.std, "priors": self.priors}
+        for i, (w, b) in enumerate(self.layers):
+            arrays[f"w{i}"] = w.astype(np.float32)
+            arrays[f"b{i}"] = b.astype(np.float32)
+        np.savez_compressed(path.with_suffix(".npz"), allow_pickle=False, **arrays)
+        full = {**meta, "durations": self.durations.as_dict(), "features": feature_settings()}
+        path.with_suffix(".json").write_text(json.dumps(full, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> SegmenterModel:
+        npz, sidecar = path.with_suffix(".npz"), path.with_suffix(".json")
+        try:
+            meta = json.loads(sidecar.read_text())
+            if meta.get("features") != feature_settings():
+                raise ModelError(
+                    f"{sidecar}: trained with other features ({meta.get('features')})",
+                    "retrain it with `steth train-segmenter`",
+                )
+            with np.load(npz) as z:
+                n_layers = sum(1 for k in z.files if k.startswith("w"))
+                layers = tuple((z[f"w{i}"].astype(np.float32), z[f"b{i}"].astype(np.float32)) for i in range(n_layers))
+                mean, std, priors = z["mean"], z["std"], z["priors"]
+            durations = DurationModel.from_dict(meta["durations"])
+        except (OSError, KeyError, ValueError) as exc:
+            raise ModelError(f"segmenter {npz}: cannot be loaded ({exc})", "reinstall the package") from exc
+        return cls(layers, mean.astype(np.float32), std.astype(np.float32), priors.astype(np.float64), durations, meta)
+
+
+def feature_settings() -> dict[str, Any]:
+    return {
+        "sample_rate": SAMPLE_RATE,
+        "frame_rate": FRAME_RATE,
+        "nfft": NFFT,
+        "band_edges": list(BAND_EDGES),
+        "offsets": list(OFFSETS),
+    }
+
+
+def default_path() -> Path:
+    return Path(str(resources.files("device").joinpath("models"))) / f"{MODEL_NAME}.npz"
+
+
+@functools.cache
+def load_default() -> SegmenterModel:
+    return SegmenterModel.load(default_path())
+
+
+# -- cycle length --------------------------------------------------------------------------------------
+
+
+def cycle_candidates(post: np.ndarray, n: int = 3) -> list[tuple[float, float]]:
+    """Up to ``n`` (cycle length in seconds, strength 0..1) from the autocorrelation of the S1 and S2
+    probabilities, best first. A rhythm repeats at two cycles as well as one: a peak at half the
+    best lag that is nearly as strong is preferred, so a rhythm is not read at half its rate."""
+    lo = int(FRAME_RATE * 60 / MAX_BPM)
+    hi = min(int(FRAME_RATE * 60 / MIN_BPM), len(post) - 1)
+    if hi <= lo + 2:
+        return []
+    ac = np.zeros(len(post))
+    for j in (0, 2):
+        s = post[:, j] - post[:, j].mean()
+        a = _autocorrelation(s)
+        ac += a / a[0] if a[0] > 0 else a
+    ac /= 2
+    seg = ac[: hi + 1]
+    peaks = [k for k in range(max(lo, 1), hi) if seg[k] >= seg[k - 1] and seg[k] > seg[k + 1]]
+    if not peaks:
+        return []
+    peaks.sort(key=lambda k: -seg[k])
+    best = peaks[0]
+    for divisor, ratio in ((2, 0.75), (3, 0.85)):
+        near = [k for k in peaks if abs(k - best / divisor) <= 1 + 0.06 * best and k >= lo]
+        if near and seg[near[0]] >= ratio * seg[best]:
+            best = near[0]
+            break
+    ordered = [best] + [k for k in peaks if k != best]
+    return [(_refine(seg, k) / FRAME_RATE, float(np.clip(seg[k], 0, 1))) for k in ordered[:n]]
+
+
+def _autocorrelation(x: np.ndarray) -> np.ndarray:
+    n = len(x)
+    nfft = 1 << (2 * n - 1).bit_length()
+    f = np.fft.rfft(x, nfft)
+    return np.fft.irfft(f * f.conj(), nfft)[:n]
+
+
+def _refine(ac: np.ndarray, k: int) -> float:
+    if 0 < k < len(ac) - 1:
+        a, b, c = ac[k - 1], ac[k], ac[k + 1]
+        denom = a - 2 * b + c
+        if denom != 0:
+            return float(k + 0.5 * (a - c) / denom)
+    return float(k)
+
+
+# -- decoding ------------------------------------------------------------------------------------------
+
+
+def decode(log_b: np.ndarray, durations: list[np.ndarray], dmax: list[int]) -> tuple[np.ndarray, float]:
+    """Most likely state per frame under the cyclic semi-Markov model, and the path's log score.
+
+    ``log_b``: (T, 4) log emission scores. The first and last segments may be cut by the recording's
+    edges: the first has no duration penalty, the last may run past the end (the frames beyond score 0).
+    Every state lasts at least MIN_FRAMES, so the MIN_FRAMES segment ends of a step depend only on
+    starts already scored, and are scored together: a Python step per MIN_FRAMES frames.
+    """
+    t_len = len(log_b)
+    big = max(dmax)
+    total = t_len + big
+    cum = np.zeros((total + 1, 4))
+    cum[1 : t_len + 1] = np.cumsum(log_b, axis=0)
+    cum[t_len + 1 :] = cum[t_len]
+    # logp_rev[j, k]: log-probability of duration big - k (so that it lines up with the window below)
+    logp = np.full((4, big), -np.inf)
+    for j in range(4):
+        logp[j, : dmax[j]] = durations[j]
+    logp_rev = logp[:, ::-1].copy()
+    # the first segment, from frame 0: any length up to the state's dmax, no duration penalty
+    first = np.full((total + 1, 4), -np.inf)
+    for j in range(4):
+        first[1 : dmax[j] + 1, j] = np.log(0.25)
+    # start[big + s, j]: score of the best path whose segment of state j starts at frame s, minus cum[s, j]
+    start = np.full((total + 1 + big, 4), -np.inf)
+    windows = np.lib.stride_tricks.sliding_window_view(start, big, axis=0)  # [t] = starts t-big .. t-1
+    delta = np.full((total + 1, 4), -np.inf)
+    best_d = np.zeros((total + 1, 4), dtype=np.int32)
+    prev = np.array([3, 0, 1, 2])
+    steps = np.arange(MIN_FRAMES)
+    for t in range(1, total + 1, MIN_FRAMES):
+        u = min(t + MIN_FRAMES, total + 1)
+        cand = windows[t:u] + logp_rev  # (m, 4, big)
+        k = cand.argmax(axis=2)
+        best = cand.max(axis=2)
+        if t <= big:  # the first segment can still end here
+            from_first = first[t:u] > best
+            best = np.where(from_first, first[t:u], best)
+            best_d[t:u] = np.where(from_first, (t + steps[: u - t])[:, None], big - k)
+        else:
+            best_d[t:u] = big - k
+        d_t = best + cum[t:u]
+        delta[t:u] = d_t
+        if t < t_len:  # nothing starts after the recording ends
+            v = min(u, t_len)
+            start[big + t : big + v] = d_t[: v - t, prev] - cum[t:v]
+    ends = delta[t_len:]
+    flat = int(np.argmax(ends))
+    t_end, j = t_len + flat // 4, flat % 4
+    score = float(ends.flat[flat])
+    states = np.empty(t_len, dtype=np.int8)
+    while t_end > 0:
+        s0 = t_end - int(best_d[t_end, j])
+        states[max(s0, 0) : min(t_end, t_len)] = j
+        t_end, j = s0, int(prev[j])
+    return states, score
+
+
+# -- the result ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    states: np.ndarray  # (frames,) 0 S1, 1 systole, 2 S2, 3 diastole
+    s1: list[float]  # centre of each S1, seconds
+    s2: list[float]
+    heart_rate_bpm: float | None  # median S1-to-S1 interval of the decoded cycles
+    cycle_s: float | None  # the cycle length the decoder assumed
+    periodicity: float  # 0..1, how strongly the S1/S2 probabilities repeat at that cycle
+    fit: float  # 0..1, mean probability the classifier gives the decoded state: low = no heart sounds
+    confident_frames: float  # share of frames where the classifier is sure (max probability >= 0.6)
+    frame_fit: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per frame: probability of its state
+
+    def good_share(self, threshold: float, block_s: float = 1.0) -> float:
+        """Share of ``block_s`` blocks where the decoded cycles fit the classifier (mean frame fit at
+        least ``threshold``): the part of the recording where heart sounds are heard clearly."""
+        k = int(block_s * FRAME_RATE)
+        n = len(self.frame_fit) // k
+        if n == 0:
+            return float(np.mean(self.frame_fit) >= threshold) if len(self.frame_fit) else 0.0
+        blocks = self.frame_fit[: n * k].reshape(n, k).mean(axis=1)
+        return float(np.mean(blocks >= threshold))
+
+
+def _centres(states: np.ndarray, state: int) -> list[float]:
+    """Centres (seconds) of the runs of ``state``, skipping runs cut by the recording's edges."""
+    is_s = np.concatenate([[False], states == state, [False]])
+    edges = np.flatnonzero(np.diff(is_s.astype(np.int8)))
+    starts, ends = edges[::2], edges[1::2]
+    keep = (starts > 0) & (ends < len(states))
+    return [round(float((a + b) / 2 / FRAME_RATE), 3) for a, b in zip(starts[keep], ends[keep], strict=True)]
+
+
+def segment_posteriors(post: np.ndarray, model: SegmenterModel) -> Segmentation:
+    """Decode frame posteriors (frames, 4) into cycles."""
+    n = len(post)
+    if n < MIN_FRAMES * 8:
+        return Segmentation(np.zeros(n, dtype=np.int8), [], [], None, None, 0.0, 0.0, 0.0)
+    # one decoding at the best-repeating cycle: on validation patients, decoding at the two best and
+    # keeping the higher-scoring path, or the better-fitting one, read more rates at half or double
+    candidates = cycle_candidates(post, 1)
+    cycle, strength = candidates[0] if candidates else (0.8, 0.0)
+    log_b = np.log(np.clip(post / model.priors, 1e-8, None))
+    durations, dmax = model.durations.frames(cycle)
+    states, _ = decode(log_b, durations, dmax)
+    s1, s2 = _centres(states, 0), _centres(states, 2)
+    bpm = heart_rate_from_s1(s1)
+    frame_fit = post[np.arange(n), states]
+    confident = float(np.mean(post.max(axis=1) >= 0.6))
+    return Segmentation(
+        states,
+        s1,
+        s2,
+        bpm,
+        round(cycle, 3),
+        round(strength, 3),
+        round(float(frame_fit.mean()), 3),
+        round(confident, 3),
+        frame_fit,
+    )
+
+
+def heart_rate_from_s1(s1: list[float]) -> float | None:
+    """60 / the median S1-to-S1 interval (intervals outside 30-220 bpm, gaps in the decoding, ignored)."""
+    if len(s1) < 3:
+        return None
+    iv = np.diff(np.asarray(s1))
+    iv = iv[(iv >= 60 / MAX_BPM) & (iv <= 60 / MIN_BPM)]
+    if len(iv) < 2:
+        return None
+    return round(60.0 / float(np.median(iv)), 1)
+
+
+def segment(x: np.ndarray, model: SegmenterModel | None = None) -> Segmentation:
+    """Segment a preprocessed 2 kHz signal."""
+    m = model or load_default()
+    return segment_posteriors(m.posteriors(frame_features(x)), m)
