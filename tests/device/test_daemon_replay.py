@@ -169,7 +169,7 @@ def test_bad_inputs_get_clear_errors_or_unsure_and_the_daemon_keeps_going(sample
         peak = max(peak, daemon.peak_rss_kib())
         log = daemon.log
         assert f"recording not analysed: {files['corrupt']}: not a readable WAV or FLAC" in log
-        assert f"recording not analysed: {files['short']}: 0.50 s is shorter than one" in log
+        assert f"recording not analysed: {files['short']}: 0.50 s is shorter than the 2 s minimum" in log
         silent = sub.results[rid("silent")]
         assert silent["label"] == "unsure" and not silent["quality"]["ok"] and silent["quality"]["issues"]
         stereo = sub.results[rid("stereo48k")]
