@@ -1,34 +1,40 @@
 #!/usr/bin/env bash
 # The demo, end to end on this machine: installs what is missing (scripts/setup.sh), then starts
 #   - a Mosquitto broker with the production configuration (TLS, passwords, ACLs; deploy/mosquitto/),
-#   - the dashboard (SQLite) with a demo login,
+#   - the dashboard (SQLite) with a physician's and a nurse's login,
 #   - an ingest worker (broker -> dashboard database),
 #   - a device daemon that replays the bundled real recordings (device/samples/, copied to var/demo/replay/;
-#     add WAV/FLAC files there while it runs) as if from a stethoscope,
-# and prints the dashboard's address and the login. Results appear within a minute. Ctrl-C stops every
-# process it started. Everything lives in var/demo/ (gitignored); each run starts with empty data but
-# keeps the certificates, accounts and login (--keep keeps the data too; --reset forgets everything).
+#     add WAV/FLAC files there while it runs) as if from a stethoscope: two patients' exams, by site
+#     (device/samples/demo-exams.csv), each "recorded" when it is replayed,
+# and prints the dashboard's address and a nurse's and a physician's login. Results appear within a
+# minute. Ctrl-C stops every process it started, also with the output piped (| tee demo.log). Everything
+# lives in var/demo/ (gitignored); each run starts with empty data and only the bundled recordings but
+# keeps the certificates, accounts and logins (--keep keeps the data too; --reset forgets everything).
 #
-#   bash scripts/demo.sh [--keep | --reset]
+#   bash scripts/demo.sh [--keep | --reset] [--no-setup]
 #   ports: DEMO_HTTP_PORT (8000), DEMO_MQTT_TLS_PORT (18883), DEMO_MQTT_PORT (11883, loopback)
+#   --no-setup: skip scripts/setup.sh (installed already); DEMO_VENV: the virtualenv (.venv), DEMO_DIR: var/demo
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
-keep=0
-case "${1:-}" in
-  --keep) keep=1 ;;
-  --reset) rm -rf var/demo ;;
-  "") ;;
-  -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-  *) echo "demo: unknown argument $1 (--keep, --reset)" >&2; exit 2 ;;
-esac
+V=${DEMO_DIR:-$repo/var/demo}
+keep=0 setup=1
+for arg in "$@"; do
+  case "$arg" in
+    --keep) keep=1 ;;
+    --reset) rm -rf "$V" ;;
+    --no-setup) setup=0 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "demo: unknown argument $arg (--keep, --reset, --no-setup)" >&2; exit 2 ;;
+  esac
+done
 
-bash scripts/setup.sh
+[ "$setup" -eq 0 ] || bash scripts/setup.sh
 
-V=$repo/var/demo
-STETH=$repo/.venv/bin/steth
-PY=$repo/.venv/bin/python
+VENV=${DEMO_VENV:-$repo/.venv}
+STETH=$VENV/bin/steth
+PY=$VENV/bin/python
 DEVICE=demo-pi-1
 mkdir -p "$V/logs"
 chmod 700 "$V"
@@ -62,25 +68,35 @@ TLS_PORT=$(port "${DEMO_MQTT_TLS_PORT:-18883}" "MQTT over TLS")
 MQTT_PORT=$(port "${DEMO_MQTT_PORT:-11883}" "MQTT on loopback")
 
 pids=() names=()
+# Ctrl-C with the output piped (| tee demo.log) ends tee too: the next line written would kill this
+# script by SIGPIPE before it stopped anything. So SIGPIPE is ignored (a failed write is only an error)
+# and what stop_all says may go nowhere.
+trap '' PIPE
+say() { echo "$@" 2>/dev/null || true; }
 stop_all() {
-  trap - INT TERM EXIT
+  set +e  # stop everything, whatever fails on the way
+  trap '' INT TERM HUP  # a second Ctrl-C must not cut the stopping short and leave parts running
+  trap - EXIT
   local i
-  [ "${#pids[@]}" -gt 0 ] && echo && echo "demo: stopping ${names[*]}"
-  # mirror order, one at a time: the device first (it says offline), the broker last
+  [ "${#pids[@]}" -gt 0 ] && say && say "demo: stopping ${names[*]}"
+  # mirror order, one at a time: the device first (it says offline), the broker last; each part is a
+  # process group of its own (setsid), and the whole group is stopped
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-    kill -TERM "${pids[i]}" 2>/dev/null || true
-    for _ in $(seq 1 150); do kill -0 "${pids[i]}" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "${pids[i]}" 2>/dev/null || true
-    wait "${pids[i]}" 2>/dev/null || true
+    kill -TERM -- "-${pids[i]}" 2>/dev/null
+    for _ in $(seq 1 100); do kill -0 -- "-${pids[i]}" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-${pids[i]}" 2>/dev/null
+    wait "${pids[i]}" 2>/dev/null
   done
-  echo "demo: stopped; logs in var/demo/logs/"
+  say "demo: stopped; logs in $V/logs/"
 }
 trap stop_all EXIT
-trap 'exit 130' INT TERM
-start() {  # name, command... (output to var/demo/logs/NAME.log)
+trap 'exit 130' INT TERM HUP
+start() {  # name, command... (output to $V/logs/NAME.log)
   local name=$1; shift
-  # Its own session: Ctrl-C reaches only this script, which stops the parts in order (the broker last).
-  setsid "$@" > "$V/logs/$name.log" 2>&1 &
+  # Its own session and process group: Ctrl-C reaches only this script, which stops the parts in order
+  # (the broker last). Started from a non-interactive shell, the child is no group leader, so setsid runs
+  # the command in this very process: $! is the group's id.
+  setsid "$@" > "$V/logs/$name.log" 2>&1 < /dev/null &
   pids+=($!) names+=("$name")
 }
 wait_port() {  # port, name, log
@@ -103,7 +119,7 @@ if [ ! -f "$V/bundles/$DEVICE/device.toml" ]; then
     --password-file --install-dir "$V/bundles/$DEVICE" --send-audio > /dev/null 2>&1
 fi
 [ -f "$V/bundles/svc.ingest/mqtt-password" ] || "$STETH" provision --service ingest --broker-dir "$B" --out "$V/bundles" > /dev/null
-[ "$keep" -eq 1 ] || rm -rf "$B/data" "$V/device" "$V/dashboard"
+[ "$keep" -eq 1 ] || rm -rf "$B/data" "$V/device" "$V/dashboard" "$V/replay"  # replay: only the bundled ones
 mkdir -p "$B/data"
 run_as=""; [ "$(id -u)" -eq 0 ] && run_as="user root"   # else Mosquitto drops to a user who cannot read var/
 sed -e "s#/etc/mosquitto/steth/#$B/#" \
@@ -126,6 +142,10 @@ if [ ! -s "$V/login-password" ]; then
   (umask 077; "$PY" -c 'import secrets; print(secrets.token_urlsafe(12))' > "$V/login-password")
 fi
 "$STETH" dashboard createuser demo --role physician --role admin --password-file "$V/login-password" > /dev/null
+if [ ! -s "$V/nurse-password" ]; then
+  (umask 077; "$PY" -c 'import secrets; print(secrets.token_urlsafe(12))' > "$V/nurse-password")
+fi
+"$STETH" dashboard createuser nurse --role nurse --clinic demo --password-file "$V/nurse-password" > /dev/null
 start dashboard "$STETH" dashboard runserver "127.0.0.1:$HTTP_PORT" --noreload
 wait_port "$HTTP_PORT" dashboard "$V/logs/dashboard.log"
 
@@ -136,14 +156,17 @@ start ingest env STETH_MQTT_URL="mqtt://127.0.0.1:$MQTT_PORT" STETH_MQTT_USERNAM
 
 # -- the device: the provisioned bundle, replaying the bundled recordings at a stethoscope's pace ------------
 mkdir -p "$V/device" "$V/replay"
-# the folder the device replays (new files are picked up as they appear): the bundled recordings
+# the folder the device replays (new files are picked up as they appear): the bundled recordings, and
+# the manifest making them two patients' exams by site
 cp -p device/samples/*.flac "$V/replay/"
+cp device/samples/demo-exams.csv "$V/replay/manifest.csv"
 # Audio waiting for upload stays in RAM, as on the Pi (/run/steth there)
 transient=$V/device/transient
 [ -d /dev/shm ] && [ -w /dev/shm ] && transient=/dev/shm/stethoscope-edge-demo-$(id -u)
 [ "$keep" -eq 1 ] || rm -rf "$transient"
 start device env STETH_DEVICE__MODE=replay STETH_DEVICE__AUDIO__SOURCE=replay \
-  STETH_DEVICE__AUDIO__REPLAY_PATH="$V/replay" \
+  STETH_DEVICE__AUDIO__REPLAY_PATH="$V/replay" STETH_DEVICE__AUDIO__REPLAY_MANIFEST="$V/replay/manifest.csv" \
+  STETH_DEVICE__AUDIO__REPLAY_RECORDED_AT=replayed \
   STETH_DEVICE__AUDIO__TRANSIENT_DIR="$transient" STETH_DEVICE__OUTBOX__PATH="$V/device/outbox.sqlite" \
   STETH_DEVICE__BROKER__URL="mqtts://localhost:$TLS_PORT" \
   "$STETH" device run --config "$V/bundles/$DEVICE/device.toml"
@@ -153,13 +176,15 @@ cat <<EOF
   stethoscope-edge demo is running.
 
     Dashboard:  http://127.0.0.1:$HTTP_PORT/
-    Log in as:  demo   password: $(cat "$V/login-password")
+    Log in as:  physician  user: demo    password: $(cat "$V/login-password")   (also admin)
+                nurse      user: nurse   password: $(cat "$V/nurse-password")   (clinic "Demo clinic")
 
   The device $DEVICE replays $(find device/samples -name "*.flac" | wc -l) real recordings (PhysioNet 2016, ODC-BY) as if from
-  a stethoscope; each result (and its recording) travels over MQTT with TLS to the broker, then to the
-  ingest worker and the dashboard, whose live feed shows it within seconds. Add recordings to the
-  replay by copying WAV/FLAC files into var/demo/replay/. Screening support, not a diagnosis.
-  Logs: var/demo/logs/. Ctrl-C stops everything.
+  a stethoscope, as two patients' exams (P-DEMO-01, P-DEMO-02; sites: device/samples/demo-exams.csv);
+  each result (and its recording) travels over MQTT with TLS to the broker, then to the ingest worker
+  and the dashboard, whose live feed shows it within seconds. Add recordings to the
+  replay by copying WAV/FLAC files into $V/replay/. Screening support, not a diagnosis.
+  Logs: $V/logs/. Ctrl-C stops everything.
 
 EOF
 

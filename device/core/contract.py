@@ -35,6 +35,8 @@ MAX_ACK_IDS = 256  # per list of an ack message (schemas/ack.v1.json); ingest sp
 MAX_ACK_BYTES = 32 * 1024  # 2 x 256 ids of 36 characters, quoted, with room to spare
 MAX_AUDIO_BYTES = 16 * 1024 * 1024
 DEVICE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# patient references and exam ids: pseudonymous codes (result schema: patient_ref, exam_id)
+REF_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 SITES = ("aortic", "pulmonic", "tricuspid", "mitral")
 SCREENING_LABELS = ("normal", "abnormal", "unsure")
 SHARED_GROUP = "ingest"

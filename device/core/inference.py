@@ -107,6 +107,7 @@ class Analysis:
         site: str | None = None,
         audio: dict[str, Any] | None = None,
         software_version: str | None = None,
+        exam_id: str | None = None,
     ) -> dict[str, Any]:
         """A result message valid against the MQTT contract (device/schemas/result.v1.json)."""
         when = (recorded_at or datetime.now(UTC)).astimezone(UTC)
@@ -132,6 +133,8 @@ class Analysis:
             **({"decision": self.decision} if self.decision else {}),
             **({"cycles": self.cycles} if self.cycles else {}),
             **self.fields,
+            # one patient's exam (several sites); absent for a recording made on its own
+            **({"exam_id": exam_id} if exam_id else {}),
         }
 
     def to_json(self, file: str | None = None) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from device import __version__
 from device.core.audio_io import Audio, encode_flac
+from device.core.wording import headline, rerecord_advice
 from device.edge.outbox import Entry
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ class Recording:
     patient_ref: str | None = None
     site: str | None = None
     key: str | None = None  # stable identity (replay: file + segment) -> stable result ids
+    exam_id: str | None = None  # the exam (one patient, several sites) this recording belongs to
 
 
 def result_id_for(device_id: str, key: str | None, model: str) -> str:
@@ -107,6 +109,7 @@ def make_entries(
             site=recording.site,
             audio=audio_meta if first else None,
             software_version=__version__,
+            exam_id=recording.exam_id,
         )
         entries.append(Entry(message, flac=flac if first else None))
     return entries
@@ -116,16 +119,20 @@ NOTICE = "Screening support, not a diagnosis: a clinician decides."
 
 
 def answer(analysis: Analysis) -> str:
-    """The bedside answer: label, confidence, heart rate, signal quality, and what to do."""
+    """The bedside answer: the label with what the model leaned to (an unsure one with its reason in
+    words), heart rate, signal quality, and, when the signal was poor, what to change before recording
+    again (said once: device/core/wording.py)."""
+    issues = list(analysis.quality.issues) if not analysis.quality.ok else []
     hr = f"{analysis.heart_rate_bpm:.0f} bpm" if analysis.heart_rate_bpm else "not found"
     quality = "good" if analysis.quality.ok else "POOR"
     lines = [
-        f"Result:          {analysis.label.upper()}  (confidence {analysis.confidence:.0%})",
+        f"Result:          {headline(analysis.label, analysis.probabilities, issues)}",
         f"Heart rate:      {hr}",
         f"Signal quality:  {quality} ({analysis.quality.score:.2f})",
     ]
-    if analysis.rerecord_reason:
-        lines.append(f"re-record: {analysis.rerecord_reason}")
+    if not analysis.quality.ok:
+        advice = rerecord_advice(issues)
+        lines.append(f"Record again:    {advice or 'keep the patient and the stethoscope still'}")
     for name, value in analysis.fields.items():  # companion models' answers (e.g. murmur)
         p = value.get("probability")
         shown = f"  (probability {p:.0%})" if p is not None else ""

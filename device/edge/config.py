@@ -167,6 +167,17 @@ class AudioConfig(_Section):
         "stethoscope (false: as fast as possible, for tests); mode 'replay' analyses each file as soon as it "
         "is found, whatever this says",
     )
+    replay_manifest: Path | None = Field(
+        None,
+        description="CSV file (file,patient_ref,site,exam_id) saying whose recording each replayed file is and "
+        "at which site (demos, training; device/edge/replay_manifest.py); files it does not list are site "
+        "'unknown' with no patient",
+    )
+    replay_recorded_at: Literal["file", "replayed"] = Field(
+        "file",
+        description="what a replayed result gives as its recording time: 'file' (the file's modification time: "
+        "recordings made elsewhere) or 'replayed' (when it is analysed: a demo standing in for a stethoscope)",
+    )
     max_segment_s: float = Field(
         300.0,
         ge=10,
@@ -417,6 +428,14 @@ def check_files(config: DeviceConfig) -> list[str]:
             problems.append(f"models.threshold_dir: {config.models.threshold_dir} does not exist or is not a folder")
     if config.audio.replay_path is not None and not config.audio.replay_path.exists():
         problems.append(f"audio.replay_path: {config.audio.replay_path} does not exist")
+    if config.audio.replay_manifest is not None:
+        from device.edge.replay_manifest import ManifestError
+        from device.edge.replay_manifest import load as load_manifest
+
+        try:
+            load_manifest(config.audio.replay_manifest)
+        except ManifestError as exc:
+            problems.append(f"audio.replay_manifest: {exc.message}")
     outbox_dir = config.outbox.path.parent
     if outbox_dir.exists() and not os.access(outbox_dir, os.W_OK):
         problems.append(f"outbox.path: folder {outbox_dir} is not writable by this user")

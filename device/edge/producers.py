@@ -21,6 +21,8 @@ from device.edge.analyser import Analyser, Recording, answer, make_entries
 from device.edge.config import DeviceConfig
 from device.edge.outbox import Outbox, OutboxFullError
 from device.edge.parts import Part, open_outbox
+from device.edge.replay_manifest import Listed, ManifestError
+from device.edge.replay_manifest import load as load_manifest
 from device.edge.sources import (
     AudioSource,
     CaptureError,
@@ -110,19 +112,25 @@ class ReplayProducer(Producer):
                 self.beat()
                 try:
                     files = recordings(self.config.audio.replay_path)
-                except CaptureError as exc:
+                    listed = self.manifest()
+                except (CaptureError, ManifestError) as exc:
                     log.error("replay: %s", exc)
                     files = []
                 for path in files:
                     if self.stop_event.is_set():
                         break
-                    self.process(box, path)
+                    self.process(box, path, listed.get(path.name))
                     self.beat()
                 self.stop_event.wait(REPLAY_POLL_S)
         finally:
             box.close()
 
-    def process(self, box: Outbox, path: Path) -> None:
+    def manifest(self) -> dict[str, Listed]:
+        """Who and where each file is, read at every pass (a demo may add recordings and rows)."""
+        path = self.config.audio.replay_manifest
+        return load_manifest(path) if path is not None else {}
+
+    def process(self, box: Outbox, path: Path, listed: Listed | None = None) -> None:
         try:
             st = path.stat()
         except OSError:
@@ -131,13 +139,18 @@ class ReplayProducer(Producer):
         if box.source_done(base):
             return
         mtime = dt.datetime.fromtimestamp(st.st_mtime, dt.UTC)
+        if self.config.audio.replay_recorded_at == "replayed":
+            mtime = dt.datetime.now(dt.UTC)  # a demo's "recorded" time is when the stethoscope would have been on
+        who = listed or Listed(None, "unknown", None)
         offset = 0.0
         try:
             for i, audio in enumerate(segments(path, self.config.audio.max_segment_s)):
                 key = f"{base}#{i}"
                 if not box.source_done(key):
                     when = mtime + dt.timedelta(seconds=offset)
-                    stored = self.store(box, Recording(audio, when, site="unknown", key=key))
+                    recording = Recording(audio, when, patient_ref=who.patient_ref, site=who.site, key=key,
+                                          exam_id=who.exam_id)  # fmt: skip
+                    stored = self.store(box, recording)
                     if not stored and not box.source_done(key):
                         return  # not stored for want of space: tried again at the next pass
                 offset += audio.duration_s

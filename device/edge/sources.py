@@ -82,8 +82,9 @@ class AudioSource(ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def record(self, seconds: float) -> Audio:
-        """``seconds`` of uninterrupted audio (shorter only when a replay runs out)."""
+    def record(self, seconds: float, on_progress: Callable[[float], None] | None = None) -> Audio:
+        """``seconds`` of uninterrupted audio (shorter only when a replay runs out); ``on_progress`` is
+        told the seconds recorded so far after each block (the bedside countdown)."""
         chunks: list[np.ndarray] = []
         rate = 0
         have = 0
@@ -104,6 +105,8 @@ class AudioSource(ABC):
             wanted = round(seconds * rate)
             chunks.append(block.samples)
             have += len(block.samples)
+            if on_progress is not None:
+                on_progress(min(have, wanted) / rate)
         if not chunks:
             raise CaptureError(f"{self.name} delivered no audio", "check the input and record again")
         samples = np.concatenate(chunks)[:wanted]
