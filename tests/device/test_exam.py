@@ -1,0 +1,94 @@
+"""combine_exam: one answer per exam from its recordings' results, on real results and edge cases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from device.core.exam import combine_exam, combine_murmur, usable
+from device.inference import load_model
+
+SAMPLES = Path(__file__).resolve().parents[2] / "device" / "samples"
+
+
+def result(
+    label: str, p_abnormal: float, *, ok: bool = True, murmur: float | None = None, site: str | None = None
+) -> dict[str, Any]:
+    """A result shaped like `steth classify --json` prints it (only the fields the rule reads differ)."""
+    r: dict[str, Any] = {
+        "file": f"{site or 'x'}.wav",
+        "label": label,
+        "probabilities": {"normal": round(1 - p_abnormal, 4), "abnormal": p_abnormal},
+        "quality": {"score": 0.9 if ok else 0.1, "ok": ok, "issues": [] if ok else ["too noisy"]},
+        "task": "screening",
+    }
+    if murmur is not None:
+        r["murmur"] = {"label": "present" if murmur >= 0.5 else "absent", "probability": murmur}
+    if site:
+        r["site"] = site
+    return r
+
+
+def test_it_calls_the_exam_abnormal_when_any_usable_site_is():
+    exam = combine_exam([result("normal", 0.2, site="aortic"), result("abnormal", 0.7, site="mitral")])
+    assert exam["label"] == "abnormal"
+    assert exam["probabilities"] == {"normal": 0.3, "abnormal": 0.7}
+    assert exam["n_recordings"] == 2 and exam["n_usable"] == 2
+
+
+def test_it_calls_the_exam_normal_only_when_every_usable_site_is():
+    exam = combine_exam([result("normal", 0.2), result("normal", 0.4), result("unsure", 0.9, ok=False)])
+    # the unfit recording's high score does not count
+    assert exam["label"] == "normal"
+    assert exam["probabilities"]["abnormal"] == 0.4
+    assert exam["n_usable"] == 2
+
+
+def test_an_exam_without_a_usable_recording_is_unsure_and_its_murmur_unknown():
+    exam = combine_exam([result("unsure", 0.9, ok=False, murmur=0.9), result("unsure", 0.1, ok=False)])
+    assert exam["label"] == "unsure" and exam["probabilities"] == {}
+    assert exam["murmur"] == {"label": "unknown", "probability": None, "sites": [], "n_recordings": 0}
+    assert combine_exam([])["label"] == "unsure"
+
+
+def test_murmur_is_present_at_the_sites_that_say_so_most_likely_first():
+    exam = combine_exam(
+        [
+            result("normal", 0.2, murmur=0.3, site="aortic"),
+            result("abnormal", 0.6, murmur=0.8, site="mitral"),
+            result("normal", 0.3, murmur=0.6, site="tricuspid"),
+            result("unsure", 0.3, ok=False, murmur=0.99, site="pulmonic"),
+        ]
+    )
+    m = exam["murmur"]
+    assert m["label"] == "present" and m["probability"] == 0.8
+    assert m["sites"] == ["mitral", "tricuspid"]
+    assert "pulmonic" not in m["site_probabilities"] and m["n_recordings"] == 3
+
+
+def test_murmur_is_absent_when_no_site_reaches_the_threshold():
+    m = combine_murmur([result("normal", 0.2, murmur=0.3, site="aortic"), result("normal", 0.2, murmur=0.49)])
+    assert m["label"] == "absent" and m["sites"] == [] and m["probability"] == 0.49
+
+
+def test_a_recording_whose_murmur_is_unknown_does_not_count():
+    r = result("normal", 0.2, murmur=0.9)
+    r["murmur"]["label"] = "unknown"
+    assert combine_murmur([r])["label"] == "unknown"
+    assert usable(r)
+
+
+@pytest.mark.parametrize("names", [["a0405.flac", "e00008.flac"], ["a0296.flac"]])
+def test_it_combines_real_results_of_the_shipped_model(names):
+    clf = load_model()
+    results = [clf.analyse_file(SAMPLES / n).to_json(n) for n in names]
+    exam = combine_exam(results)
+    counted = [r for r in results if usable(r)]
+    assert exam["n_usable"] == len(counted)
+    if counted:
+        assert exam["probabilities"]["abnormal"] == max(r["probabilities"]["abnormal"] for r in counted)
+        assert (exam["label"] == "abnormal") == any(r["label"] == "abnormal" for r in counted)
+    else:
+        assert exam["label"] == "unsure"
