@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from device import __version__
+from device.core import wording
 from device.core.audio_io import Audio, encode_flac
 from device.edge.outbox import Entry
 
@@ -119,13 +120,19 @@ def answer(analysis: Analysis) -> str:
     """The bedside answer: label, confidence, heart rate, signal quality, and what to do."""
     hr = f"{analysis.heart_rate_bpm:.0f} bpm" if analysis.heart_rate_bpm else "not found"
     quality = "good" if analysis.quality.ok else "POOR"
+    quality_dict = {"ok": analysis.quality.ok, "issues": list(analysis.quality.issues)}
+    if analysis.label == wording.UNSURE:
+        # why, and what the model leaned to: "(confidence 89%)" read as 89% sure of being unsure
+        headline = f"UNSURE — {wording.unsure_reason(quality_dict)}. {wording.model_leaning(analysis.probabilities)}"
+    else:
+        headline = f"{analysis.label.upper()}  (confidence {analysis.confidence:.0%})"
     lines = [
-        f"Result:          {analysis.label.upper()}  (confidence {analysis.confidence:.0%})",
+        f"Result:          {headline}",
         f"Heart rate:      {hr}",
         f"Signal quality:  {quality} ({analysis.quality.score:.2f})",
     ]
-    if analysis.rerecord_reason:
-        lines.append(f"re-record: {analysis.rerecord_reason}")
+    if advice := wording.advice(quality_dict, patient_present_hint=False):
+        lines.append(f"Re-record:       {advice}")
     lines.append(f"Model:           {analysis.model.name} {analysis.model.version}")
     if analysis.decision:
         d = analysis.decision

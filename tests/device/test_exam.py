@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from device.core.exam import combine_exam, combine_murmur, usable
-from device.inference import load_model
+from device.core.inference import load_model
 
 SAMPLES = Path(__file__).resolve().parents[2] / "device" / "samples"
 
