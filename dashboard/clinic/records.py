@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from django.db import IntegrityError, connection, transaction
 
+from dashboard.clinic import exams
 from dashboard.clinic.models import Clinic, Device, Result
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,9 @@ def store_result(
     )
     try:
         with transaction.atomic():
+            exams.link([row])
             row.save(force_insert=True)
+            exams.refresh([row.exam_id])
     except IntegrityError:
         existing = Result.objects.get(pk=result_id)
         same = existing.message == message
