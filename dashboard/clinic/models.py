@@ -25,7 +25,7 @@ from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 from django.utils import timezone
 
-from device.core import contract
+from device.core import contract, wording
 
 if TYPE_CHECKING:
     from django.db.models.fields.related_descriptors import RelatedManager
@@ -34,7 +34,8 @@ LOCATIONS = (*contract.SITES, "unknown")
 LABELS = contract.SCREENING_LABELS
 AWAITING_REVIEW_LABELS = ("abnormal", "unsure")
 # The big JSON of a result, which lists (feed, results, patient timeline) never show: not loaded there.
-LISTING_DEFERRED = ("message", "windows", "quality_issues", "audio_declared")
+# (quality_issues is loaded: a few short strings, and an unsure result's reason in words comes from them.)
+LISTING_DEFERRED = ("message", "windows", "audio_declared")
 
 
 class Clinic(models.Model):
@@ -207,6 +208,42 @@ class Result(models.Model):
     def confidence(self) -> float | None:
         value = self.probabilities.get(self.label)
         return float(value) if value is not None else None
+
+    @property
+    def quality(self) -> dict[str, Any]:
+        """The contract's quality object (its reason code only when the message is loaded: lists defer it)."""
+        quality: dict[str, Any] = {"ok": self.quality_ok, "issues": list(self.quality_issues or [])}
+        if "message" not in self.get_deferred_fields() and isinstance(self.message, dict):
+            reason = (self.message.get("quality") or {}).get("reason")
+            if reason:
+                quality["reason"] = reason
+        return quality
+
+    @property
+    def summary(self) -> str:
+        """The answer in words with the model's probability: "Unsure — poor signal: .... Model: 89% abnormal"."""
+        return wording.summary(self.label, self.probabilities or {}, self.quality)
+
+    @property
+    def signal_problem(self) -> str:
+        """What makes the signal poor, in words ("poor signal: clipping")."""
+        return wording.unsure_reason(self.quality)
+
+    @property
+    def advice(self) -> str:
+        return wording.advice(self.quality)
+
+    @property
+    def murmur(self) -> dict[str, Any] | None:
+        value = self.message.get("murmur") if isinstance(self.message, dict) else None
+        return value if isinstance(value, dict) else None
+
+    @property
+    def cycles(self) -> dict[str, list[float]]:
+        value = self.message.get("cycles") if isinstance(self.message, dict) else None
+        if not isinstance(value, dict):
+            return {"s1": [], "s2": []}
+        return {"s1": list(value.get("s1") or []), "s2": list(value.get("s2") or [])}
 
     @property
     def decision(self) -> dict[str, Any] | None:

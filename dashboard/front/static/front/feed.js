@@ -11,13 +11,28 @@
   const seen = new Set();
   let since = null;
 
+  // One date-time format on every page: "2026-12-05 23:02" in the clinic's zone (the server's filter
+  // "when" writes the same). Swedish locale: ISO-like order with a space, in every browser.
+  const zone = document.body.getAttribute("data-tz") || undefined;
+  const formatter = new Intl.DateTimeFormat("sv-SE", {
+    timeZone: zone, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
+  });
+  function formatTime(iso) { return formatter.format(new Date(iso)); }
+  function timeElement(iso) {
+    const time = document.createElement("time");
+    time.dateTime = iso;
+    time.textContent = formatTime(iso);
+    return time;
+  }
+
   JSON.parse(document.getElementById("feed-initial").textContent).forEach(function (r) {
     seen.add(r.id);
     if (!since || r.received_at > since) since = r.received_at;
   });
 
-  function cell(content) {
+  function cell(content, heading) {
     const td = document.createElement("td");
+    td.setAttribute("data-th", heading);
     if (content instanceof Node) td.appendChild(content); else td.textContent = content;
     return td;
   }
@@ -34,22 +49,17 @@
     const tr = document.createElement("tr");
     tr.dataset.result = r.id;
     tr.className = "new";
-    const time = document.createElement("time");
-    time.dateTime = r.received_at;
-    time.textContent = r.received_at.slice(0, 19).replace("T", " ");
-    tr.appendChild(cell(time));
+    tr.appendChild(cell(timeElement(r.received_at), "Received"));
     const label = document.createElement("span");
     label.appendChild(link(r.url, r.label, "label label-" + r.label));
-    if (!r.quality_ok) {
-      const warn = document.createElement("span");
-      warn.className = "warn";
-      warn.textContent = " poor signal";
-      label.appendChild(warn);
-    }
-    tr.appendChild(cell(label));
-    tr.appendChild(cell(r.patient_url ? link(r.patient_url, r.patient_ref) : "-"));
-    tr.appendChild(cell(r.heart_rate_bpm ? Math.round(r.heart_rate_bpm) + " bpm" : "-"));
-    tr.appendChild(cell(r.device));
+    const summary = document.createElement("span");
+    summary.className = "summary";
+    summary.textContent = " " + r.summary;
+    label.appendChild(summary);
+    tr.appendChild(cell(label, "Result"));
+    tr.appendChild(cell(r.patient_url ? link(r.patient_url, r.patient_ref) : "-", "Patient"));
+    tr.appendChild(cell(r.heart_rate_bpm ? Math.round(r.heart_rate_bpm) + " bpm" : "-", "Heart rate"));
+    tr.appendChild(cell(r.device, "Device"));
     return tr;
   }
 
@@ -72,8 +82,8 @@
       const state = tr.querySelector(".state");
       state.textContent = d.state;
       state.className = "state state-" + d.state;
-      const time = tr.querySelector("time");
-      if (d.last_seen) { time.dateTime = d.last_seen; time.textContent = d.last_seen.slice(0, 19).replace("T", " "); }
+      const seen = tr.querySelector(".last-seen");
+      if (d.last_seen && seen) { seen.replaceChildren(timeElement(d.last_seen)); }
     });
   }
 
