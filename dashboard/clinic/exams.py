@@ -16,7 +16,7 @@ from django.db.models import Max, Min
 from django.db.models.fields.json import KeyTransform
 
 from dashboard.clinic.models import Exam, Result, refresh_exam_reviewed
-from device.core import wording
+from device.core import contract, wording
 from device.core.exam import combine_exam
 
 
@@ -77,7 +77,7 @@ def answer_reason(answer: Mapping[str, Any], results: Sequence[Mapping[str, Any]
     label = str(answer.get("label") or "")
     murmur = answer.get("murmur") or {}
     n = len(results)
-    sites = sorted({str(r.get("site")) for r in results if r.get("site")})
+    sites = sorted({str(r.get("site")) for r in results if r.get("site")}, key=_chest_order)
     where = f"{n} recording{'s' if n != 1 else ''}" + (f" ({', '.join(sites)})" if sites else "")
     parts: list[str] = []
     if label == wording.UNSURE:
@@ -86,7 +86,7 @@ def answer_reason(answer: Mapping[str, Any], results: Sequence[Mapping[str, Any]
         parts.append(f"Unsure — {'; '.join(reasons) or 'no usable recording'}. {leaning}")
     elif label:
         found = [r for r in results if r.get("label") == label]
-        at = sorted({str(r.get("site") or "site not given") for r in found})
+        at = sorted({str(r.get("site") or "site not given") for r in found}, key=_chest_order)
         probs = answer.get("probabilities") or {}
         p = probs.get(label)
         model = f", model: {float(p):.0%} {label}" if p is not None else ""
@@ -100,6 +100,11 @@ def answer_reason(answer: Mapping[str, Any], results: Sequence[Mapping[str, Any]
         parts.append(f"murmur heard at {heard}" + (f" (model: {float(p):.0%} present)" if p is not None else ""))
     parts.append(where)
     return "; ".join(parts)[:300]
+
+
+def _chest_order(site: str) -> tuple[int, str]:
+    """Aortic, pulmonic, tricuspid, mitral (the order of an exam), then anything else by name."""
+    return (contract.SITES.index(site) if site in contract.SITES else len(contract.SITES), site)
 
 
 def _max_probabilities(results: Sequence[Mapping[str, Any]]) -> dict[str, float]:

@@ -96,6 +96,7 @@
 
   // Frequency labels over the spectrogram's left edge, outside wavesurfer's scrolling wrapper: they stay
   // put when zoomed and scrolled. Each on a light background; 0 Hz sits above the bottom edge.
+  let axisTries = 0;
   function frequencyAxis() {
     const old = container.querySelector(".freq-axis");
     if (old) old.remove();
@@ -104,7 +105,10 @@
     const spectrogram = Array.from(wrapper.querySelectorAll("div, canvas")).find(function (el) {
       return Math.round(el.getBoundingClientRect().height) === SPECTROGRAM_HEIGHT;
     });
-    if (!spectrogram) return;
+    if (!spectrogram) {  // the plugin draws after "ready": look again shortly
+      if (axisTries++ < 50) setTimeout(frequencyAxis, 100);
+      return;
+    }
     const top = spectrogram.getBoundingClientRect().top - box.top;
     const axis = document.createElement("div");
     axis.className = "freq-axis";
@@ -128,7 +132,7 @@
   ws.on("decode", function (duration) {
     ws.getWrapper().appendChild(probabilityTrack(duration));
   });
-  ws.on("redraw", frequencyAxis);
+  ws.on("redrawcomplete", frequencyAxis);
   ws.on("ready", function (duration) {
     // Zoom starts at "whole recording fits"; the buttons and slider go from there to 1000 px/s.
     const fit = Math.max(1, Math.floor(container.clientWidth / Math.max(duration, 0.1)));
