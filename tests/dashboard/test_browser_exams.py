@@ -8,14 +8,19 @@ import re
 import pytest
 
 from dashboard.clinic.models import Exam, ExamReview
-from tests.dashboard.test_browser import log_in
 from tests.dashboard.test_browser import browser as browser  # noqa: PLC0414 - the module-scoped fixture, reused
+from tests.dashboard.test_browser import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 VIEWPORTS = {
     "desktop": {"viewport": {"width": 1280, "height": 860}},
-    "phone": {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True, "device_scale_factor": 2},
+    "phone": {
+        "viewport": {"width": 390, "height": 844},
+        "is_mobile": True,
+        "has_touch": True,
+        "device_scale_factor": 2,
+    },
 }
 RHYTHM = "no clear heartbeat rhythm: hold still, reduce noise, place the stethoscope firmly"
 UNSURE_TEXT = "Unsure — poor signal: no clear heartbeat rhythm. Model: 89% abnormal"
@@ -23,7 +28,7 @@ CYCLES = {"s1": [0.3, 1.1, 1.9, 2.7], "s2": [0.6, 1.4, 2.2]}
 
 
 @pytest.fixture(params=list(VIEWPORTS))
-def page(request, browser, live_server):  # noqa: F811 - the imported fixture is this one's argument
+def page(request, browser, live_server):
     context = browser.new_context(base_url=live_server.url, **VIEWPORTS[request.param])
     pg = context.new_page()
     pg.set_default_timeout(20_000)
@@ -43,8 +48,8 @@ def no_sideways_scroll(page) -> None:
 def small_tap_targets(page) -> list[str]:
     """Buttons, form controls, navigation and worklist links under 44 px (inline text links excepted)."""
     return page.evaluate(
-        """() => Array.from(document.querySelectorAll(
-              'button, input:not([type=hidden]):not([type=radio]), select, textarea, header a, .exam-link, summary, .button'))
+        """() => Array.from(document.querySelectorAll('button, input:not([type=hidden]):not([type=radio]), '
+              + 'select, textarea, header a, .exam-link, summary, .button'))
             .filter(el => el.offsetParent !== null)
             .map(el => [el, el.getBoundingClientRect()])
             .filter(([el, r]) => r.height < 44 || r.width < 44)
@@ -68,9 +73,7 @@ def make_exam(make_result, device, sample_flac, exam_id="EX-B1", patient="P-EXAM
         },
     }
     for site, fields in sites.items():
-        make_result(
-            device, audio=sample_flac, exam_id=exam_id, site=site, patient_ref=patient, cycles=CYCLES, **fields
-        )
+        make_result(device, audio=sample_flac, exam_id=exam_id, site=site, patient_ref=patient, cycles=CYCLES, **fields)
     return Exam.objects.get(exam_id=exam_id)
 
 
@@ -137,7 +140,9 @@ def test_the_worklist_orders_exams_and_says_why_on_any_width(
         probabilities={"normal": 0.11, "abnormal": 0.89},
         quality={"score": 0.2, "ok": False, "issues": [RHYTHM]},
     )
-    normal = make_result(device_a, exam_id="EX-N", patient_ref="P-N", label="normal", probabilities={"normal": 0.9, "abnormal": 0.1})
+    normal = make_result(
+        device_a, exam_id="EX-N", patient_ref="P-N", label="normal", probabilities={"normal": 0.9, "abnormal": 0.1}
+    )
     finding = make_exam(make_result, device_a, sample_flac, exam_id="EX-F", patient="P-F")
     log_in(page, physician.username)
     page.wait_for_selector("#worklist")
@@ -183,7 +188,8 @@ def test_the_recording_page_banner_never_covers_the_findings_and_frequencies_sta
     advice = page.inner_text("#advice")
     assert advice.lower().count("record again") == 1, advice
     for block in ("start", "center", "end"):
-        page.evaluate(f"document.evaluate(\"//h2[text()='Findings']\", document).iterateNext().scrollIntoView({{block: '{block}'}})")
+        findings = "document.evaluate(\"//h2[text()='Findings']\", document).iterateNext()"
+        page.evaluate(f"{findings}.scrollIntoView({{block: '{block}'}})")
         overlap = page.evaluate(
             """() => {
               const h = document.evaluate("//h2[text()='Findings']", document).iterateNext().getBoundingClientRect();
@@ -214,7 +220,13 @@ def test_the_recording_page_banner_never_covers_the_findings_and_frequencies_sta
     page.click("#zoom-in")
     page.evaluate("window.stethPlayer.setScrollTime(3)")
     page.wait_for_timeout(300)
-    assert [item["text"] for item in axis_labels() if item["inside"]] == ["1000 Hz", "750 Hz", "500 Hz", "250 Hz", "0 Hz"]
+    assert [item["text"] for item in axis_labels() if item["inside"]] == [
+        "1000 Hz",
+        "750 Hz",
+        "500 Hz",
+        "250 Hz",
+        "0 Hz",
+    ]
     no_sideways_scroll(page)
     assert small_tap_targets(page) == []
     page.screenshot(path=screenshots / f"recording-zoomed-{page.width_name}.png", full_page=True)
