@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+import zoneinfo
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models, transaction
 from django.db.models.signals import post_delete, post_save, pre_save
@@ -38,11 +40,20 @@ AWAITING_REVIEW_LABELS = ("abnormal", "unsure")
 LISTING_DEFERRED = ("message", "windows", "audio_declared")
 
 
+def validate_time_zone(value: str) -> None:
+    """An IANA zone name this server knows (empty: the server's TIME_ZONE)."""
+    if value and value not in zoneinfo.available_timezones():
+        raise ValidationError(f"{value!r} is not a time zone name this server knows (e.g. Europe/Berlin)")
+
+
 class Clinic(models.Model):
     slug = models.SlugField(max_length=64, unique=True, help_text="short id used in URLs and exports")
     name = models.CharField(max_length=200)
     time_zone = models.CharField(
-        max_length=64, blank=True, help_text="IANA name, e.g. Europe/Berlin; empty: the server's TIME_ZONE"
+        max_length=64,
+        blank=True,
+        validators=[validate_time_zone],
+        help_text="IANA name, e.g. Europe/Berlin; empty: the server's TIME_ZONE",
     )
 
     class Meta:

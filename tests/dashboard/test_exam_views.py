@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.urls import reverse
 from fhir.resources.R4B.bundle import Bundle
 
@@ -134,6 +135,14 @@ def test_times_have_one_format_in_the_clinics_zone(login, nurse_a, device_a, mak
     assert '<time datetime="2026-12-05T23:02:50+00:00">2026-12-06 04:32</time>' in page
     assert 'data-tz="Asia/Kolkata"' in page and "Times in Asia/Kolkata" in page
     assert not re.search(r"\d{4}-\d{2}-\d{2}\d{2}:\d{2}", page)  # never a glued date and time
+
+
+def test_a_clinics_time_zone_must_be_one_the_server_knows(clinic_a):
+    clinic_a.time_zone = "Mars/Olympus_Mons"
+    with pytest.raises(ValidationError, match="not a time zone name"):
+        clinic_a.full_clean()
+    clinic_a.time_zone = "Europe/Berlin"
+    clinic_a.full_clean()
 
 
 def test_the_patient_page_charts_heart_rate_and_results(doc, device_a, make_result):

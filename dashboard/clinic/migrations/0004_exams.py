@@ -10,6 +10,8 @@ import django.utils.timezone
 from django.conf import settings
 from django.db import migrations, models
 
+import dashboard.clinic.models
+
 PRIORITY = {"abnormal": 0, "normal": 1, "unsure": 2}
 
 
@@ -54,7 +56,10 @@ class Migration(migrations.Migration):
             model_name="clinic",
             name="time_zone",
             field=models.CharField(
-                blank=True, help_text="IANA name, e.g. Europe/Berlin; empty: the server's TIME_ZONE", max_length=64
+                blank=True,
+                help_text="IANA name, e.g. Europe/Berlin; empty: the server's TIME_ZONE",
+                max_length=64,
+                validators=[dashboard.clinic.models.validate_time_zone],
             ),
         ),
         migrations.CreateModel(
