@@ -392,7 +392,14 @@ class Exam(models.Model):
 
     class Meta:
         ordering = ("reviewed", "priority", "-received_at")
-        indexes = (models.Index(fields=["clinic", "reviewed", "priority", "-received_at"], name="exam_worklist"),)
+        indexes = (
+            # the worklist of a nurse (one clinic) and of a physician (every clinic), read in index order
+            models.Index(fields=["clinic", "reviewed", "priority", "-received_at"], name="exam_worklist"),
+            models.Index(fields=["reviewed", "priority", "-received_at"], name="exam_worklist_all"),
+            # exams per day (the overview's charts): the last fortnight
+            models.Index(fields=["clinic", "started_at"], name="exam_clinic_started"),
+            models.Index(fields=["started_at"], name="exam_started"),
+        )
 
     def __str__(self) -> str:
         return f"exam {self.key}"

@@ -165,5 +165,17 @@ class Migration(migrations.Migration):
             model_name="exam",
             index=models.Index(fields=["clinic", "reviewed", "priority", "-received_at"], name="exam_worklist"),
         ),
+        migrations.AddIndex(
+            model_name="exam",
+            index=models.Index(fields=["reviewed", "priority", "-received_at"], name="exam_worklist_all"),
+        ),
+        migrations.AddIndex(
+            model_name="exam",
+            index=models.Index(fields=["clinic", "started_at"], name="exam_clinic_started"),
+        ),
+        migrations.AddIndex(
+            model_name="exam",
+            index=models.Index(fields=["started_at"], name="exam_started"),
+        ),
         migrations.RunPython(exams_for_stored_results, migrations.RunPython.noop),
     ]
