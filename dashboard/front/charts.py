@@ -41,7 +41,7 @@ def heart_rate_chart(points: Sequence[Point], *, width: int = 720, height: int =
     """Heart rate (bpm) against time; colour = the recording's answer."""
     if not points:
         return mark_safe("")
-    left, right, top, strip = 48, 16, 16, 34
+    left, right, top, strip = 48, 16, 30, 34
     plot_h = height - top - strip - 28
     times = [p.at.timestamp() for p in points]
     t0, t1 = min(times), max(times)
@@ -65,7 +65,7 @@ def heart_rate_chart(points: Sequence[Point], *, width: int = 720, height: int =
     for bpm in range(int(lo // 20 * 20 + 20), int(hi) + 1, 20):
         out.append(f'<line x1="{left}" x2="{width - right}" y1="{y(bpm):.1f}" y2="{y(bpm):.1f}" class="grid"/>')
         out.append(_text(left - 6, y(bpm) + 4, f"{bpm}", "end"))
-    out.append(_text(4, top + 10, "bpm"))
+    out.append(_text(4, 14, "heart rate (bpm)"))
     ticks = 4 if t1 - t0 > 86400 * 2 else 2
     for i in range(ticks + 1):
         t = t0 + (t1 - t0) * i / ticks
