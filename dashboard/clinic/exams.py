@@ -8,7 +8,9 @@ combine_exam`` over its results, the same function the device's exam flow uses.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from django.db import connection
@@ -16,6 +18,7 @@ from django.db.models import Max, Min
 from django.db.models.fields.json import KeyTransform
 
 from dashboard.clinic.models import Exam, Result, refresh_exam_reviewed
+from dashboard.clinic.sql import insert_skipping_conflicts
 from device.core import contract, wording
 from device.core.exam import combine_exam
 
@@ -28,34 +31,76 @@ def key_for(result: Result) -> tuple[str, str]:
     return f"result/{result.result_id}", ""
 
 
-def link(rows: Sequence[Result]) -> None:
-    """Give every row its exam (``row.exam_id``), making the exams that do not exist yet."""
-    keys: dict[str, Result] = {}
+def link(rows: Sequence[Result]) -> set[int]:
+    """Give every row its exam (``row.exam_id``), making the exams that do not exist yet.
+
+    Returns the exams made now: their summaries are computed here from ``rows`` (all their results are
+    in this batch), so ``refresh`` is needed only for the exams that existed already, and for a new one
+    whose row turns out not to be inserted (see ``needing_refresh``). One ``INSERT ... ON CONFLICT DO
+    NOTHING RETURNING`` says which exams are new, also when another worker makes the same one at the same
+    moment (the second insert waits for the first to commit, then skips it and refreshes instead).
+    """
+    by_key: dict[str, list[Result]] = {}
     for row in rows:
         key = key_for(row)[0]
         row._exam_key = key  # type: ignore[attr-defined]
-        if key not in keys:
-            keys[key] = row
-    if not keys:
-        return
-    Exam.objects.bulk_create(
-        [
-            Exam(
-                key=key,
-                exam_id=key_for(row)[1],
-                device=row.device,
-                clinic=row.clinic,
-                patient_ref=row.patient_ref,
-                started_at=row.recorded_at,
-                received_at=row.received_at,
-            )
-            for key, row in keys.items()
-        ],
-        ignore_conflicts=True,  # made by an earlier result of the exam, or by another worker just now
-    )
-    pks = dict(Exam.objects.filter(key__in=list(keys)).values_list("key", "pk"))
+        by_key.setdefault(key, []).append(row)
+    if not by_key:
+        return set()
+    new = [_new_exam(key, group) for key, group in by_key.items()]
+    created = _insert_exams(new)
+    pks = dict(Exam.objects.filter(key__in=list(by_key)).values_list("key", "pk"))
     for row in rows:
         row.exam_id = pks[row._exam_key]  # type: ignore[attr-defined]
+    return {pks[key] for key in created}
+
+
+def needing_refresh(rows: Sequence[Result], made: set[int], inserted: set[Any]) -> set[int]:
+    """Exams whose summary ``link`` could not know: those that existed, and new ones with a row not inserted."""
+    stale = {r.exam_id for r in rows if r.pk in inserted and r.exam_id not in made}
+    stale |= {r.exam_id for r in rows if r.pk not in inserted and r.exam_id in made}
+    return {e for e in stale if e is not None}
+
+
+def _row_dict(row: Result) -> dict[str, Any]:
+    return {
+        "label": row.label,
+        "probabilities": row.probabilities or {},
+        "quality": row.quality,
+        "site": row.location or None,
+        "murmur": row.murmur,
+    }
+
+
+def _new_exam(key: str, group: Sequence[Result]) -> Exam:
+    first = group[0]
+    exam = Exam(
+        key=key,
+        exam_id=key_for(first)[1],
+        device=first.device,
+        clinic=first.clinic,
+        patient_ref=first.patient_ref,
+        started_at=min(r.recorded_at for r in group),
+        received_at=max(r.received_at for r in group),
+    )
+    summarise(exam, [_row_dict(r) for r in group])
+    return exam
+
+
+def _insert_exams(exams: Sequence[Exam]) -> set[str]:
+    """Insert the exams whose key is free; the keys inserted."""
+    return {str(k) for k in insert_skipping_conflicts(exams, conflict="key", returning="key")}
+
+
+def summarise(exam: Exam, results: Sequence[Mapping[str, Any]]) -> None:
+    """Set the exam's summary columns from its results (as ``combine_exam`` reads them)."""
+    answer = combine_exam([dict(r) for r in results]) if results else {}
+    exam.n_results = len(results)
+    exam.answer = answer
+    exam.label = str(answer.get("label") or "")
+    exam.murmur = str((answer.get("murmur") or {}).get("label") or "") if results else ""
+    exam.reason = answer_reason(answer, results) if results else ""
+    exam.priority = priority(answer) if results else Exam.PRIORITY_UNSURE
 
 
 def _as_result_dict(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -169,18 +214,44 @@ def refresh(exam_ids: Iterable[int | None]) -> None:
         .annotate(first=Min("recorded_at"), last=Max("received_at"))
     }
     for pk, exam in exams.items():
-        results = by_exam.get(pk, [])
-        answer = combine_exam(results) if results else {}
-        exam.n_results = len(results)
-        exam.answer = answer
-        exam.label = str(answer.get("label") or "")
-        exam.murmur = str((answer.get("murmur") or {}).get("label") or "") if results else ""
-        exam.reason = answer_reason(answer, results) if results else ""
-        exam.priority = priority(answer) if results else Exam.PRIORITY_UNSURE
+        summarise(exam, by_exam.get(pk, []))
         if pk in spans:
             exam.started_at = spans[pk]["first"]
             exam.received_at = spans[pk]["last"]
-    Exam.objects.bulk_update(
-        exams.values(), ["n_results", "answer", "label", "murmur", "reason", "priority", "started_at", "received_at"]
-    )
+    _write_summaries(list(exams.values()))
     refresh_exam_reviewed(set(ids))
+
+
+SUMMARY = ("n_results", "answer", "label", "murmur", "reason", "priority", "started_at", "received_at")
+
+
+def _write_summaries(exams: Sequence[Exam]) -> None:
+    """Store the summary columns of these exams in one statement (PostgreSQL) or one prepared one (SQLite).
+
+    Not ``bulk_update``: its CASE WHEN per column and row cost six times everything else ingest does per
+    result (profiled: 7.2 of 9.8 s for 640 results in batches of 128).
+    """
+    if not exams:
+        return
+    meta, qn = Exam._meta, connection.ops.quote_name
+    fields = [f for f in meta.concrete_fields if f.name in SUMMARY]
+    if connection.vendor == "postgresql":
+        rows = [{"id": e.pk, **{f.column: _json_value(getattr(e, f.attname)) for f in fields}} for e in exams]
+        assignments = ", ".join(f"{qn(f.column)} = v.{qn(f.column)}" for f in fields)
+        types = ", ".join(["id bigint", *(f"{qn(f.column)} {f.db_type(connection)}" for f in fields)])
+        sql = (
+            f"UPDATE {qn(meta.db_table)} AS e SET {assignments} FROM jsonb_to_recordset(%s::jsonb) "  # noqa: S608 - names from the model
+            f"AS v({types}) WHERE e.id = v.id"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [json.dumps(rows)])
+        return
+    assignments = ", ".join(f"{qn(f.column)} = %s" for f in fields)
+    params = [[*(f.get_db_prep_save(getattr(e, f.attname), connection) for f in fields), e.pk] for e in exams]
+    with connection.cursor() as cursor:
+        cursor.executemany(f"UPDATE {qn(meta.db_table)} SET {assignments} WHERE id = %s", params)  # noqa: S608
+
+
+def _json_value(value: Any) -> Any:
+    """A summary value as JSON for jsonb_to_recordset (aware datetimes as ISO text: PostgreSQL reads the offset)."""
+    return value.isoformat() if isinstance(value, datetime) else value

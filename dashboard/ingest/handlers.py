@@ -139,9 +139,9 @@ class Ingestor:
             )
         conflicts: list[tuple[int, str, str, bytes, dict[str, Any]]] = []
         with transaction.atomic():
-            exams.link(list(rows.values()))  # each row's exam, made if new (idempotent: keyed)
+            made = exams.link(list(rows.values()))  # each row's exam, made if new (idempotent: keyed)
             created = insert_new(list(rows.values()))
-            exams.refresh(rows[pk].exam_id for pk in created)
+            exams.refresh(exams.needing_refresh(list(rows.values()), made, created))
             skipped = [pk for pk in rows if pk not in created]  # already stored: the same, or a conflict
             stored = dict(Result.objects.filter(pk__in=skipped).values_list("pk", "message")) if skipped else {}
             seen_devices: set[int | None] = set()

@@ -110,3 +110,14 @@ def test_results_stored_one_by_one_join_their_exam(make_result, device_a):
     assert result.exam_id == again.exam_id
     exam = Exam.objects.get()
     assert exam.n_results == 2 and exam.key == "clinic-a-pi-01/EX-9"
+
+
+def test_a_conflicting_result_leaves_no_exam_with_a_phantom_recording(ingestor, device_a):
+    first = site_result("aortic", "normal", exam_id="EX-A")
+    ingestor.handle(TOPIC, contract.encode("result", first))
+    # the same result id with other content (another exam): a dead letter, never a recording of EX-B
+    conflicting = {**first, "exam_id": "EX-B"}
+    assert ingestor.handle_batch(encode([conflicting])) == ["dead_conflict"]
+    assert ingestor.handle(TOPIC, contract.encode("result", conflicting)) == "dead_conflict"
+    counts = dict(Exam.objects.values_list("exam_id", "n_results"))
+    assert counts.get("EX-A") == 1 and counts.get("EX-B", 0) == 0
