@@ -249,3 +249,19 @@ def test_lists_become_cards_on_a_phone(page, physician, device_a, make_result, s
         assert small_tap_targets(page) == []
         page.screenshot(path=screenshots / f"{name}-{page.width_name}.png", full_page=True)
     assert page.locator("svg[data-chart=heart-rate] circle").count() == 2
+
+
+def test_the_admin_pages_fit_a_phone_too(page, admin_user, device_a, screenshots):
+    from dashboard.clinic.models import DeadLetter
+
+    DeadLetter.record(reason="invalid", topic="steth/v1/devices/clinic-a-pi-01/results/" + "x" * 80,
+                      payload=b'{"schema_version": 1}', detail="result: 'label' is a required property " * 4,
+                      device_id="clinic-a-pi-01")  # fmt: skip
+    log_in(page, admin_user.username)
+    page.wait_for_selector("#devices")
+    for path, name in (("/devices/", "devices"), ("/dead-letters/", "dead-letters")):
+        page.goto(path)
+        no_sideways_scroll(page)
+        assert small_tap_targets(page) == []
+        assert re.search(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}|never", page.inner_text("main"))
+        page.screenshot(path=screenshots / f"{name}-{page.width_name}.png", full_page=True)
