@@ -121,3 +121,13 @@ def test_a_conflicting_result_leaves_no_exam_with_a_phantom_recording(ingestor, 
     assert ingestor.handle(TOPIC, contract.encode("result", conflicting)) == "dead_conflict"
     counts = dict(Exam.objects.values_list("exam_id", "n_results"))
     assert counts.get("EX-A") == 1 and counts.get("EX-B", 0) == 0
+
+
+def test_refreshexams_recomputes_stored_answers(ingestor, device_a):
+    from django.core.management import call_command
+
+    ingestor.handle_batch(encode([site_result("aortic", "normal"), site_result("mitral", "abnormal")]))
+    Exam.objects.update(label="normal", answer={"label": "normal"}, reason="stale", priority=Exam.PRIORITY_NORMAL)
+    call_command("refreshexams", "--chunk", "1")
+    exam = Exam.objects.get()
+    assert (exam.label, exam.priority) == ("abnormal", Exam.PRIORITY_FINDING) and "Abnormal at mitral" in exam.reason
