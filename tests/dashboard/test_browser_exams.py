@@ -116,7 +116,8 @@ def test_the_exam_page_shows_each_site_with_marks_and_plays_one_at_a_time(
     page.check("#exam-review-form input[name=verdict][value=disagree]")
     page.fill("#exam-review-form textarea[name=note]", note)
     page.click("#exam-review-form button[type=submit]")
-    page.wait_for_selector("text=Review not saved")
+    error = page.wait_for_selector("#exam-review-form #review-error")  # beside the form, not only at the top
+    assert "choose your own label" in error.inner_text()
     assert page.input_value("#exam-review-form textarea[name=note]") == note
     assert page.is_checked("#exam-review-form input[name=verdict][value=disagree]")
     page.screenshot(path=screenshots / f"exam-review-refused-{page.width_name}.png", full_page=True)

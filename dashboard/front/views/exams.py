@@ -75,8 +75,7 @@ def review(request: HttpRequest, pk: int) -> HttpResponse:
     exam = _visible(request, pk)
     form = ReviewForm(request.POST, model_label=exam.label)
     if not form.is_valid():
-        # the page again with the form as typed (a redirect would lose the note); 400: nothing was saved
-        messages.error(request, form.problems())
+        # the page again with the form as typed and the reason beside it (a redirect lost the note); 400
         return _render(request, exam, form, status=400)
     data = form.cleaned_data
     with transaction.atomic():

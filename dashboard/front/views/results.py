@@ -119,8 +119,7 @@ def review(request: HttpRequest, result_id: uuid.UUID) -> HttpResponse:
     result = _visible(request, result_id)
     form = ReviewForm(request.POST, model_label=result.label)
     if not form.is_valid():
-        # the page again with the form as typed (a redirect would lose the note), 400: nothing was saved
-        messages.error(request, form.problems())
+        # the page again with the form as typed and the reason beside it (a redirect lost the note); 400
         return _render_detail(request, result, form, status=400)
     data = form.cleaned_data
     result.add_review(request.user, agrees=data["agrees"], label=data["label"], note=data["note"].strip())
