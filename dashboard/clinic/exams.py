@@ -22,6 +22,8 @@ from dashboard.clinic.sql import insert_skipping_conflicts
 from device.core import contract, wording
 from device.core.exam import combine_exam
 
+SCREENING = "screening"
+
 
 def key_for(result: Result) -> tuple[str, str]:
     """(key, exam_id) of the exam ``result`` belongs to."""
@@ -64,6 +66,7 @@ def needing_refresh(rows: Sequence[Result], made: set[int], inserted: set[Any]) 
 
 def _row_dict(row: Result) -> dict[str, Any]:
     return {
+        "task": row.task,
         "label": row.label,
         "probabilities": row.probabilities or {},
         "quality": row.quality,
@@ -94,8 +97,11 @@ def _insert_exams(exams: Sequence[Exam]) -> set[str]:
 
 def summarise(exam: Exam, results: Sequence[Mapping[str, Any]]) -> None:
     """Set the exam's summary columns from its results (as ``combine_exam`` reads them)."""
-    answer = combine_exam([dict(r) for r in results]) if results else {}
     exam.n_results = len(results)
+    # A kit running a second model (task sound_type) sends a second result per recording: the exam's
+    # answer is the screening model's results' when there are any (n_results counts every result).
+    results = [r for r in results if r.get("task", SCREENING) == SCREENING] or list(results)
+    answer = combine_exam([dict(r) for r in results]) if results else {}
     exam.answer = answer
     exam.label = str(answer.get("label") or "")
     exam.murmur = str((answer.get("murmur") or {}).get("label") or "") if results else ""
@@ -109,6 +115,7 @@ def _as_result_dict(values: Mapping[str, Any]) -> dict[str, Any]:
     if values.get("quality_reason"):
         quality["reason"] = values["quality_reason"]
     return {
+        "task": values["task"],
         "label": values["label"],
         "probabilities": values["probabilities"] or {},
         "quality": quality,
@@ -170,7 +177,7 @@ def priority(answer: Mapping[str, Any]) -> int:
     return Exam.PRIORITY_FINDING
 
 
-RESULT_FIELDS = ("exam_id", "label", "probabilities", "quality_ok", "quality_issues", "location")
+RESULT_FIELDS = ("exam_id", "task", "label", "probabilities", "quality_ok", "quality_issues", "location")
 
 
 def results_of(exam_ids: Iterable[int]) -> dict[int, list[dict[str, Any]]]:

@@ -131,3 +131,21 @@ def test_refreshexams_recomputes_stored_answers(ingestor, device_a):
     call_command("refreshexams", "--chunk", "1")
     exam = Exam.objects.get()
     assert (exam.label, exam.priority) == ("abnormal", Exam.PRIORITY_FINDING) and "Abnormal at mitral" in exam.reason
+
+
+def test_a_second_models_results_do_not_change_the_exams_answer(ingestor, device_a):
+    screening = [site_result("aortic", "normal"), site_result("mitral", "normal")]
+    # the same recordings through a sound-type model: its labels are not screening answers
+    sound = [
+        {
+            **site_result(s, "normal"),
+            "task": "sound_type",
+            "label": "murmur",
+            "probabilities": {"murmur": 0.9, "normal": 0.1},
+        }
+        for s in ("aortic", "mitral")
+    ]
+    ingestor.handle_batch(encode(screening + sound))
+    exam = Exam.objects.get()
+    assert exam.n_results == 4 and exam.label == "normal" and exam.priority == Exam.PRIORITY_NORMAL
+    assert exam.reason.endswith("2 recordings (aortic, mitral)")
