@@ -159,9 +159,17 @@ def test_the_worklist_orders_exams_and_says_why_on_any_width(
 
     # a result arriving while the page is open: same time format as the server's, in the clinic's zone
     server_times = page.eval_on_selector_all("#feed time", "els => els.map(e => e.textContent)")
-    make_result(device_a, patient_ref="P-LIVE", label="unsure", probabilities={"normal": 0.11, "abnormal": 0.89},
-                quality={"score": 0.2, "ok": False, "issues": [RHYTHM]})  # fmt: skip
+    page.evaluate("window.__notReloaded = true")
+    live_result = make_result(device_a, patient_ref="P-LIVE", label="unsure",
+                              probabilities={"normal": 0.11, "abnormal": 0.89},
+                              quality={"score": 0.2, "ok": False, "issues": [RHYTHM]})  # fmt: skip
     page.wait_for_selector("#feed tr.new", timeout=15_000)
+    # the worklist follows without a reload: the new unsure exam first among the unsure ones
+    page.wait_for_function("document.querySelectorAll('#worklist li[data-exam]').length === 5")
+    order = page.eval_on_selector_all("#worklist li", "els => els.map(e => Number(e.dataset.exam))")
+    assert order == [finding.pk, normal.exam_id, live_result.exam_id, unsure.exam_id, done.pk]
+    assert page.evaluate("window.__notReloaded") is True
+    assert re.search(r"Patient P-LIVE · \d{4}-\d{2}-\d{2} \d{2}:\d{2} · clinic-a-pi-01", page.inner_text("#worklist"))
     live = page.inner_text("#feed tr.new time")
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", live), live
     assert all(re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", t) for t in server_times), server_times

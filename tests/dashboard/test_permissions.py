@@ -90,3 +90,4 @@ def test_a_nurse_sees_only_her_clinics_exams_and_cannot_review_them(login, nurse
     overview = nurse.get(reverse("overview")).content.decode()
     assert f'data-exam="{mine.exam_id}"' in overview and f'data-exam="{theirs.exam_id}"' not in overview
     assert 'data-device="clinic-b-pi-01"' not in overview  # nor the other clinic's exams-per-day chart
+    assert [e["id"] for e in nurse.get(reverse("feed-json")).json()["worklist"]] == [mine.exam_id]

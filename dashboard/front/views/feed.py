@@ -62,6 +62,23 @@ def feed_item(result: Result) -> dict[str, Any]:
     }
 
 
+def worklist_item(exam: Exam) -> dict[str, Any]:
+    """What the worklist shows of an exam (overview.html renders the same on the first load)."""
+    return {
+        "id": exam.pk,
+        "url": reverse("exam", args=[exam.pk]),
+        "label": exam.label,
+        "murmur": exam.murmur,
+        "reviewed": exam.reviewed,
+        "reason": exam.reason,
+        "patient_ref": exam.patient_ref,
+        "started_local": date_format(timezone.localtime(exam.started_at), FORMAT) if exam.started_at else "",
+        "started_at": exam.started_at.isoformat() if exam.started_at else "",
+        "device": exam.device.device_id if exam.device else "upload",
+        "clinic": exam.clinic.name if exam.clinic else "",
+    }
+
+
 def device_item(device: Any) -> dict[str, Any]:
     return {
         "device_id": device.device_id,
@@ -150,5 +167,6 @@ def feed_json(request: HttpRequest) -> JsonResponse:
             "results": [feed_item(r) for r in _feed(request.user, since)],
             "counts": awaiting_counts(results),
             "devices": [device_item(d) for d in overview_devices(request.user)[0]],
+            "worklist": [worklist_item(e) for e in worklist(request.user)],
         }
     )

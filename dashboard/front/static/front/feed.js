@@ -63,7 +63,50 @@
     return tr;
   }
 
+  // The worklist, redrawn from each poll (exams change order as results and reviews arrive).
+  const worklist = document.getElementById("worklist");
+  function span(cls, text) {
+    const el = document.createElement("span");
+    el.className = cls;
+    el.textContent = text;
+    return el;
+  }
+  function worklistItem(e) {
+    const li = document.createElement("li");
+    li.className = "exam-item" + (e.reviewed ? " reviewed" : "");
+    li.dataset.exam = e.id;
+    li.dataset.label = e.label;
+    li.dataset.murmur = e.murmur;
+    li.dataset.reviewed = e.reviewed ? "true" : "false";
+    const a = document.createElement("a");
+    a.className = "exam-link";
+    a.href = e.url;
+    const answer = span("exam-answer", "");
+    answer.appendChild(span("label label-" + e.label, e.label));
+    if (e.murmur === "present") { answer.appendChild(document.createTextNode(" ")); answer.appendChild(span("label label-murmur", "murmur")); }
+    answer.appendChild(document.createTextNode(" "));
+    answer.appendChild(e.reviewed ? span("tag", "reviewed") : span("tag tag-todo", "to review"));
+    a.appendChild(answer);
+    a.appendChild(span("reason", e.reason));
+    const meta = span("meta", (e.patient_ref ? "Patient " + e.patient_ref : "no patient reference") + " · ");
+    if (e.started_at) meta.appendChild(timeElement(e.started_at));
+    meta.appendChild(document.createTextNode(" · " + e.device + (e.clinic ? " · " + e.clinic : "")));
+    a.appendChild(meta);
+    li.appendChild(a);
+    return li;
+  }
+  function updateWorklist(items) {
+    if (!worklist || !items) return;
+    const now = Array.from(worklist.querySelectorAll("li[data-exam]")).map(function (li) {
+      return [li.dataset.exam, li.dataset.label, li.dataset.murmur, li.dataset.reviewed].join("|");
+    }).join(",");
+    const next = items.map(function (e) { return [e.id, e.label, e.murmur, e.reviewed].join("|"); }).join(",");
+    if (now === next) return;  // unchanged: leave the DOM (and a finger on it) alone
+    worklist.replaceChildren.apply(worklist, items.map(worklistItem));
+  }
+
   function update(payload) {
+    updateWorklist(payload.worklist);
     const fresh = payload.results.filter(function (r) { return !seen.has(r.id); });
     fresh.reverse().forEach(function (r) {  // oldest first, so the newest ends on top
       seen.add(r.id);
