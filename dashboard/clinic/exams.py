@@ -2,8 +2,9 @@
 
 Ingest calls ``link`` before inserting a batch of results (each row gets its exam, made if new, by a
 conflict-ignoring insert keyed on ``Exam.key``: a replayed result finds the same exam, never a second
-one) and ``refresh`` after it, in the same transaction. The exam's answer is ``device.core.exam.
-combine_exam`` over its results, the same function the device's exam flow uses.
+one; a new exam's summary is computed from the batch's rows) and ``refresh`` after it, in the same
+transaction, for the exams that existed already. The exam's answer is ``device.core.exam.combine_exam``
+over its results, the same function the device's exam flow uses.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from django.db.models.fields.json import KeyTransform
 from dashboard.clinic.models import Exam, Result, refresh_exam_reviewed
 from dashboard.clinic.sql import insert_skipping_conflicts
 from device.core import contract, wording
-from device.core.exam import combine_exam
+from device.core.exam import combine_exam, usable
 
 SCREENING = "screening"
 
@@ -146,6 +147,11 @@ def answer_reason(answer: Mapping[str, Any], results: Sequence[Mapping[str, Any]
             parts.append(f"Normal at every usable site{model}")
         else:
             parts.append(f"{label.capitalize()} at {', '.join(at) or 'a site'}{model}")
+        unusable = sorted(
+            {str(r.get("site") or "site not given") for r in results if not usable(dict(r))}, key=_chest_order
+        )
+        if unusable:
+            parts.append(f"unsure at {', '.join(unusable)} (poor signal: re-record)")
     if murmur.get("label") == "present":
         heard = ", ".join(murmur.get("sites") or []) or "a site"
         p = murmur.get("probability")
@@ -160,6 +166,8 @@ def _chest_order(site: str) -> tuple[int, str]:
 
 
 def _max_probabilities(results: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Each label's highest probability over the recordings: an unsure exam's "Model: ..." is the strongest
+    lean any recording had."""
     out: dict[str, float] = {}
     for r in results:
         for k, v in (r.get("probabilities") or {}).items():

@@ -149,3 +149,11 @@ def test_a_second_models_results_do_not_change_the_exams_answer(ingestor, device
     exam = Exam.objects.get()
     assert exam.n_results == 4 and exam.label == "normal" and exam.priority == Exam.PRIORITY_NORMAL
     assert exam.reason.endswith("2 recordings (aortic, mitral)")
+
+
+def test_a_normal_exam_names_the_sites_to_record_again(ingestor, device_a):
+    ingestor.handle_batch(encode([site_result("aortic", "normal"), site_result("tricuspid", "unsure")]))
+    reason = Exam.objects.get().reason
+    assert reason.startswith(
+        "Normal at every usable site, model: 90% normal; unsure at tricuspid (poor signal: re-record)"
+    )
