@@ -198,6 +198,8 @@ def test_an_exam_exports_as_a_valid_fhir_bundle_whose_status_follows_the_review(
     report, observations = bundle()
     assert report["status"] == "final" and report["resultsInterpreter"][0]["display"] == "dr-house"
     assert all(o["status"] == "final" for o in observations.values())
+    one = Exam.objects.get().results.first()
+    assert doc.get(reverse("result-fhir", args=[one.result_id])).json()["status"] == "final"  # alone too
 
     ExamReview.objects.create(exam=exam, reviewer=physician, agrees=False, label="normal", note="innocent murmur")
     report, _ = bundle()

@@ -160,7 +160,8 @@ def original_audio(request: HttpRequest, result_id: uuid.UUID) -> FileResponse:
 @allowed(access.is_clinical)
 def fhir_json(request: HttpRequest, result_id: uuid.UUID) -> JsonResponse:
     result = _visible(request, result_id)
-    response = JsonResponse(observation(result), json_dumps_params={"indent": 2})
+    exam_review = result.exam.latest_review if result.exam else None  # a reviewed exam reviewed its sites
+    response = JsonResponse(observation(result, exam_review=exam_review), json_dumps_params={"indent": 2})
     response["Content-Type"] = "application/fhir+json"
     if request.GET.get("download"):
         response["Content-Disposition"] = f'attachment; filename="observation-{result.result_id}.json"'
