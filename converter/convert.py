@@ -116,6 +116,8 @@ def convert(
         tflite = Path(tmp) / f"{name}.tflite"
         tf_version = convert_in_subprocess(run_dir / "model.h5", rep, tflite)
         meta = sidecar(report, task.name, name, version, tflite, tf_version, params)
+        # `steth evaluate` warns when it scores recordings the model was trained on
+        meta["training_recordings"] = sorted(k.rsplit("/", 1)[-1] for k in split["dev"])
         meta_path = tflite.with_suffix(".json")
         meta_path.write_text(json.dumps(meta, indent=1))
         clf = Classifier(tflite, meta)

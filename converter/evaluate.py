@@ -30,8 +30,36 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+def trained_on(meta: dict[str, Any], recordings: list[ds.Recording]) -> list[ds.Recording]:
+    """The recordings among ``recordings`` that the model was trained on (its sidecar lists their ids)."""
+    used = set(meta.get("training_recordings") or ())
+    return [r for r in recordings if r.record_id in used]
+
+
+def caveat(meta: dict[str, Any], recordings: list[ds.Recording]) -> str | None:
+    """What a reader must know before trusting these scores, or None when nothing."""
+    if "training_recordings" not in meta:
+        return "CAVEAT: this model's description does not list its training recordings: these may overlap them."
+    used = trained_on(meta, recordings)
+    if not used:
+        return None
+    share = len(used) / max(len(recordings), 1)
+    return (
+        f"CAVEAT: {len(used)} of {len(recordings)} recordings scored here ({share:.0%}) were used to train this "
+        "model: scores on them are optimistic and say little about new recordings. Score only recordings it "
+        "never saw (the model card names its held-out split)."
+    )
+
+
 def recordings_for(root: Path, task: str) -> list[ds.Recording]:
     found: list[ds.Recording] = []
+    if (root / "training_data.csv").exists() or (root / "circor2022" / "training_data.csv").exists():
+        # CirCor: murmur present (at the sites where it is heard) / absent per recording, as the murmur
+        # model was trained; Unknown patients and the other sites of Present ones are left out
+        from converter.murmur import load_recordings
+
+        recs, _, _ = load_recordings(root, None, None)
+        return [r for r in recs if r.label in ("present", "absent")]
     if ds.physionet_folders(root):
         found += ds.load_physionet2016(root)
     elif (root / "REFERENCE.csv").exists():  # a single database folder, e.g. training-a/ or device/samples/
@@ -81,7 +109,14 @@ def analyse_folder(clf: Any, root: Path) -> tuple[list[tuple[ds.Recording, Any]]
     (each named on stderr; the others go on)."""
     results: list[tuple[ds.Recording, Any]] = []
     errors = 0
-    for r in recordings_for(root, clf.task):
+    recordings = recordings_for(root, clf.task)
+    if clf.positive is not None and not any(r.label in clf.info.labels for r in recordings):
+        raise DatasetError(
+            f"the recordings under {root} are labelled {sorted({str(r.label) for r in recordings})}, "
+            f"not with this model's labels {list(clf.info.labels)}",
+            "score each model on data labelled for its task (e.g. --model murmur on a CirCor folder)",
+        )
+    for r in recordings:
         try:
             results.append((r, clf.analyse_file(r.path)))
         except AudioError as exc:
@@ -100,14 +135,16 @@ def run(args: argparse.Namespace) -> int:
         "threshold": clf.local.decision() if clf.local else {"source": "model", "threshold": clf.threshold},
         "n": len(results),
         "errors": errors,
+        "trained_on": len(trained_on(clf.meta, [r for r, _ in results])),
+        "caveat": caveat(clf.meta, [r for r, _ in results]),
         "groups": {},
     }
     groups = [*sorted({r.subset for r, _ in results}), "all"]
     for g in groups:
         sel = [(r, a) for r, a in results if g in ("all", r.subset)]
-        if clf.task == "screening":
-            y = np.array([r.label == "abnormal" for r, _ in sel])
-            s = np.array([a.probabilities["abnormal"] for _, a in sel])
+        if clf.positive is not None:  # a binary model: scored on its positive label
+            y = np.array([r.label == clf.positive for r, _ in sel])
+            s = np.array([a.probabilities[clf.positive] for _, a in sel])
             scores = binary_scores(y, s, 0.5)  # probabilities are calibrated: 0.5 is the model's threshold
             scores["unsure"] = int(sum(a.label == "unsure" for _, a in sel))
         else:
@@ -121,14 +158,18 @@ def run(args: argparse.Namespace) -> int:
         report["groups"][g] = scores
     if args.json:
         print(json.dumps(report, default=float))
+        if report["caveat"]:
+            print(report["caveat"], file=sys.stderr)
         return 0
     print(
         f"model {clf.info.name} {clf.info.version} ({clf.info.sha256[:12]}) on {len(results)} recordings"
         f"{f', {errors} unreadable' if errors else ''}"
         + (f", at the threshold set locally in {args.threshold_dir}" if clf.local else "")
     )
+    if report["caveat"]:
+        print(report["caveat"])
     for g, s in report["groups"].items():
-        if clf.task == "screening":
+        if clf.positive is not None:
             print(
                 f"  {g:<12} n={s['n']:<5} Se {s['sensitivity']:.3f}  Sp {s['specificity']:.3f}  "
                 f"MAcc {s['macc']:.3f}  Acc {s['accuracy']:.3f}  AUC {s['auc']:.3f}  unsure {s['unsure']}"

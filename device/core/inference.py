@@ -23,7 +23,7 @@ import numpy as np
 from device import __version__
 from device.core.analysis import HeartRate, Quality, assess
 from device.core.audio_io import Audio, read_audio
-from device.core.errors import ClippedAudioError, ModelError, SilentAudioError
+from device.core.errors import ClippedAudioError, ModelError, SilentAudioError, TooShortError
 from device.core.features import FeatureParams, check_samples, check_signal, frame_windows, preprocess, window_features
 from device.core.local_threshold import LocalThreshold
 from device.core.local_threshold import load as load_local_threshold
@@ -67,6 +67,8 @@ class Analysis:
     score: float | None = None
     # set when a local threshold (device/core/local_threshold.py), not the model's own, made the decision
     decision: dict[str, Any] | None = None
+    # answers of companion models (a sidecar's ``result_field``, e.g. "murmur"), each a result field
+    fields: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def confidence(self) -> float:
@@ -111,6 +113,7 @@ class Analysis:
             "software_version": software_version or __version__,
             # only when set: a result at the model's own threshold is the same message as before
             **({"decision": self.decision} if self.decision else {}),
+            **self.fields,
         }
 
     def to_json(self, file: str | None = None) -> dict[str, Any]:
@@ -129,6 +132,7 @@ class Analysis:
             "task": self.task,
             "model": {**self.model.as_dict(), "task": self.model.task},
             **({"decision": self.decision} if self.decision else {}),
+            **self.fields,
         }
 
 
@@ -166,6 +170,10 @@ class Classifier:
             self.model_threshold = self.threshold
             self.positive = meta.get("positive_label")
             self.task = str(meta["task"])
+            # a companion model answers beside another model's result, as this field of it
+            self.result_field: str | None = meta.get("result_field")
+            if self.result_field is not None and (self.positive is None or len(labels) != 2):
+                raise ValueError("result_field needs two labels and a positive_label")
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{tflite_path.with_suffix('.json')}: incomplete model description ({exc})") from exc
         digest = sha256_file(tflite_path)
@@ -182,6 +190,7 @@ class Classifier:
         if tuple(self._in["shape"]) != expected:
             raise ModelError(f"{tflite_path}: input shape {tuple(self._in['shape'])} != features {expected}")
         self.local: LocalThreshold | None = None
+        self.companions: list[Classifier] = []
 
     def use_local_threshold(self, folder: Path) -> LocalThreshold | None:
         """Decide at the threshold `steth calibrate` wrote in ``folder`` for this model, if it wrote one."""
@@ -219,11 +228,34 @@ class Classifier:
             blocking.append(f"{exc.message.split(': ', 1)[-1]}: {exc.hint}")
         x = preprocess(audio.samples, audio.sample_rate, self.params)
         windows = frame_windows(x, self.params, audio.source)  # TooShortError propagates: nothing to say
-        probs = self.predict_windows(window_features(windows, self.params))
+        features = window_features(windows, self.params)
+        probs = self.predict_windows(features)
         quality, hr = assess(audio, x, self.params.sample_rate)
         if blocking:
             quality = Quality(0.0, False, blocking + [i for i in quality.issues if i not in blocking])
-        return self._decide(probs, quality, hr, audio)
+        analysis = self._decide(probs, quality, hr, audio)
+        for companion in self.companions:
+            same = companion.params == self.params  # the same features: computed once
+            field_features = features if same else None
+            analysis.fields[str(companion.result_field)] = companion.field_answer(audio, quality, field_features)
+        return analysis
+
+    def field_answer(self, audio: Audio, quality: Quality, features: np.ndarray | None = None) -> dict[str, Any]:
+        """This (companion) model's answer as a result field: its positive label's name or the other
+        label's, or "unknown" when the signal is unfit (the main model's quality) or too short for it;
+        ``probability`` is P(positive), shifted so that 0.5 is the model's threshold."""
+        if features is None:
+            try:
+                x = preprocess(audio.samples, audio.sample_rate, self.params)
+                features = window_features(frame_windows(x, self.params, audio.source), self.params)
+            except TooShortError:
+                return {"label": "unknown", "probability": None}
+        labels = self.info.labels
+        pos = labels.index(str(self.positive))
+        score = float(self.predict_windows(features)[:, pos].mean())
+        p = float(_calibrate(np.array([score]), self.threshold)[0])
+        label = labels[pos] if score >= self.threshold else labels[1 - pos]
+        return {"label": label if quality.ok else "unknown", "probability": round(p, 4)}
 
     def analyse_file(self, source: str | Path | bytes | BinaryIO) -> Analysis:
         return self.analyse(read_audio(source))
@@ -288,12 +320,36 @@ def describe_model(name: str | None = None, directory: Path | None = None) -> tu
         raise ModelError(f"{meta_path}: not valid JSON ({exc})", "reinstall the package") from exc
 
 
+def companion_models(directory: Path | None = None) -> list[str]:
+    """Shipped models whose sidecar names a ``result_field``: they answer beside every other model."""
+    d = directory or models_dir()
+    out = []
+    for name in available_models(d):
+        try:
+            meta = json.loads((d / f"{name}.json").read_text())
+        except ValueError:
+            continue  # load_model reports it when that model itself is asked for
+        if isinstance(meta, dict) and meta.get("result_field"):
+            out.append(name)
+    return out
+
+
 def load_model(
-    name: str | None = None, directory: Path | None = None, num_threads: int = 1, threshold_dir: Path | None = None
+    name: str | None = None,
+    directory: Path | None = None,
+    num_threads: int = 1,
+    threshold_dir: Path | None = None,
+    companions: bool = True,
 ) -> Classifier:
     """A shipped model by name (default: the screening model), or a .tflite path with its .json beside it;
-    deciding at the local threshold in ``threshold_dir`` when `steth calibrate` wrote one there."""
+    deciding at the local threshold in ``threshold_dir`` when `steth calibrate` wrote one there. Unless
+    it is one itself, the shipped companion models (e.g. murmur) answer beside it as result fields."""
     clf = Classifier(*describe_model(name, directory), num_threads)
     if threshold_dir is not None:
         clf.use_local_threshold(threshold_dir)
+    if companions and clf.result_field is None:
+        for other in companion_models(directory):
+            companion = Classifier(*describe_model(other, directory), num_threads)
+            if companion.info.sha256 != clf.info.sha256:
+                clf.companions.append(companion)
     return clf

@@ -133,6 +133,10 @@ def answer(analysis: Analysis) -> str:
     ]
     if advice := wording.advice(quality_dict, patient_present_hint=False):
         lines.append(f"Re-record:       {advice}")
+    for name, value in analysis.fields.items():  # companion models' answers (e.g. murmur)
+        p = value.get("probability")
+        shown = f"  (probability {p:.0%})" if p is not None else ""
+        lines.append(f"{name.capitalize() + ':':<17}{value['label']}{shown}")
     lines.append(f"Model:           {analysis.model.name} {analysis.model.version}")
     if analysis.decision:
         d = analysis.decision
