@@ -217,7 +217,12 @@ def test_two_workers_sharing_an_exams_results_and_their_repeats_make_one_exam_ea
     ]
     for msg in messages + messages:
         device.publish(contract.results_topic(device_a.device_id), contract.encode("result", msg))
-    wait_until(lambda: _results() == 40, what="40 results")
+    try:
+        wait_until(lambda: _results() == 40, timeout=60, what="40 results")
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{exc}\n--- ingest-a:\n{first.log[-2000:]}\n--- ingest-b:\n{second.log[-2000:]}"
+        ) from None
     a, b = first.stop(), second.stop()
     assert a.get("result_created", 0) + b.get("result_created", 0) == 40, (a, b)
     exams = {e.exam_id: e for e in Exam.objects.all()}
