@@ -147,15 +147,16 @@ def answer_reason(answer: Mapping[str, Any], results: Sequence[Mapping[str, Any]
             parts.append(f"Normal at every usable site{model}")
         else:
             parts.append(f"{label.capitalize()} at {', '.join(at) or 'a site'}{model}")
+    if murmur.get("label") == "present":
+        heard = ", ".join(murmur.get("sites") or []) or "a site"
+        p = murmur.get("probability")
+        parts.append(f"murmur heard at {heard}" + (f" (model: {float(p):.0%} present)" if p is not None else ""))
+    if label and label != wording.UNSURE:
         unusable = sorted(
             {str(r.get("site") or "site not given") for r in results if not usable(dict(r))}, key=_chest_order
         )
         if unusable:
             parts.append(f"unsure at {', '.join(unusable)} (poor signal: re-record)")
-    if murmur.get("label") == "present":
-        heard = ", ".join(murmur.get("sites") or []) or "a site"
-        p = murmur.get("probability")
-        parts.append(f"murmur heard at {heard}" + (f" (model: {float(p):.0%} present)" if p is not None else ""))
     parts.append(where)
     return "; ".join(parts)[:300]
 
