@@ -72,10 +72,17 @@ class ReviewForm(forms.Form):
     )
     note = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False, max_length=4000)
 
-    def __init__(self, *args: Any, model_label: str, **kwargs: Any) -> None:
-        """``model_label``: what the reading agrees or disagrees with (a result's label, an exam's answer)."""
+    def __init__(self, *args: Any, model_label: str, subject: str = "the model", **kwargs: Any) -> None:
+        """``model_label``: what the reading agrees or disagrees with (a result's label, an exam's answer),
+        ``subject`` what gave it, as the choices name it."""
         super().__init__(*args, **kwargs)
         self.model_label = model_label
+        verdict = self.fields["verdict"]
+        assert isinstance(verdict, forms.ChoiceField)
+        verdict.choices = [("agree", f"Agree with {subject}"), ("disagree", f"Disagree with {subject}")]
+        label = self.fields["label"]
+        assert isinstance(label, forms.ChoiceField)
+        label.choices = [("", f"same as {subject}"), *Review.LABELS]
 
     def problems(self) -> str:
         """Why the form was refused, in one line (shown above the form, which keeps what was typed)."""

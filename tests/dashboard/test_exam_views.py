@@ -63,6 +63,7 @@ def test_the_exam_page_shows_every_site_in_chest_order_with_marks_and_murmur(doc
     assert page.count("No recording received for this site") == 3
     assert f'id="wave-{made["mitral"].result_id}"' in page and "exam.js" in page
     assert "Screening support, not a diagnosis" in page
+    assert "Disagree with the exam&#x27;s answer" in page and "same as the exam&#x27;s answer" in page
 
 
 def test_a_refused_exam_review_comes_back_with_the_typed_note(doc, device_a, make_result):

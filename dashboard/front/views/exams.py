@@ -19,6 +19,7 @@ from dashboard.front.forms import ReviewForm
 from device.core import contract
 
 SITE_ORDER = {site: i for i, site in enumerate(contract.SITES)}
+ANSWER = "the exam's answer"
 
 
 def _visible(request: HttpRequest, pk: int) -> Exam:
@@ -65,7 +66,7 @@ def _render(request: HttpRequest, exam: Exam, form: ReviewForm | None, status: i
 @allowed(access.is_clinical)
 def detail(request: HttpRequest, pk: int) -> HttpResponse:
     exam = _visible(request, pk)
-    form = ReviewForm(model_label=exam.label) if access.can_review(request.user) else None
+    form = ReviewForm(model_label=exam.label, subject=ANSWER) if access.can_review(request.user) else None
     return _render(request, exam, form)
 
 
@@ -73,7 +74,7 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
 @allowed(access.can_review)
 def review(request: HttpRequest, pk: int) -> HttpResponse:
     exam = _visible(request, pk)
-    form = ReviewForm(request.POST, model_label=exam.label)
+    form = ReviewForm(request.POST, model_label=exam.label, subject=ANSWER)
     if not form.is_valid():
         # the page again with the form as typed and the reason beside it (a redirect lost the note); 400
         return _render(request, exam, form, status=400)
