@@ -40,6 +40,13 @@ def exams_for_stored_results(apps: Any, schema_editor: Any) -> None:
                 for r in batch
             ]
         )
+        if schema_editor.connection.vendor == "postgresql":  # one statement per batch, not one per result
+            schema_editor.execute(
+                "UPDATE clinic_result r SET exam_id = e.id FROM clinic_exam e "
+                "WHERE e.key = 'result/' || r.result_id::text AND r.exam_id IS NULL AND e.key = ANY(%s)",
+                [[e.key for e in made]],
+            )
+            continue
         exams = dict(exam_model.objects.filter(key__in=[e.key for e in made]).values_list("key", "pk"))
         for r in batch:
             result_model.objects.filter(pk=r.pk).update(exam_id=exams[f"result/{r.pk}"])
