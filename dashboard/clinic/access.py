@@ -12,7 +12,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from dashboard.clinic.models import Clinic, Device, Result
+from dashboard.clinic.models import Clinic, Device, Exam, Result
 
 NURSE, PHYSICIAN, ADMIN = "nurse", "physician", "admin"
 ROLES = (NURSE, PHYSICIAN, ADMIN)
@@ -86,3 +86,14 @@ def upload_clinics(user: Any) -> QuerySet[Clinic]:
         return Clinic.objects.all()
     clinic = user_clinic(user)
     return Clinic.objects.filter(pk=clinic.pk) if clinic is not None else Clinic.objects.none()
+
+
+def visible_exams(user: Any) -> QuerySet[Exam]:
+    """Exams as results: physicians see every exam, a nurse their clinic's."""
+    qs = Exam.objects.select_related("device", "clinic").filter(n_results__gt=0)
+    if has_role(user, PHYSICIAN):
+        return qs
+    if has_role(user, NURSE):
+        clinic = user_clinic(user)
+        return qs.filter(clinic=clinic) if clinic is not None else qs.none()
+    return qs.none()

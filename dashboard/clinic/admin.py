@@ -25,7 +25,7 @@ admin.site.register(User, StethUserAdmin)
 
 @admin.register(Clinic)
 class ClinicAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug")
+    list_display = ("name", "slug", "time_zone")
     prepopulated_fields = {"slug": ("name",)}  # noqa: RUF012 - Django reads it as a dict
 
 

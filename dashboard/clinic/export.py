@@ -35,6 +35,8 @@ COLUMNS = (
     "reviewer",
     "reviewed_at",
     "review_note",
+    "exam_id",
+    "answer",
 )
 
 
@@ -71,6 +73,8 @@ def row(result: Result) -> list[str]:
         review.reviewer.get_username() if review else "",
         review.created_at.isoformat() if review else "",
         review.note if review else "",
+        result.message.get("exam_id", "") if isinstance(result.message, dict) else "",
+        result.summary,
     ]
     return [_safe(v) for v in values]
 

@@ -1,16 +1,26 @@
-"""A result as a FHIR R4 Observation.
+"""A result as a FHIR R4 Observation; an exam as a DiagnosticReport grouping its sites' Observations.
 
 The screening finding is the Observation's value; the model that produced it is a contained Device
-referenced from ``device`` and named in ``method``; the heart rate is a component coded LOINC 8867-4.
-The status is ``preliminary`` until a physician has reviewed the result, then ``final`` with the
-physician as performer and their reading as the interpretation.
+referenced from ``device`` and named in ``method``; the heart rate is a component coded LOINC 8867-4,
+the murmur (when the result has one) two more. An Observation is ``preliminary`` until a physician has
+reviewed the result or its exam, then ``final`` with the physician as performer and their reading as
+the interpretation.
+
+An exam exports as a Bundle (type collection): the DiagnosticReport, whose ``result`` refers to one
+Observation per recording (site) in the same Bundle by ``urn:uuid``. The report is ``preliminary``
+until a physician reviews the exam, then ``final``, or ``amended`` when the review disagrees with the
+exam's answer (the conclusion then gives both). Checked against the R4B models of fhir.resources.
 """
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from typing import Any
 
-from dashboard.clinic.models import Result
+from django.utils import timezone
+
+from dashboard.clinic.models import Exam, ExamReview, Result
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -32,7 +42,7 @@ def _quantity(value: float, unit: str, code: str) -> dict[str, Any]:
     return {"value": round(value, 4), "unit": unit, "system": UCUM, "code": code}
 
 
-def observation(result: Result, *, base_url: str = "") -> dict[str, Any]:
+def observation(result: Result, *, base_url: str = "", exam_review: ExamReview | None = None) -> dict[str, Any]:
     review = result.latest_review
     model_text = f"{result.model_name} {result.model_version} (sha256 {result.model_sha256})"
     components: list[dict[str, Any]] = []
@@ -51,6 +61,20 @@ def observation(result: Result, *, base_url: str = "") -> dict[str, Any]:
                 "valueQuantity": _quantity(float(probability), "1", "1"),
             }
         )
+    if murmur := result.murmur:
+        components.append(
+            {
+                "code": _concept(f"{CODES}/murmur", "murmur", "Heart murmur (screening)"),
+                "valueCodeableConcept": _concept(f"{CODES}/murmur-label", murmur["label"], f"Murmur {murmur['label']}"),
+            }
+        )
+        if murmur.get("probability") is not None:
+            components.append(
+                {
+                    "code": _concept(f"{CODES}/probability", "murmur_present", "Model probability of a murmur"),
+                    "valueQuantity": _quantity(float(murmur["probability"]), "1", "1"),
+                }
+            )
     components.append(
         {
             "code": _concept(f"{CODES}/signal", "quality", "Signal quality score (0-1)"),
@@ -82,7 +106,7 @@ def observation(result: Result, *, base_url: str = "") -> dict[str, Any]:
             }
         ],
         "identifier": [{"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{result.result_id}"}],
-        "status": "final" if review else "preliminary",
+        "status": "final" if review or exam_review else "preliminary",
         "category": [
             _concept("http://terminology.hl7.org/CodeSystem/observation-category", "exam", "Exam"),
         ],
@@ -122,3 +146,72 @@ def observation(result: Result, *, base_url: str = "") -> dict[str, Any]:
     if base_url:
         obs["derivedFrom"] = [{"display": f"recording {base_url}"}]
     return obs
+
+
+def _subject(clinic_slug: str | None, patient_ref: str) -> dict[str, Any]:
+    return {
+        "identifier": {"system": f"{CODES}/patient-ref/{clinic_slug or 'unassigned'}", "value": patient_ref},
+        "display": f"Patient {patient_ref}",
+    }
+
+
+def report_status(review: ExamReview | None) -> str:
+    if review is None:
+        return "preliminary"
+    return "final" if review.agrees else "amended"
+
+
+def diagnostic_report(exam: Exam, results: Sequence[Result], review: ExamReview | None) -> dict[str, Any]:
+    """The exam's DiagnosticReport; ``result`` refers to the Observations by ``urn:uuid:<result_id>``."""
+    label = exam.label or "unsure"
+    conclusion = [f"Automated screening: {exam.reason or label}."]
+    codes = [_concept(f"{CODES}/screening-label", label, LABEL_DISPLAY.get(label, label))]
+    if exam.murmur in ("present", "absent"):
+        codes.append(_concept(f"{CODES}/murmur-label", exam.murmur, f"Murmur {exam.murmur}"))
+    if review is not None:
+        verdict = "agrees with" if review.agrees else "disagrees with"
+        conclusion.append(f"Physician's review: {review.label} ({verdict} the automated answer).")
+        if review.note:
+            conclusion.append(f"Note: {review.note}")
+        codes.append(_concept(f"{CODES}/review", review.label, f"Physician review: {review.label}"))
+    conclusion.append(NOTICE)
+    report: dict[str, Any] = {
+        "resourceType": "DiagnosticReport",
+        "id": f"exam-{exam.pk}",
+        "identifier": [{"system": f"{CODES}/exam", "value": exam.key}],
+        "status": report_status(review),
+        "code": {
+            "coding": [{"system": f"{CODES}/report", "code": "heart-sound-exam"}],
+            "text": "Heart-sound screening exam: automated analysis of digital stethoscope recordings at several sites",
+        },
+        "issued": exam.received_at.isoformat(),
+        "result": [
+            {"reference": f"urn:uuid:{r.result_id}", "display": f"{r.location or 'site not given'}: {r.label}"}
+            for r in results
+        ],
+        "conclusion": " ".join(conclusion),
+        "conclusionCode": codes,
+    }
+    if exam.started_at:
+        report["effectiveDateTime"] = exam.started_at.isoformat()
+    if exam.patient_ref:
+        report["subject"] = _subject(exam.clinic.slug if exam.clinic else None, exam.patient_ref)
+    if review is not None:
+        name = review.reviewer.get_full_name() or review.reviewer.get_username()
+        report["resultsInterpreter"] = [{"display": name}]
+    return report
+
+
+def exam_bundle(exam: Exam, results: Sequence[Result]) -> dict[str, Any]:
+    """A Bundle (collection) of the exam's DiagnosticReport and one Observation per recording."""
+    review = exam.latest_review
+    report_uuid = uuid.uuid5(uuid.NAMESPACE_URL, f"{CODES}/exam/{exam.key}")
+    entries = [{"fullUrl": f"urn:uuid:{report_uuid}", "resource": diagnostic_report(exam, results, review)}]
+    entries += [{"fullUrl": f"urn:uuid:{r.result_id}", "resource": observation(r, exam_review=review)} for r in results]
+    return {
+        "resourceType": "Bundle",
+        "id": f"exam-{exam.pk}",
+        "type": "collection",
+        "timestamp": timezone.now().isoformat(),
+        "entry": entries,
+    }

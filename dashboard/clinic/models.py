@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+import zoneinfo
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models, transaction
 from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 from django.utils import timezone
 
-from device.core import contract
+from device.core import contract, wording
 
 if TYPE_CHECKING:
     from django.db.models.fields.related_descriptors import RelatedManager
@@ -34,12 +36,25 @@ LOCATIONS = (*contract.SITES, "unknown")
 LABELS = contract.SCREENING_LABELS
 AWAITING_REVIEW_LABELS = ("abnormal", "unsure")
 # The big JSON of a result, which lists (feed, results, patient timeline) never show: not loaded there.
-LISTING_DEFERRED = ("message", "windows", "quality_issues", "audio_declared")
+# (quality_issues is loaded: a few short strings, and an unsure result's reason in words comes from them.)
+LISTING_DEFERRED = ("message", "windows", "audio_declared")
+
+
+def validate_time_zone(value: str) -> None:
+    """An IANA zone name this server knows (empty: the server's TIME_ZONE)."""
+    if value and value not in zoneinfo.available_timezones():
+        raise ValidationError(f"{value!r} is not a time zone name this server knows (e.g. Europe/Berlin)")
 
 
 class Clinic(models.Model):
     slug = models.SlugField(max_length=64, unique=True, help_text="short id used in URLs and exports")
     name = models.CharField(max_length=200)
+    time_zone = models.CharField(
+        max_length=64,
+        blank=True,
+        validators=[validate_time_zone],
+        help_text="IANA name, e.g. Europe/Berlin; empty: the server's TIME_ZONE",
+    )
 
     class Meta:
         ordering = ("name",)
@@ -150,8 +165,11 @@ class Result(models.Model):
     # Whether any review exists, kept by Review's signals below: counting what awaits review among a
     # million results then reads a small partial index instead of joining every result with the reviews.
     reviewed = models.BooleanField(default=False, editable=False)
+    # Set by ingest before the insert (dashboard/clinic/exams.py): the exam this result belongs to.
+    exam = models.ForeignKey("Exam", null=True, blank=True, on_delete=models.SET_NULL, related_name="results")
     device_id: int | None
     clinic_id: int | None
+    exam_id: int | None
     if TYPE_CHECKING:
         reviews: RelatedManager[Review]
         recording: Recording
@@ -201,6 +219,42 @@ class Result(models.Model):
     def confidence(self) -> float | None:
         value = self.probabilities.get(self.label)
         return float(value) if value is not None else None
+
+    @property
+    def quality(self) -> dict[str, Any]:
+        """The contract's quality object (its reason code only when the message is loaded: lists defer it)."""
+        quality: dict[str, Any] = {"ok": self.quality_ok, "issues": list(self.quality_issues or [])}
+        if "message" not in self.get_deferred_fields() and isinstance(self.message, dict):
+            reason = (self.message.get("quality") or {}).get("reason")
+            if reason:
+                quality["reason"] = reason
+        return quality
+
+    @property
+    def summary(self) -> str:
+        """The answer in words with the model's probability: "Unsure — poor signal: .... Model: 89% abnormal"."""
+        return wording.summary(self.label, self.probabilities or {}, self.quality)
+
+    @property
+    def signal_problem(self) -> str:
+        """What makes the signal poor, in words ("poor signal: clipping")."""
+        return wording.unsure_reason(self.quality)
+
+    @property
+    def advice(self) -> str:
+        return wording.advice(self.quality)
+
+    @property
+    def murmur(self) -> dict[str, Any] | None:
+        value = self.message.get("murmur") if isinstance(self.message, dict) else None
+        return value if isinstance(value, dict) else None
+
+    @property
+    def cycles(self) -> dict[str, list[float]]:
+        value = self.message.get("cycles") if isinstance(self.message, dict) else None
+        if not isinstance(value, dict):
+            return {"s1": [], "s2": []}
+        return {"s1": list(value.get("s1") or []), "s2": list(value.get("s2") or [])}
 
     @property
     def decision(self) -> dict[str, Any] | None:
@@ -274,12 +328,14 @@ class Review(models.Model):
 
 
 def refresh_reviewed(result_ids: set[Any]) -> None:
-    """Set ``Result.reviewed`` from the reviews that exist now."""
+    """Set ``Result.reviewed`` from the reviews that exist now (and their exams' ``reviewed``)."""
     ids = {r for r in result_ids if r is not None}
     if ids:
         Result.objects.filter(pk__in=ids).update(
             reviewed=models.Exists(Review.objects.filter(result=models.OuterRef("pk")))
         )
+        exams = set(Result.objects.filter(pk__in=ids, exam__isnull=False).values_list("exam_id", flat=True))
+        refresh_exam_reviewed(exams)
 
 
 # Signals rather than overriding Review.save/delete: the admin's bulk delete calls neither, but sends these.
@@ -297,6 +353,95 @@ def _review_saved(sender: type[Review], instance: Review, **kwargs: Any) -> None
 @receiver(post_delete, sender=Review)
 def _review_deleted(sender: type[Review], instance: Review, **kwargs: Any) -> None:
     refresh_reviewed({instance.result_id})
+
+
+class Exam(models.Model):
+    """One patient's exam: the results a device sent under one ``exam_id`` (several auscultation sites).
+
+    The grouping rule: results with an ``exam_id`` belong to the exam (their device, that id); a result
+    without one (older devices, uploads) is an exam of its own, one recording. Grouping those by patient
+    and day instead was rejected: two visits on one day, or recordings without a patient reference, would
+    be merged into an answer nobody examined. ``key`` says which: "<device>/<exam_id>" or "result/<id>".
+
+    The columns below ``key`` are a summary kept by ``dashboard.clinic.exams.refresh`` whenever a result
+    joins the exam or a review changes, so the worklist orders exams in SQL without reading results.
+    """
+
+    # worklist order (lower first), after "not reviewed yet": findings, then normal, then unsure
+    PRIORITY_FINDING, PRIORITY_NORMAL, PRIORITY_UNSURE = 0, 1, 2
+
+    key = models.CharField(max_length=160, unique=True)
+    exam_id = models.CharField(max_length=64, blank=True, help_text="the device's exam id (empty: one recording)")
+    device = models.ForeignKey(Device, null=True, blank=True, on_delete=models.SET_NULL, related_name="exams")
+    clinic = models.ForeignKey(Clinic, null=True, blank=True, on_delete=models.SET_NULL, related_name="exams")
+    patient_ref = models.CharField(max_length=64, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True, help_text="the first recording's time")
+    received_at = models.DateTimeField(default=timezone.now, help_text="when its latest result arrived")
+    n_results = models.IntegerField(default=0)
+    label = models.CharField(max_length=32, blank=True, help_text="the exam's answer (device.core.exam)")
+    murmur = models.CharField(max_length=16, blank=True, help_text="present, absent, unknown or empty")
+    answer = models.JSONField(default=dict, blank=True, help_text="combine_exam's output")
+    reason = models.CharField(max_length=300, blank=True, help_text="the answer in words, for the worklist")
+    priority = models.SmallIntegerField(default=PRIORITY_UNSURE)
+    reviewed = models.BooleanField(default=False, editable=False)
+    device_id: int | None
+    clinic_id: int | None
+    if TYPE_CHECKING:
+        results: RelatedManager[Result]
+        exam_reviews: RelatedManager[ExamReview]
+
+    class Meta:
+        ordering = ("reviewed", "priority", "-received_at")
+        indexes = (
+            # the worklist of a nurse (one clinic) and of a physician (every clinic), read in index order
+            models.Index(fields=["clinic", "reviewed", "priority", "-received_at"], name="exam_worklist"),
+            models.Index(fields=["reviewed", "priority", "-received_at"], name="exam_worklist_all"),
+            # exams per day (the overview's charts): the last fortnight
+            models.Index(fields=["clinic", "started_at"], name="exam_clinic_started"),
+            models.Index(fields=["started_at"], name="exam_started"),
+        )
+
+    def __str__(self) -> str:
+        return f"exam {self.key}"
+
+    @property
+    def latest_review(self) -> ExamReview | None:
+        return next(iter(self.exam_reviews.all()), None)
+
+
+class ExamReview(models.Model):
+    """A physician's reading of a whole exam: agrees or not with the exam's answer, their label, a note."""
+
+    exam = models.ForeignKey(Exam, on_delete=models.CASCADE, related_name="exam_reviews")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="exam_reviews")
+    agrees = models.BooleanField()
+    label = models.CharField(max_length=16, choices=Review.LABELS)
+    note = models.TextField(blank=True, max_length=4000)
+    created_at = models.DateTimeField(default=timezone.now)
+    exam_id: int
+
+    class Meta:
+        ordering = ("-created_at",)
+
+    def __str__(self) -> str:
+        return f"{self.label} by {self.reviewer} on exam {self.exam_id}"
+
+
+def refresh_exam_reviewed(exam_ids: set[Any]) -> None:
+    """An exam is reviewed when it has an exam review, or when every one of its results has a review."""
+    ids = {e for e in exam_ids if e is not None}
+    if ids:
+        unreviewed_result = Result.objects.filter(exam=models.OuterRef("pk"), reviewed=False)
+        Exam.objects.filter(pk__in=ids).update(
+            reviewed=models.Exists(ExamReview.objects.filter(exam=models.OuterRef("pk")))
+            | ~models.Exists(unreviewed_result)
+        )
+
+
+@receiver(post_save, sender=ExamReview)
+@receiver(post_delete, sender=ExamReview)
+def _exam_review_changed(sender: type[ExamReview], instance: ExamReview, **kwargs: Any) -> None:
+    refresh_exam_reviewed({instance.exam_id})
 
 
 class DeadLetter(models.Model):

@@ -11,7 +11,9 @@ from typing import Any, Literal
 
 from django.db import IntegrityError, connection, transaction
 
+from dashboard.clinic import exams
 from dashboard.clinic.models import Clinic, Device, Result
+from dashboard.clinic.sql import json_value
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,10 @@ def store_result(
     )
     try:
         with transaction.atomic():
+            made = exams.link([row])
             row.save(force_insert=True)
+            if row.exam_id not in made:  # an exam with earlier results: its answer from all of them
+                exams.refresh([row.exam_id])
     except IntegrityError:
         existing = Result.objects.get(pk=result_id)
         same = existing.message == message
@@ -100,18 +105,6 @@ def _insert_values(rows: Sequence[Result]) -> set[uuid.UUID]:
     )
 
 
-def _json_value(field: Any, value: Any) -> Any:
-    kind = field.get_internal_type()
-    if value is None or kind in ("JSONField", "CharField", "FloatField", "IntegerField", "BooleanField",
-                                 "BigAutoField", "AutoField", "ForeignKey"):  # fmt: skip
-        return value
-    if kind == "UUIDField":
-        return str(value)
-    if kind == "DateTimeField":
-        return value.isoformat()  # aware (USE_TZ): PostgreSQL reads the offset
-    raise TypeError(f"insert_new: no JSON form for {field.name} ({kind}); extend _json_value")
-
-
 def _insert_json_rows(rows: Sequence[Result]) -> set[uuid.UUID]:
     """PostgreSQL: the whole chunk as one JSON parameter, unpacked by jsonb_to_recordset into the columns'
     own types. Three thousand parameters quoted one by one cost more than the rest of ingest together."""
@@ -119,7 +112,7 @@ def _insert_json_rows(rows: Sequence[Result]) -> set[uuid.UUID]:
     fields = list(meta.concrete_fields)
     columns = ", ".join(qn(f.column) for f in fields)
     types = ", ".join(f"{qn(f.column)} {f.db_type(connection)}" for f in fields)
-    data = json.dumps([{f.column: _json_value(f, f.pre_save(row, add=True)) for f in fields} for row in rows])
+    data = json.dumps([{f.column: json_value(f, f.pre_save(row, add=True)) for f in fields} for row in rows])
     return _returning(
         f"INSERT INTO {qn(meta.db_table)} ({columns}) SELECT {columns} FROM jsonb_to_recordset(%s::jsonb) "  # noqa: S608 - names from the model, values as one parameter
         f"AS r({types}) ON CONFLICT ({qn(meta.pk.column)}) DO NOTHING RETURNING {qn(meta.pk.column)}",

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest
+from django.utils import timezone
 
 from dashboard.clinic import access
 
@@ -20,3 +21,8 @@ def roles(request: HttpRequest) -> dict[str, Any]:
             "manage": access.can_manage(user),
         },
     }
+
+
+def time_zone(request: HttpRequest) -> dict[str, Any]:
+    """The zone every time on the page is in (scripts format live updates in it too)."""
+    return {"time_zone": timezone.get_current_timezone_name()}

@@ -72,15 +72,29 @@ class ReviewForm(forms.Form):
     )
     note = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False, max_length=4000)
 
-    def __init__(self, *args: Any, result: Result, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, model_label: str, subject: str = "the model", **kwargs: Any) -> None:
+        """``model_label``: what the reading agrees or disagrees with (a result's label, an exam's answer),
+        ``subject`` what gave it, as the choices name it."""
         super().__init__(*args, **kwargs)
-        self.result = result
+        self.model_label = model_label
+        verdict = self.fields["verdict"]
+        assert isinstance(verdict, forms.ChoiceField)
+        verdict.choices = [("agree", f"Agree with {subject}"), ("disagree", f"Disagree with {subject}")]
+        label = self.fields["label"]
+        assert isinstance(label, forms.ChoiceField)
+        label.choices = [("", f"same as {subject}"), *Review.LABELS]
+
+    def problems(self) -> str:
+        """Why the form was refused, in one line (shown above the form, which keeps what was typed)."""
+        problems = [str(e) for e in self.non_field_errors()] or ["check the form"]
+        problems += [f"{f}: {' '.join(map(str, errs))}" for f, errs in self.errors.items() if f != "__all__"]
+        return "Review not saved: " + " ".join(problems)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         agrees = data.get("verdict") == "agree"
         label = data.get("label") or ""
-        model_label = self.result.label
+        model_label = self.model_label
         if agrees:
             if not label:
                 if model_label not in ("normal", "abnormal"):

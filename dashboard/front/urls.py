@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from dashboard.front.views import admin_pages, feed, login, results, upload
+from dashboard.front.views import admin_pages, exams, feed, login, results, upload
 
 urlpatterns = [
     path("login/", login.LoginView.as_view(), name="login"),
@@ -15,6 +15,9 @@ urlpatterns = [
     path("results/<uuid:result_id>/audio.wav", results.playback_audio, name="result-audio"),
     path("results/<uuid:result_id>/recording", results.original_audio, name="result-recording"),
     path("results/<uuid:result_id>/fhir.json", results.fhir_json, name="result-fhir"),
+    path("exams/<int:pk>/", exams.detail, name="exam"),
+    path("exams/<int:pk>/review", exams.review, name="exam-review"),
+    path("exams/<int:pk>/fhir.json", exams.fhir_json, name="exam-fhir"),
     path("patients/<slug:clinic>/<str:patient_ref>/", results.patient, name="patient"),
     path("upload/", upload.upload, name="upload"),
     path("devices/", admin_pages.devices, name="devices"),

@@ -24,6 +24,7 @@ from typing import Any
 from django.db import connection, models, transaction
 from django.utils import timezone
 
+from dashboard.clinic import exams
 from dashboard.clinic.models import DeadLetter, Device, Result
 from dashboard.clinic.recordings import RecordingConflictError, save_recording
 from dashboard.clinic.records import insert_new, store_result
@@ -138,7 +139,9 @@ class Ingestor:
             )
         conflicts: list[tuple[int, str, str, bytes, dict[str, Any]]] = []
         with transaction.atomic():
+            made = exams.link(list(rows.values()))  # each row's exam, made if new (idempotent: keyed)
             created = insert_new(list(rows.values()))
+            exams.refresh(exams.needing_refresh(list(rows.values()), made, created))
             skipped = [pk for pk in rows if pk not in created]  # already stored: the same, or a conflict
             stored = dict(Result.objects.filter(pk__in=skipped).values_list("pk", "message")) if skipped else {}
             seen_devices: set[int | None] = set()

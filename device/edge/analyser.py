@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from device import __version__
 from device.core.audio_io import Audio, encode_flac
-from device.core.wording import headline, rerecord_advice
+from device.core.answer_text import headline, rerecord_advice
 from device.edge.outbox import Entry
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ NOTICE = "Screening support, not a diagnosis: a clinician decides."
 def answer(analysis: Analysis) -> str:
     """The bedside answer: the label with what the model leaned to (an unsure one with its reason in
     words), heart rate, signal quality, and, when the signal was poor, what to change before recording
-    again (said once: device/core/wording.py)."""
+    again (said once: device/core/answer_text.py)."""
     issues = list(analysis.quality.issues) if not analysis.quality.ok else []
     hr = f"{analysis.heart_rate_bpm:.0f} bpm" if analysis.heart_rate_bpm else "not found"
     quality = "good" if analysis.quality.ok else "POOR"

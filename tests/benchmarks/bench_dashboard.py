@@ -42,8 +42,8 @@ PASSWORD = "bench-password-for-a-throwaway-database"  # a throwaway database on 
 def fill_sql(results: int, devices: int) -> str:
     """Clinics, devices and results in three INSERT ... SELECT generate_series statements."""
     return f"""
-    INSERT INTO clinic_clinic (slug, name)
-        SELECT 'clinic-' || lpad(c::text, 2, '0'), 'Clinic ' || c FROM generate_series(1, {CLINICS}) c;
+    INSERT INTO clinic_clinic (slug, name, time_zone)
+        SELECT 'clinic-' || lpad(c::text, 2, '0'), 'Clinic ' || c, '' FROM generate_series(1, {CLINICS}) c;
     INSERT INTO clinic_device (device_id, name, clinic_id, auto_registered, registered_at, state, last_seen,
                                status_at, software_version, installed_models, outbox, uptime_s)
         SELECT 'pi-' || lpad(d::text, 4, '0'), 'Cart ' || d,
@@ -117,6 +117,17 @@ def build(env: dict[str, str], results: int, devices: int) -> None:
     support.psql(
         "UPDATE clinic_result SET reviewed = true WHERE result_id IN (SELECT result_id FROM clinic_review)", DB
     )
+    # what ingest does (dashboard/clinic/exams.py): the bench's results carry no exam_id, so each is an
+    # exam of its own, reviewed when its result is
+    support.psql(
+        "INSERT INTO clinic_exam (key, exam_id, device_id, clinic_id, patient_ref, started_at, received_at, "
+        "n_results, label, murmur, answer, reason, priority, reviewed) "
+        "SELECT 'result/' || result_id, '', device_id, clinic_id, patient_ref, recorded_at, received_at, 1, label, "
+        "'', jsonb_build_object('label', label), label || '; 1 recording', "
+        "CASE label WHEN 'normal' THEN 1 WHEN 'unsure' THEN 2 ELSE 0 END, reviewed FROM clinic_result; "
+        "UPDATE clinic_result r SET exam_id = e.id FROM clinic_exam e WHERE e.key = 'result/' || r.result_id",
+        DB,
+    )
     print(f"built in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
@@ -188,6 +199,7 @@ def pick_urls(base: str, clinic: str | None) -> dict[str, str]:
         DB,
         capture=True,
     )
+    exam = support.psql(f"SELECT exam_id FROM clinic_result WHERE result_id = '{result}'", DB, capture=True)
     since = support.psql(
         "SELECT to_char((max(received_at) - interval '3 seconds') AT TIME ZONE 'UTC', "
         '\'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\') FROM clinic_result',
@@ -200,6 +212,7 @@ def pick_urls(base: str, clinic: str | None) -> dict[str, str]:
         "live feed JSON (poll, ?since=)": f"{base}/api/feed?since={urllib.parse.quote(since)}",
         "patient history (50 results)": f"{base}/patients/{patient}/",
         "recording detail": f"{base}/results/{result}/",
+        "exam": f"{base}/exams/{exam}/",
     }
 
 

@@ -65,7 +65,8 @@ def prepare_database(env: dict[str, str], fill: int) -> None:
         f"DELETE FROM clinic_result WHERE device_id IN (SELECT id FROM clinic_device WHERE device_id = '{DEVICE}')", DB
     )
     support.psql(
-        "INSERT INTO clinic_clinic (slug, name) VALUES ('e2e', 'E2E clinic') ON CONFLICT (slug) DO NOTHING;"
+        "INSERT INTO clinic_clinic (slug, name, time_zone) VALUES ('e2e', 'E2E clinic', '') "
+        "ON CONFLICT (slug) DO NOTHING;"
         "INSERT INTO clinic_device (device_id, name, clinic_id, auto_registered, registered_at, state, "
         f"software_version, installed_models) SELECT '{DEVICE}', '', id, false, now(), 'unknown', '', '[]' "
         "FROM clinic_clinic WHERE slug = 'e2e' ON CONFLICT (device_id) DO NOTHING",

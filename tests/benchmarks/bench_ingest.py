@@ -46,7 +46,7 @@ def setup_database(env: dict[str, str], devices: list[str]) -> None:
         for d in devices
     )
     support.psql(
-        "INSERT INTO clinic_clinic (slug, name) VALUES ('bench', 'Bench clinic');"
+        "INSERT INTO clinic_clinic (slug, name, time_zone) VALUES ('bench', 'Bench clinic', '');"
         "INSERT INTO clinic_device (device_id, name, clinic_id, auto_registered, registered_at, state, "
         f"software_version, installed_models) VALUES {values}",
         DB,

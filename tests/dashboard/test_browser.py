@@ -104,6 +104,10 @@ def test_a_physician_watches_a_result_arrive_listens_and_reviews_it(
         page.wait_for_function(
             "document.querySelector('tr[data-device=clinic-a-pi-01] .state').textContent === 'online'"
         )
+        # "Last seen" after a live refresh: the same format as every other time on the page
+        page.wait_for_selector("tr[data-device=clinic-a-pi-01] .last-seen time")
+        seen = page.inner_text("tr[data-device=clinic-a-pi-01] .last-seen")
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", seen), seen
         assert page.inner_text("#count-abnormal") == "1"
         page.screenshot(path=screenshots / "overview-live-feed.png", full_page=True)
 

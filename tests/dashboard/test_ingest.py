@@ -193,3 +193,39 @@ def test_nothing_is_lost_while_the_database_is_unreachable(workers, device, devi
         assert DeadLetter.objects.count() == 0
     finally:
         proxy.stop()
+
+
+def test_two_workers_sharing_an_exams_results_and_their_repeats_make_one_exam_each(workers, device, device_a):
+    """Ten exams of four sites, each result published twice, spread over two workers: every exam once,
+    with all four results and an answer computed from all of them (the exam row lock serialises refreshes)."""
+    from dashboard.clinic.models import Exam
+
+    first, second = workers("ingest-a").wait_ready(), workers("ingest-b").wait_ready()
+    sites = ("aortic", "pulmonic", "tricuspid", "mitral")
+    messages = [
+        result_message(
+            exam_id=f"EX-{e}",
+            site=site,
+            patient_ref=f"P-{e}",
+            label="abnormal" if (e, site) == (3, "mitral") else "normal",
+            probabilities={"normal": 0.2, "abnormal": 0.8}
+            if (e, site) == (3, "mitral")
+            else {"normal": 0.9, "abnormal": 0.1},
+        )
+        for e in range(10)
+        for site in sites
+    ]
+    for msg in messages + messages:
+        device.publish(contract.results_topic(device_a.device_id), contract.encode("result", msg))
+    try:
+        wait_until(lambda: _results() == 40, timeout=60, what="40 results")
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{exc}\n--- ingest-a:\n{first.log[-2000:]}\n--- ingest-b:\n{second.log[-2000:]}"
+        ) from None
+    a, b = first.stop(), second.stop()
+    assert a.get("result_created", 0) + b.get("result_created", 0) == 40, (a, b)
+    exams = {e.exam_id: e for e in Exam.objects.all()}
+    assert sorted(exams) == sorted(f"EX-{e}" for e in range(10))
+    assert all(e.n_results == 4 and Result.objects.filter(exam=e).count() == 4 for e in exams.values())
+    assert {k: e.label for k, e in exams.items() if e.label != "normal"} == {"EX-3": "abnormal"}

@@ -77,3 +77,17 @@ def test_a_user_without_a_role_gets_nothing(login, db, two_clinics):
     nobody = login(make_user("visitor"))
     for url in (reverse("overview"), reverse("results"), reverse("upload"), reverse("devices")):
         assert nobody.get(url).status_code == 403, url
+
+
+def test_a_nurse_sees_only_her_clinics_exams_and_cannot_review_them(login, nurse_a, two_clinics):
+    mine, theirs = two_clinics
+    nurse = login(nurse_a)
+    assert nurse.get(reverse("exam", args=[mine.exam_id])).status_code == 200
+    assert nurse.get(reverse("exam-fhir", args=[mine.exam_id])).status_code == 200
+    for name in ("exam", "exam-fhir"):
+        assert nurse.get(reverse(name, args=[theirs.exam_id])).status_code == 404, name
+    assert nurse.post(reverse("exam-review", args=[mine.exam_id]), {"verdict": "agree"}).status_code == 403
+    overview = nurse.get(reverse("overview")).content.decode()
+    assert f'data-exam="{mine.exam_id}"' in overview and f'data-exam="{theirs.exam_id}"' not in overview
+    assert 'data-device="clinic-b-pi-01"' not in overview  # nor the other clinic's exams-per-day chart
+    assert [e["id"] for e in nurse.get(reverse("feed-json")).json()["worklist"]] == [mine.exam_id]

@@ -146,6 +146,7 @@ def test_the_csv_export_is_filtered_and_safe_in_spreadsheets(doc, physician, dev
     assert len(rows) == 1 and rows[0]["result_id"] == str(a.result_id) and rows[0]["patient_ref"] == "P-1"
     assert rows[0]["model_sha256"] == "0" * 64 and rows[0]["review_label"] == "abnormal"
     assert rows[0]["review_note"].startswith("'=HYPERLINK")
+    assert rows[0]["answer"] == "Abnormal — model: 82% abnormal" and rows[0]["exam_id"] == ""
     everything = b"".join(doc.get(reverse("export-csv")).streaming_content).decode()
     assert len(list(csv.DictReader(io.StringIO(everything)))) == 2
 

@@ -7,7 +7,6 @@ import json
 import uuid
 from typing import Any, cast
 
-from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
@@ -15,6 +14,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonRe
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.dateformat import format as date_format
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard.clinic import access
@@ -22,6 +22,7 @@ from dashboard.clinic.export import csv_lines
 from dashboard.clinic.fhir import observation
 from dashboard.clinic.models import LISTING_DEFERRED, Clinic, Result
 from dashboard.clinic.recordings import media_path, playback_file
+from dashboard.front.charts import Point, heart_rate_chart
 from dashboard.front.decorators import allowed
 from dashboard.front.forms import ResultFilterForm, ReviewForm
 from device.core.features import FeatureParams
@@ -90,6 +91,13 @@ def _waveform_data(result: Result) -> dict[str, Any]:
 @allowed(access.is_clinical)
 def detail(request: HttpRequest, result_id: uuid.UUID) -> HttpResponse:
     result = _visible(request, result_id)
+    form = ReviewForm(model_label=result.label) if access.can_review(request.user) else None
+    return _render_detail(request, result, form)
+
+
+def _render_detail(
+    request: HttpRequest, result: Result, review_form: ReviewForm | None, status: int = 200
+) -> HttpResponse:
     recording = result.recording_or_none
     declared = (result.audio_declared or {}).get("sha256")
     context = {
@@ -97,26 +105,22 @@ def detail(request: HttpRequest, result_id: uuid.UUID) -> HttpResponse:
         "recording": recording,
         "audio_mismatch": bool(recording and declared and recording.sha256 != declared),
         "reviews": list(result.reviews.all()),
-        "review_form": ReviewForm(result=result) if access.can_review(request.user) else None,
+        "review_form": review_form,
         "waveform": _waveform_data(result),
         "window_s": FeatureParams().window_s,
         "windows_json": json.dumps(result.windows),
     }
-    return render(request, "front/result.html", context)
+    return render(request, "front/result.html", context, status=status)
 
 
 @require_POST
 @allowed(access.can_review)
 def review(request: HttpRequest, result_id: uuid.UUID) -> HttpResponse:
     result = _visible(request, result_id)
-    form = ReviewForm(request.POST, result=result)
+    form = ReviewForm(request.POST, model_label=result.label)
     if not form.is_valid():
-        problems = [str(e) for e in form.non_field_errors()] or ["check the form"]
-        problems += [
-            f"{field}: {' '.join(map(str, errors))}" for field, errors in form.errors.items() if field != "__all__"
-        ]
-        messages.error(request, "Review not saved: " + " ".join(problems))
-        return redirect("result", result_id=result.result_id)
+        # the page again with the form as typed and the reason beside it (a redirect lost the note); 400
+        return _render_detail(request, result, form, status=400)
     data = form.cleaned_data
     result.add_review(request.user, agrees=data["agrees"], label=data["label"], note=data["note"].strip())
     messages.success(request, "Review saved.")
@@ -156,7 +160,8 @@ def original_audio(request: HttpRequest, result_id: uuid.UUID) -> FileResponse:
 @allowed(access.is_clinical)
 def fhir_json(request: HttpRequest, result_id: uuid.UUID) -> JsonResponse:
     result = _visible(request, result_id)
-    response = JsonResponse(observation(result), json_dumps_params={"indent": 2})
+    exam_review = result.exam.latest_review if result.exam else None  # a reviewed exam reviewed its sites
+    response = JsonResponse(observation(result, exam_review=exam_review), json_dumps_params={"indent": 2})
     response["Content-Type"] = "application/fhir+json"
     if request.GET.get("download"):
         response["Content-Disposition"] = f'attachment; filename="observation-{result.result_id}.json"'
@@ -176,8 +181,17 @@ def patient(request: HttpRequest, clinic: str, patient_ref: str) -> HttpResponse
     results = list(qs.defer(*LISTING_DEFERRED).prefetch_related("reviews__reviewer").order_by("-recorded_at")[:500])
     if not results:
         raise Http404("no results for this patient that you may see")
+    points = [
+        Point(
+            r.recorded_at,
+            r.heart_rate_bpm,
+            r.label,
+            f"{date_format(timezone.localtime(r.recorded_at), 'Y-m-d H:i')}: {r.summary}",
+        )
+        for r in results
+    ]
     return render(
         request,
         "front/patient.html",
-        {"patient_ref": patient_ref, "clinic": clinic_obj, "results": results, "tz": settings.TIME_ZONE},
+        {"patient_ref": patient_ref, "clinic": clinic_obj, "results": results, "chart": heart_rate_chart(points)},
     )

@@ -22,6 +22,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from django.utils import timezone
 
+from dashboard.clinic import exams
 from dashboard.clinic.models import LOCATIONS, Clinic, Device, Profile, Result
 from dashboard.clinic.recordings import save_recording
 from dashboard.clinic.records import store_result
@@ -135,6 +136,7 @@ class Command(BaseCommand):
         with transaction.atomic():
             stored = store_result(message, device=device, clinic=device.clinic, ingested_by="demodata")
             Result.objects.filter(pk=result_id).update(received_at=recorded + timedelta(seconds=rng.uniform(1, 90)))
+            exams.refresh([stored.result.exam_id])  # the exam's times follow the back-dated result
             save_recording(result_id, flac, fmt="flac", device_id=device.device_id)
             if analysis.label == "abnormal" and i % 3 == 0:
                 note = "Systolic murmur on listening; refer to cardiology."

@@ -9,6 +9,8 @@
   const timeLabel = document.getElementById("time");
   const errorBox = document.getElementById("player-error");
   const SVG = "http://www.w3.org/2000/svg";
+  const SPECTROGRAM_HEIGHT = 140;
+  const SPECTROGRAM_MAX_HZ = 1000;
 
   function showError(text) {
     errorBox.textContent = text;
@@ -35,8 +37,8 @@
     plugins: [
       WaveSurfer.Timeline.create({ height: 18, timeInterval: 1, primaryLabelInterval: 5 }),
       WaveSurfer.Spectrogram.create({
-        height: 140,
-        labels: true,
+        height: SPECTROGRAM_HEIGHT,
+        labels: false, // drawn by frequencyAxis(): the plugin's scrolled away under zoom, its 0 Hz was cut off
         frequencyMin: 0,
         frequencyMax: 1000,
         fftSamples: 512,
@@ -92,15 +94,52 @@
     return track;
   }
 
+  // Frequency labels over the spectrogram's left edge, outside wavesurfer's scrolling wrapper: they stay
+  // put when zoomed and scrolled. Each on a light background; 0 Hz sits above the bottom edge.
+  let axisTries = 0;
+  function frequencyAxis() {
+    const old = container.querySelector(".freq-axis");
+    if (old) old.remove();
+    const wrapper = ws.getWrapper();
+    const box = container.getBoundingClientRect();
+    const spectrogram = Array.from(wrapper.querySelectorAll("div, canvas")).find(function (el) {
+      return Math.round(el.getBoundingClientRect().height) === SPECTROGRAM_HEIGHT;
+    });
+    if (!spectrogram) {  // the plugin draws after "ready": look again shortly
+      if (axisTries++ < 50) setTimeout(frequencyAxis, 100);
+      return;
+    }
+    const top = spectrogram.getBoundingClientRect().top - box.top;
+    const axis = document.createElement("div");
+    axis.className = "freq-axis";
+    axis.setAttribute("data-testid", "frequency-axis");
+    Object.assign(axis.style, { position: "absolute", left: "0", top: top + "px", height: SPECTROGRAM_HEIGHT + "px", width: "0", pointerEvents: "none", zIndex: "3" });
+    [1000, 750, 500, 250, 0].forEach(function (hz) {
+      const label = document.createElement("span");
+      label.textContent = hz === 0 ? "0 Hz" : hz + " Hz";
+      const y = SPECTROGRAM_HEIGHT * (1 - hz / SPECTROGRAM_MAX_HZ);
+      const shift = hz === SPECTROGRAM_MAX_HZ ? "0" : hz === 0 ? "-100%" : "-50%";
+      Object.assign(label.style, {
+        position: "absolute", left: "2px", top: y + "px", transform: "translateY(" + shift + ")",
+        font: "600 12px system-ui, sans-serif", color: "#1d2733", background: "rgba(255, 255, 255, 0.85)",
+        padding: "0 4px", borderRadius: "3px", whiteSpace: "nowrap", lineHeight: "16px",
+      });
+      axis.appendChild(label);
+    });
+    container.appendChild(axis);
+  }
+
   ws.on("decode", function (duration) {
     ws.getWrapper().appendChild(probabilityTrack(duration));
   });
+  ws.on("redrawcomplete", frequencyAxis);
   ws.on("ready", function (duration) {
     // Zoom starts at "whole recording fits"; the buttons and slider go from there to 1000 px/s.
     const fit = Math.max(1, Math.floor(container.clientWidth / Math.max(duration, 0.1)));
     zoomSlider.min = String(fit);
     zoomSlider.max = String(Math.max(fit * 2, 1000));
     zoomSlider.value = String(fit);
+    frequencyAxis();
     playButton.disabled = false;
     container.setAttribute("data-ready", "true");
   });
