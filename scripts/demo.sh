@@ -132,7 +132,7 @@ wait_port "$HTTP_PORT" dashboard "$V/logs/dashboard.log"
 # -- the ingest worker: the loopback listener, with the ingest account ---------------------------------------
 start ingest env STETH_MQTT_URL="mqtt://127.0.0.1:$MQTT_PORT" STETH_MQTT_USERNAME=svc.ingest \
   STETH_MQTT_PASSWORD_FILE="$V/bundles/svc.ingest/mqtt-password" STETH_LOG_LEVEL=info \
-  "$STETH" dashboard ingest --client-id demo-ingest-1
+  "$STETH" dashboard ingest --client-id svc.ingest.demo-1
 
 # -- the device: the provisioned bundle, replaying the bundled recordings at a stethoscope's pace ------------
 mkdir -p "$V/device" "$V/replay"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from device.core.contract import SITES
-from device.core.errors import AudioError
+from device.core.errors import AudioError, ContractError
 from device.edge import config as device_config
 from device.edge.analyser import NOTICE, Analyser, Recording, answer, make_entries
 from device.edge.outbox import OutboxError, OutboxFullError
@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         except AudioError as exc:
             print(f"steth: could not analyse the recording: {exc}\nre-record: {exc.hint or 'record again'}",
                   file=sys.stderr)  # fmt: skip
+            _report_refusal(config.device_id, box, exc, audio.source, args, audio.duration_s)
             return 2
         recording = Recording(audio, recorded_at, patient_ref=args.patient, site=args.site)
         entries = make_entries(analyses, recording, config.device_id, send_audio=config.audio.send_audio)
@@ -108,6 +109,19 @@ def run(args: argparse.Namespace) -> int:
     finally:
         box.close()
     return 0
+
+
+def _report_refusal(device_id: str, box: Any, exc: AudioError, recording: str, args: argparse.Namespace,
+                    duration_s: float) -> None:  # fmt: skip
+    """The supervisor sees it on the dashboard too (device/edge/refusals.py); the nurse has been told."""
+    from device.edge.refusals import refusal_message
+
+    message = refusal_message(device_id, exc, source="record", recording=recording, patient_ref=args.patient,
+                              site=args.site, duration_s=duration_s)  # fmt: skip
+    try:
+        box.add_refusal(message)
+    except (OutboxError, ContractError) as err:
+        log.error("the refusal was not stored: %s", err)
 
 
 def _print(args: argparse.Namespace, analyses: list[Any], entries: list[Any], error: Exception | None,

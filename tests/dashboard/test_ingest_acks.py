@@ -120,7 +120,7 @@ class AckListener:
 @pytest.mark.slow
 def test_the_worker_acknowledges_rows_duplicates_and_dead_letters_after_storing_them(broker, device_a, sample_flac):
     listener = AckListener(broker.port)
-    worker = Worker(broker.url, "ingest-acks").start().wait_ready()
+    worker = Worker(broker.url, "svc.ingest.acks").start().wait_ready()
     device = Publisher(broker.url)
     try:
         dev = device_a.device_id
@@ -175,7 +175,7 @@ def test_a_device_outbox_empties_only_through_ingest_acks(broker, device_a, tmp_
         assert Result.objects.count() == 0
         publisher.close()
         # ingest starts; the device comes back and, after its ack timeout, sends them again
-        worker = Worker(broker.url, "ingest-1").start().wait_ready()
+        worker = Worker(broker.url, "svc.ingest.1").start().wait_ready()
         config = BrokerConfig(url=broker.url, reconnect_min_s=0.1, reconnect_max_s=0.5, ack_timeout_s=1)
         publisher = DevicePublisher(config, device_a.device_id, box)
         assert publisher.drain(60), box.stats()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from datetime import datetime
 from typing import Any
 
@@ -9,6 +10,7 @@ from django.db.models import Case, Count, F, IntegerField, Q, QuerySet, Value, W
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
@@ -91,6 +93,10 @@ def overview(request: HttpRequest) -> HttpResponse:
             "device_counts": device_counts,
             "feed": [feed_item(r) for r in _feed(request.user, None)],
             "counts": awaiting_counts(results),
+            # recordings no result exists for (device/edge/refusals.py): a kit that keeps failing shows here
+            "refused_recent": access.visible_refusals(request.user)
+            .filter(received_at__gte=timezone.now() - dt.timedelta(hours=24))
+            .count(),
         },
     )
 
