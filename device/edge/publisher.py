@@ -144,6 +144,7 @@ class Publisher:
         self._last_resend_log = -1e9
         self._acks_topic = contract.acks_topic(device_id)
         self._ingest_starts: dict[str, None] = {}  # start ids of ingest workers seen (insertion order)
+        self._ingest_states: dict[str, str] = {}  # worker -> its last state, to log changes only
         self._announced: tuple[float, set[int]] | None = None  # (when, seqs in flight then) until settled
         self._due_before: float | None = None  # wall time: what the broker took before it is due again now
         self.ingest_announcements = 0
@@ -327,8 +328,11 @@ class Publisher:
             if msg.payload:  # an empty retained message clears a worker's status: nothing to say
                 log.warning("ignored an invalid ingest status on %s: %s", msg.topic, exc)
             return
+        said = self._ingest_states.get(status["worker"])
+        self._ingest_states[status["worker"]] = status["state"]
         if status["state"] != "online":
-            log.info("ingest worker %s is offline", status["worker"])
+            if said != "offline":  # the retained copy comes again at each of our reconnects
+                log.info("ingest worker %s is offline", status["worker"])
             return
         start_id = status["start_id"]
         if start_id in self._ingest_starts:

@@ -135,12 +135,18 @@ class Produced:
 
 @dataclass(frozen=True)
 class Outage:
-    """A fault as the clock saw it: from when it was injected until the part was back (its port open,
-    its worker subscribed again)."""
+    """A fault as the clock saw it: from when it was injected until the part was back (``end``: its port
+    open, its worker subscribed again), and until the whole path was back (``settled``: after a broker
+    restart, every worker subscribed again)."""
 
     fault: str
     start: float
     end: float
+    settled: float = 0.0
+
+    @property
+    def until(self) -> float:
+        return max(self.end, self.settled)
 
 
 @dataclass
@@ -156,16 +162,18 @@ def delays_per_fault(
     produced: list[Produced], stored: dict[str, tuple[str, float]], outages: list[Outage]
 ) -> dict[str, FaultDelays]:
     """Each delivered result counted under the earliest fault between its recording and its row (or
-    ``none``); its delay beyond the outage is its delay less the union of the outages it crossed."""
+    ``none``); its delay beyond the outage is its delay less the union of the outages it crossed (a broker
+    restart lasts until every worker has subscribed again: what comes after is the time a result the
+    broker dropped waits to be sent again)."""
     out: dict[str, FaultDelays] = {}
     for p in produced:
         if p.result_id not in stored:
             continue
         received = stored[p.result_id][1]
-        crossed = sorted((o for o in outages if o.start <= received and o.end >= p.at), key=lambda o: o.start)
+        crossed = sorted((o for o in outages if o.start <= received and o.until >= p.at), key=lambda o: o.start)
         down, reach = 0.0, p.at
-        for o in crossed:  # union of [start, end] clipped to [p.at, received]
-            lo, hi = max(o.start, reach), min(o.end, received)
+        for o in crossed:  # union of [start, until] clipped to [p.at, received]
+            lo, hi = max(o.start, reach), min(o.until, received)
             if hi > lo:
                 down += hi - lo
                 reach = hi
@@ -221,6 +229,7 @@ class System:
         self.broker: SecureBroker | None = None
         self.device_link: TcpProxy | None = None
         self.db_link: TcpProxy | None = None
+        self.worker_link: TcpProxy | None = None
         self.devices: dict[str, Proc] = {}
         self.workers: list[Proc] = []
         self.faults: dict[str, int] = {}
@@ -240,6 +249,8 @@ class System:
         self.broker = start_secure_broker(self.root)
         self.device_link = TcpProxy("127.0.0.1", self.broker.tls_port).start()
         self.db_link = TcpProxy("127.0.0.1", 5432).start()
+        # the workers' link to the broker: held after a broker restart, so the workers come back late
+        self.worker_link = TcpProxy("127.0.0.1", self.broker.port).start()
         bundles = self.root / "bundles"
         for device_id in [*self.device_ids, *self.simulated_ids]:
             spec = provision.BundleSpec(device_id, self.broker.tls_url, install_dir=bundles / device_id,
@@ -285,7 +296,7 @@ class System:
             STETH_VAR_DIR=str(self.root / "var"),
             DATABASE_URL=f"postgres://postgres@127.0.0.1:{port}/{self.database}",
             DATABASE_CONN_MAX_AGE="0",
-            STETH_MQTT_URL=f"mqtt://127.0.0.1:{self.broker.port}",
+            STETH_MQTT_URL=f"mqtt://127.0.0.1:{self.worker_link.port if self.worker_link else self.broker.port}",
             STETH_MQTT_USERNAME="svc.ingest",
             STETH_MQTT_PASSWORD_FILE=str(self.root / "bundles" / "svc.ingest" / "mqtt-password"),
             STETH_MQTT_KEEPALIVE_S="5",
@@ -402,7 +413,9 @@ class System:
 
     # -- faults ----------------------------------------------------------------------------------------------
 
-    def restart_broker(self, hold_devices: bool = False, *, kill: bool = False, feed_after: int = 0) -> None:
+    def restart_broker(
+        self, hold_devices: bool = False, *, kill: bool = False, feed_after: int = 0, workers_late_s: float = 0.0
+    ) -> None:
         """Restart Mosquitto (SIGTERM, as systemd does; it saves its sessions and queues), or with
         ``kill`` SIGKILL it first (it loses what it took since its last autosave).
 
@@ -411,12 +424,18 @@ class System:
         (test_known_defects.py); the devices send those again when ingest's ack does not come
         (end-to-end acknowledgements), so the drills no longer hold the devices' link to dodge it.
         ``hold_devices`` (the soak only, see test_soak.py) keeps the devices' link cut until every
-        ingest worker has subscribed again.
+        ingest worker has subscribed again. ``workers_late_s`` keeps the workers' link cut that long after
+        the broker is back (the devices come back first, as the demo saw: the shared subscription is then
+        empty). ``feed_after`` recordings are given to each device as soon as the broker is back.
+        The outage lasts until every worker has subscribed again (``settled``).
         """
         assert self.broker is not None and self.device_link is not None
         ready = [w.log.count("ingest ready") for w in self.workers]
+        readies = list(ready)
         if hold_devices:
             self.device_link.cut()
+        if workers_late_s and self.worker_link is not None:
+            self.worker_link.cut()
         t0 = time.time()
         if kill and self.broker.proc is not None:
             self.broker.proc.kill()
@@ -431,8 +450,17 @@ class System:
         for device_id in self.devices if feed_after else ():  # recordings keep coming: the devices are back
             self.feed(device_id, feed_after)  # before the workers, which is when the shared subscription is empty
         fault = "broker_killed_9" if kill else "broker_restarted"
-        self.outages.append(Outage(fault, t0, time.time()))
+        back = time.time()
         self.count(fault)
+        if workers_late_s and self.worker_link is not None:
+            self.wait(workers_late_s)
+            self.worker_link.restore()
+        deadline = time.monotonic() + 60  # the path is whole again once every worker has subscribed again
+        while time.monotonic() < deadline and any(
+            w.alive() and w.log.count("ingest ready") <= n for w, n in zip(self.workers, readies, strict=True)
+        ):
+            time.sleep(0.05)
+        self.outages.append(Outage(fault, t0, back, settled=time.time()))
         if hold_devices:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and any(
@@ -660,7 +688,7 @@ class System:
                 codes[proc.name] = proc.terminate()
             except AssertionError:
                 codes[proc.name] = -9
-        for proxy in (self.device_link, self.db_link):
+        for proxy in (self.device_link, self.db_link, self.worker_link):
             if proxy is not None:
                 proxy.stop()
         if self.broker is not None:
