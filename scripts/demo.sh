@@ -5,8 +5,9 @@
 #   - an ingest worker (broker -> dashboard database),
 #   - a device daemon that replays the bundled real recordings (device/samples/, copied to var/demo/replay/;
 #     add WAV/FLAC files there while it runs) as if from a stethoscope,
-# and prints the dashboard's address and the login. Results appear within a minute. Ctrl-C stops every
-# process it started. Everything lives in var/demo/ (gitignored); each run starts with empty data but
+# and prints the dashboard's address and the login. Results appear within seconds. A part that dies is
+# started again after a short backoff (as systemd does in production), and the demo says so. Ctrl-C stops
+# every process it started. Everything lives in var/demo/ (gitignored); each run starts with empty data but
 # keeps the certificates, accounts and login (--keep keeps the data too; --reset forgets everything).
 #
 #   bash scripts/demo.sh [--keep | --reset]
@@ -20,7 +21,7 @@ case "${1:-}" in
   --keep) keep=1 ;;
   --reset) rm -rf var/demo ;;
   "") ;;
-  -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "demo: unknown argument $1 (--keep, --reset)" >&2; exit 2 ;;
 esac
 
@@ -79,9 +80,32 @@ trap stop_all EXIT
 trap 'exit 130' INT TERM
 start() {  # name, command... (output to var/demo/logs/NAME.log)
   local name=$1; shift
+  : > "$V/logs/$name.log"
   # Its own session: Ctrl-C reaches only this script, which stops the parts in order (the broker last).
-  setsid "$@" > "$V/logs/$name.log" 2>&1 &
-  pids+=($!) names+=("$name")
+  setsid "$@" >> "$V/logs/$name.log" 2>&1 &
+  pids+=($!) names+=("$name") cmds+=("$(printf '%q ' "$@")") restarts+=(0) started+=("$SECONDS")
+}
+# -- supervision: a part that dies is started again, as systemd's Restart=on-failure does in production,
+# after a short backoff (1 s, then one more second per quick restart, at most 5 s; a part that ran a minute
+# starts over at 1 s), said on the terminal and in the part's own log; the other parts keep running.
+cmds=() restarts=() started=()
+supervise() {
+  local i code delay
+  for i in "${!pids[@]}"; do
+    kill -0 "${pids[i]}" 2>/dev/null && continue
+    code=0; wait "${pids[i]}" 2>/dev/null || code=$?
+    [ $((SECONDS - started[i])) -ge 60 ] && restarts[i]=0
+    restarts[i]=$((restarts[i] + 1))
+    delay=$((restarts[i] < 5 ? restarts[i] : 5))
+    echo "demo: ${names[i]} (pid ${pids[i]}) exited with code $code; restarting it in $delay s (restart ${restarts[i]}); the end of its log:" >&2
+    tail -n 5 "$V/logs/${names[i]}.log" | sed 's/^/    /' >&2
+    [ "${names[i]}" = broker ] && tail -n 5 "$V/logs/mosquitto.log" 2>/dev/null | sed 's/^/    /' >&2
+    echo "$(date -u +%FT%TZ) demo: ${names[i]} exited with code $code; restarted by the demo after $delay s (restart ${restarts[i]})" >> "$V/logs/${names[i]}.log"
+    sleep "$delay"
+    eval "setsid ${cmds[i]} >> \"\$V/logs/${names[i]}.log\" 2>&1 &"
+    pids[i]=$! started[i]=$SECONDS
+    echo "demo: ${names[i]} restarted (pid ${pids[i]})" >&2
+  done
 }
 wait_port() {  # port, name, log
   for _ in $(seq 1 300); do
@@ -97,12 +121,15 @@ if [ ! -f "$B/server.crt" ]; then
   bash deploy/mosquitto/make-certs.sh "$B" localhost 127.0.0.1 > /dev/null
 fi
 cp deploy/mosquitto/steth.acl "$B/acl"
-[ -f "$B/passwd" ] || install -m 0640 /dev/null "$B/passwd"
+[ -f "$B/passwd" ] || install -m 0640 /dev/null "$B/passwd"                    # devices (TLS listener)
+[ -f "$B/passwd-services" ] || install -m 0640 /dev/null "$B/passwd-services"  # services (loopback listener)
 if [ ! -f "$V/bundles/$DEVICE/device.toml" ]; then
   "$STETH" provision "$DEVICE" --broker-dir "$B" --out "$V/bundles" --broker-url "mqtts://localhost:$TLS_PORT" \
     --password-file --install-dir "$V/bundles/$DEVICE" --send-audio > /dev/null 2>&1
 fi
-[ -f "$V/bundles/svc.ingest/mqtt-password" ] || "$STETH" provision --service ingest --broker-dir "$B" --out "$V/bundles" > /dev/null
+# the ingest account lives in passwd-services (an older demo kept it in passwd: given a new one there)
+grep -q '^svc\.ingest:' "$B/passwd-services" 2>/dev/null ||
+  "$STETH" provision --service ingest --broker-dir "$B" --out "$V/bundles" --rotate > /dev/null
 [ "$keep" -eq 1 ] || rm -rf "$B/data" "$V/device" "$V/dashboard"
 mkdir -p "$B/data"
 run_as=""; [ "$(id -u)" -eq 0 ] && run_as="user root"   # else Mosquitto drops to a user who cannot read var/
@@ -111,7 +138,7 @@ sed -e "s#/etc/mosquitto/steth/#$B/#" \
     -e "s#^listener 1883 127.0.0.1\$#listener $MQTT_PORT 127.0.0.1#" \
     -e "s#^pid_file .*#pid_file $B/mosquitto.pid#" \
     -e "s#^persistence_location .*#persistence_location $B/data/#" \
-    -e "s#^log_dest syslog\$#log_dest stdout#" \
+    -e "s#^log_dest file .*#log_dest file $V/logs/mosquitto.log#" \
     -e "s#^user mosquitto\$#$run_as#" \
     deploy/mosquitto/mosquitto.conf > "$B/mosquitto.conf"
 start broker "$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c "$B/mosquitto.conf"
@@ -159,21 +186,16 @@ cat <<EOF
   a stethoscope; each result (and its recording) travels over MQTT with TLS to the broker, then to the
   ingest worker and the dashboard, whose live feed shows it within seconds. Add recordings to the
   replay by copying WAV/FLAC files into var/demo/replay/. Screening support, not a diagnosis.
-  Logs: var/demo/logs/. Ctrl-C stops everything.
+  Logs: var/demo/logs/ (the broker's own: mosquitto.log). A part that dies is restarted, as systemd
+  would. Ctrl-C stops everything.
 
 EOF
 
-# Report results as they land; stop everything if a part dies.
+# Report results as they land; restart a part that dies (supervise, above).
 db=$V/dashboard/dashboard.sqlite3
 seen=0
 while true; do
-  for i in "${!pids[@]}"; do
-    if ! kill -0 "${pids[i]}" 2>/dev/null; then
-      echo "demo: ${names[i]} stopped unexpectedly; the end of its log:" >&2
-      tail -n 20 "$V/logs/${names[i]}.log" >&2
-      exit 1
-    fi
-  done
+  supervise
   n=$("$PY" -c 'import sqlite3, sys
 try:
     print(sqlite3.connect(sys.argv[1]).execute("select count(*) from clinic_result").fetchone()[0])
