@@ -15,8 +15,8 @@ Run on the broker host (it edits Mosquitto's password file). For a device it
 refuses it. ``--service ingest`` makes the dashboard's ingest account (``svc.ingest``; its rights are
 the ``user svc.ingest`` block of the ACL) in the services' password file, ``passwd-services``, which
 only the loopback listener reads: device accounts (``passwd``, the TLS listener's) cannot connect there,
-and the ingest account cannot connect over TLS (deploy/mosquitto/mosquitto.conf). Re-provisioning an existing account refuses unless
-``--rotate`` (a new password, a new bundle).
+and the ingest account cannot connect over TLS (deploy/mosquitto/mosquitto.conf). Re-provisioning an
+existing account refuses unless ``--rotate`` (a new password, a new bundle).
 """
 
 from __future__ import annotations
