@@ -253,7 +253,7 @@ class Outbox:
         db.execute("BEGIN IMMEDIATE")
         try:
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, 1, SCHEMA_VERSION):
+            if version not in (0, 1, 2, SCHEMA_VERSION):
                 db.execute("ROLLBACK")
                 db.close()
                 raise OutboxError(
