@@ -198,6 +198,8 @@ class Figures:
     refused_for_full_disk: int = 0
     lost_ids: list[str] = field(default_factory=list)  # device:result_id, to find them in the logs
     per_fault: dict[str, FaultDelays] = field(default_factory=dict)
+    refused_fed: int = 0  # unusable recordings given to the devices
+    refused_stored: int = 0  # their reports stored by ingest (once each)
     exam: dict[str, object] = field(default_factory=dict)  # the bedside exam recorded during the faults
 
     def line(self) -> str:
@@ -205,7 +207,8 @@ class Figures:
         return (
             f"produced={self.produced} delivered={self.delivered} duplicated={self.duplicated} lost={self.lost} "
             f"strangers={self.strangers} redeliveries_absorbed={self.redeliveries_absorbed} "
-            f"refused_for_full_disk={self.refused_for_full_disk} worst_delay_s={self.worst_delay_s:.1f} "
+            f"refused_for_full_disk={self.refused_for_full_disk} refused_fed={self.refused_fed} "
+            f"refused_stored={self.refused_stored} worst_delay_s={self.worst_delay_s:.1f} "
             f"faults: {faults} lost: {self.lost_ids} per fault: "
             + ", ".join(
                 f"{k}: {d.results} results, worst {d.worst_delay_s:.1f} s, {d.worst_beyond_outage_s:.1f} s beyond"
@@ -239,6 +242,7 @@ class System:
         self.exams: list[threading.Thread] = []
         self.exam_results: list[Produced] = []  # from `steth record --json`, at the time it answered
         self.exam_errors: list[str] = []
+        self.refused_fed = 0  # zero-byte recordings given to the devices (feed_refused)
 
     # -- set-up ------------------------------------------------------------------------------------------
 
@@ -392,6 +396,14 @@ class System:
             thread.join(timeout)
         assert not any(t.is_alive() for t in self.exams), "a bedside exam never finished"
         assert not self.exam_errors, self.exam_errors
+
+    def feed_refused(self, device_id: str) -> None:
+        """A recording the device must refuse (a zero-byte file): reported to ingest, one row each."""
+        self.refused_fed += 1
+        (self.replay_dir(device_id) / f"bad-{self.refused_fed:04d}.wav").write_bytes(b"")
+
+    def refused_stored(self) -> int:
+        return int(psql(self.database, "SELECT count(*) FROM clinic_refusedrecording"))
 
     # -- the supervisor ------------------------------------------------------------------------------------
 
@@ -666,6 +678,8 @@ class System:
             refused_for_full_disk=sum(p.log.count("RESULT DROPPED") for p in self.devices.values()),
             lost_ids=sorted(f"{p.device_id}:{p.result_id}" for p in produced if p.result_id not in stored),
             per_fault=delays_per_fault(produced, stored, self.outages),
+            refused_fed=self.refused_fed,
+            refused_stored=self.refused_stored(),
             exam=self.exam_figures(),
         )
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,8 @@ def one_round(s: System, *, link_down_s: float, stall_s: float, db_down_s: float
         s.start_exam(ids[1], exam, EXAM_SITES)
         s.wait(8)  # the first site is being recorded
     s.restart_broker(kill=True, feed_after=1, workers_late_s=5)
+    for device_id in ids:  # an unusable recording each: reported like a result, through the same faults
+        s.feed_refused(device_id)
     s.wait(4)
     s.restart_broker(feed_after=1)
     s.wait(4)
@@ -145,6 +148,9 @@ def finish(s: System, record_figures, name: str, timeout: float) -> None:
         s.wait_analysed(device_id, timeout / 2)
     s.wait_exams()
     delivered = s.wait_all_delivered(timeout)
+    deadline = time.monotonic() + 120
+    while s.refused_stored() < s.refused_fed and time.monotonic() < deadline:
+        s.wait(1)
     figures = s.figures()
     record_figures(name, dataclasses.asdict(figures))
     assert delivered, f"not everything arrived: {figures.line()}"
@@ -160,6 +166,7 @@ def finish(s: System, record_figures, name: str, timeout: float) -> None:
     assert figures.lost == 0, figures.line()
     assert figures.duplicated == 0, figures.line()
     assert figures.strangers == 0, figures.line()
+    assert figures.refused_stored == figures.refused_fed, figures.line()  # each refusal once
     # every recording given to a device gave exactly one result (none skipped, none analysed twice)
     assert figures.produced == s.copies + len(s.exam_results), f"{s.copies} recordings fed; {figures.line()}"
     # no secret in any log: every password provisioned, searched in every part's output
