@@ -289,7 +289,8 @@ class Publisher:
             )
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        """An ack from ingest: delete what it names (paho sends our PUBACK when this returns)."""
+        """An ack from ingest: delete what it names (paho sends our PUBACK when this returns); or an ingest
+        worker's status."""
         if msg.topic.startswith(contract.INGEST_ROOT + "/"):
             self._on_ingest_status(msg)
             return
