@@ -385,7 +385,7 @@ class System:
                     self.exam_errors.append(f"{site}: exit {done.returncode}: {done.stderr[-2000:]}")
                     continue
                 for result in json.loads(done.stdout.strip().splitlines()[-1])["results"]:
-                    self.exam_results.append(Produced(device_id, result["result_id"], f"exam:{site}", at))
+                    self.exam_results.append(Produced(device_id, result["result_id"], f"exam:{patient_ref}:{site}", at))
 
         thread = threading.Thread(target=exam, name=f"exam-{device_id}", daemon=True)
         thread.start()
