@@ -162,7 +162,7 @@ STETH_MQTT_USERNAME = env_str("STETH_MQTT_USERNAME")
 STETH_MQTT_PASSWORD = env_str("STETH_MQTT_PASSWORD")  # or STETH_MQTT_PASSWORD_FILE
 STETH_MQTT_CA_FILE = env_str("STETH_MQTT_CA_FILE")  # mqtts: the CA that signed the broker (system CAs if empty)
 # Each worker needs its own stable id: the broker keeps that session's messages while it is down.
-STETH_MQTT_CLIENT_ID = env_str("STETH_MQTT_CLIENT_ID", f"steth-ingest-{socket.gethostname()}"[:64])
+STETH_MQTT_CLIENT_ID = env_str("STETH_MQTT_CLIENT_ID", f"svc.ingest.{socket.gethostname()}"[:64])
 STETH_MQTT_SESSION_EXPIRY_S = env_int("STETH_MQTT_SESSION_EXPIRY_S", 7 * 24 * 3600, minimum=60)
 STETH_MQTT_KEEPALIVE_S = env_int("STETH_MQTT_KEEPALIVE_S", 30, minimum=5, maximum=3600)
 STETH_INGEST_RECEIVE_MAXIMUM = env_int("STETH_INGEST_RECEIVE_MAXIMUM", 256, minimum=1, maximum=65535)

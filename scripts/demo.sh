@@ -7,7 +7,8 @@
 #     add WAV/FLAC files there while it runs) as if from a stethoscope: two patients' exams, by site
 #     (device/samples/demo-exams.csv), each "recorded" when it is replayed,
 # and prints the dashboard's address and a nurse's and a physician's login. Results appear within a
-# minute. Ctrl-C stops every process it started, also with the output piped (| tee demo.log). Everything
+# minute. A part that dies is started again after a short backoff (as systemd does in production),
+# and the demo says so. Ctrl-C stops every process it started, also with the output piped (| tee demo.log). Everything
 # lives in var/demo/ (gitignored); each run starts with empty data and only the bundled recordings but
 # keeps the certificates, accounts and logins (--keep keeps the data too; --reset forgets everything).
 #
@@ -93,11 +94,32 @@ trap stop_all EXIT
 trap 'exit 130' INT TERM HUP
 start() {  # name, command... (output to $V/logs/NAME.log)
   local name=$1; shift
-  # Its own session and process group: Ctrl-C reaches only this script, which stops the parts in order
-  # (the broker last). Started from a non-interactive shell, the child is no group leader, so setsid runs
-  # the command in this very process: $! is the group's id.
-  setsid "$@" > "$V/logs/$name.log" 2>&1 < /dev/null &
-  pids+=($!) names+=("$name")
+  : > "$V/logs/$name.log"
+  # Its own session: Ctrl-C reaches only this script, which stops the parts in order (the broker last).
+  setsid "$@" >> "$V/logs/$name.log" 2>&1 < /dev/null &
+  pids+=($!) names+=("$name") cmds+=("$(printf '%q ' "$@")") restarts+=(0) started+=("$SECONDS")
+}
+# -- supervision: a part that dies is started again, as systemd's Restart=on-failure does in production,
+# after a short backoff (1 s, then one more second per quick restart, at most 5 s; a part that ran a minute
+# starts over at 1 s), said on the terminal and in the part's own log; the other parts keep running.
+cmds=() restarts=() started=()
+supervise() {
+  local i code delay
+  for i in "${!pids[@]}"; do
+    kill -0 "${pids[i]}" 2>/dev/null && continue
+    code=0; wait "${pids[i]}" 2>/dev/null || code=$?
+    [ $((SECONDS - started[i])) -ge 60 ] && restarts[i]=0
+    restarts[i]=$((restarts[i] + 1))
+    delay=$((restarts[i] < 5 ? restarts[i] : 5))
+    echo "demo: ${names[i]} (pid ${pids[i]}) exited with code $code; restarting it in $delay s (restart ${restarts[i]}); the end of its log:" >&2
+    tail -n 5 "$V/logs/${names[i]}.log" | sed 's/^/    /' >&2
+    [ "${names[i]}" = broker ] && tail -n 5 "$V/logs/mosquitto.log" 2>/dev/null | sed 's/^/    /' >&2
+    echo "$(date -u +%FT%TZ) demo: ${names[i]} exited with code $code; restarted by the demo after $delay s (restart ${restarts[i]})" >> "$V/logs/${names[i]}.log"
+    sleep "$delay"
+    eval "setsid ${cmds[i]} >> \"\$V/logs/${names[i]}.log\" 2>&1 < /dev/null &"
+    pids[i]=$! started[i]=$SECONDS
+    echo "demo: ${names[i]} restarted (pid ${pids[i]})" >&2
+  done
 }
 wait_port() {  # port, name, log
   for _ in $(seq 1 300); do
@@ -113,12 +135,15 @@ if [ ! -f "$B/server.crt" ]; then
   bash deploy/mosquitto/make-certs.sh "$B" localhost 127.0.0.1 > /dev/null
 fi
 cp deploy/mosquitto/steth.acl "$B/acl"
-[ -f "$B/passwd" ] || install -m 0640 /dev/null "$B/passwd"
+[ -f "$B/passwd" ] || install -m 0640 /dev/null "$B/passwd"                    # devices (TLS listener)
+[ -f "$B/passwd-services" ] || install -m 0640 /dev/null "$B/passwd-services"  # services (loopback listener)
 if [ ! -f "$V/bundles/$DEVICE/device.toml" ]; then
   "$STETH" provision "$DEVICE" --broker-dir "$B" --out "$V/bundles" --broker-url "mqtts://localhost:$TLS_PORT" \
     --password-file --install-dir "$V/bundles/$DEVICE" --send-audio > /dev/null 2>&1
 fi
-[ -f "$V/bundles/svc.ingest/mqtt-password" ] || "$STETH" provision --service ingest --broker-dir "$B" --out "$V/bundles" > /dev/null
+# the ingest account lives in passwd-services (an older demo kept it in passwd: given a new one there)
+grep -q '^svc\.ingest:' "$B/passwd-services" 2>/dev/null ||
+  "$STETH" provision --service ingest --broker-dir "$B" --out "$V/bundles" --rotate > /dev/null
 [ "$keep" -eq 1 ] || rm -rf "$B/data" "$V/device" "$V/dashboard" "$V/replay"  # replay: only the bundled ones
 mkdir -p "$B/data"
 run_as=""; [ "$(id -u)" -eq 0 ] && run_as="user root"   # else Mosquitto drops to a user who cannot read var/
@@ -127,7 +152,7 @@ sed -e "s#/etc/mosquitto/steth/#$B/#" \
     -e "s#^listener 1883 127.0.0.1\$#listener $MQTT_PORT 127.0.0.1#" \
     -e "s#^pid_file .*#pid_file $B/mosquitto.pid#" \
     -e "s#^persistence_location .*#persistence_location $B/data/#" \
-    -e "s#^log_dest syslog\$#log_dest stdout#" \
+    -e "s#^log_dest file .*#log_dest file $V/logs/mosquitto.log#" \
     -e "s#^user mosquitto\$#$run_as#" \
     deploy/mosquitto/mosquitto.conf > "$B/mosquitto.conf"
 start broker "$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c "$B/mosquitto.conf"
@@ -152,7 +177,7 @@ wait_port "$HTTP_PORT" dashboard "$V/logs/dashboard.log"
 # -- the ingest worker: the loopback listener, with the ingest account ---------------------------------------
 start ingest env STETH_MQTT_URL="mqtt://127.0.0.1:$MQTT_PORT" STETH_MQTT_USERNAME=svc.ingest \
   STETH_MQTT_PASSWORD_FILE="$V/bundles/svc.ingest/mqtt-password" STETH_LOG_LEVEL=info \
-  "$STETH" dashboard ingest --client-id demo-ingest-1
+  "$STETH" dashboard ingest --client-id svc.ingest.demo-1
 
 # -- the device: the provisioned bundle, replaying the bundled recordings at a stethoscope's pace ------------
 mkdir -p "$V/device" "$V/replay"
@@ -184,21 +209,16 @@ cat <<EOF
   each result (and its recording) travels over MQTT with TLS to the broker, then to the ingest worker
   and the dashboard, whose live feed shows it within seconds. Add recordings to the
   replay by copying WAV/FLAC files into $V/replay/. Screening support, not a diagnosis.
-  Logs: $V/logs/. Ctrl-C stops everything.
+  Logs: $V/logs/ (the broker's own: mosquitto.log). A part that dies is restarted, as systemd
+  would. Ctrl-C stops everything.
 
 EOF
 
-# Report results as they land; stop everything if a part dies.
+# Report results as they land; restart a part that dies (supervise, above).
 db=$V/dashboard/dashboard.sqlite3
 seen=0
 while true; do
-  for i in "${!pids[@]}"; do
-    if ! kill -0 "${pids[i]}" 2>/dev/null; then
-      echo "demo: ${names[i]} stopped unexpectedly; the end of its log:" >&2
-      tail -n 20 "$V/logs/${names[i]}.log" >&2
-      exit 1
-    fi
-  done
+  supervise
   n=$("$PY" -c 'import sqlite3, sys
 try:
     print(sqlite3.connect(sys.argv[1]).execute("select count(*) from clinic_result").fetchone()[0])

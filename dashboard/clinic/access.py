@@ -12,7 +12,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from dashboard.clinic.models import Clinic, Device, Exam, Result
+from dashboard.clinic.models import Clinic, Device, Exam, RefusedRecording, Result
 
 NURSE, PHYSICIAN, ADMIN = "nurse", "physician", "admin"
 ROLES = (NURSE, PHYSICIAN, ADMIN)
@@ -78,6 +78,11 @@ def visible_devices(user: Any) -> QuerySet[Device]:
         clinic = user_clinic(user)
         return qs.filter(clinic=clinic) if clinic is not None else qs.none()
     return qs.none()
+
+
+def visible_refusals(user: Any) -> QuerySet[RefusedRecording]:
+    """Recordings devices refused: of the devices the user sees (admins and physicians: all)."""
+    return RefusedRecording.objects.select_related("device").filter(device__in=visible_devices(user))
 
 
 def upload_clinics(user: Any) -> QuerySet[Clinic]:

@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.models import User
 
-from dashboard.clinic.models import Clinic, DeadLetter, Device, Profile, Result, Review
+from dashboard.clinic.models import Clinic, DeadLetter, Device, Profile, RefusedRecording, Result, Review
 
 
 class ProfileInline(admin.StackedInline):
@@ -44,6 +44,20 @@ class ResultAdmin(admin.ModelAdmin):
     search_fields = ("result_id", "patient_ref")
     # results are evidence: read-only here, never edited
     readonly_fields = tuple(f.name for f in Result._meta.fields)
+
+    def has_add_permission(self, request: object) -> bool:
+        return False
+
+    def has_change_permission(self, request: object, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(RefusedRecording)
+class RefusedRecordingAdmin(admin.ModelAdmin):
+    list_display = ("received_at", "device", "reason", "recording", "source", "patient_ref")
+    list_filter = ("reason", "source", "clinic")
+    search_fields = ("refusal_id", "recording", "patient_ref")
+    readonly_fields = tuple(f.name for f in RefusedRecording._meta.fields)  # reports from devices: never edited
 
     def has_add_permission(self, request: object) -> bool:
         return False

@@ -444,6 +444,66 @@ def _exam_review_changed(sender: type[ExamReview], instance: ExamReview, **kwarg
     refresh_exam_reviewed({instance.exam_id})
 
 
+class RefusedRecording(models.Model):
+    """A recording a device could not analyse (empty, unreadable, too short...): no result exists for it.
+
+    Keyed by the device's ``refusal_id``, so a refusal sent twice is stored once (contract: refused).
+    Silent recordings are not here: they are results labelled *unsure* ("silent" in their quality issues).
+    """
+
+    refusal_id = models.UUIDField(primary_key=True)
+    device = models.ForeignKey(Device, on_delete=models.PROTECT, related_name="refusals")
+    clinic = models.ForeignKey(Clinic, null=True, blank=True, on_delete=models.PROTECT, related_name="refusals")
+    refused_at = models.DateTimeField(help_text="the device's clock when it refused the recording")
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    source = models.CharField(max_length=8, help_text="replay (a file), capture (continuous input), record (bedside)")
+    recording = models.CharField(max_length=256, blank=True)
+    reason = models.CharField(max_length=32, db_index=True)
+    detail = models.TextField(blank=True)
+    patient_ref = models.CharField(max_length=64, blank=True)
+    location = models.CharField(max_length=16, blank=True)
+    exam_id = models.CharField(max_length=64, blank=True)
+    duration_s = models.FloatField(null=True, blank=True)
+    message = models.JSONField(help_text="the message as received")
+    ingested_by = models.CharField(max_length=64, blank=True)
+    device_id: int
+
+    class Meta:
+        ordering = ("-received_at",)
+        indexes = [models.Index(fields=["device", "received_at"])]  # noqa: RUF012 - Django reads it as a list
+
+    def __str__(self) -> str:
+        return f"{self.device_id}: {self.reason} ({self.recording or '-'})"
+
+    @classmethod
+    def store(cls, message: dict[str, Any], *, device: Device, ingested_by: str) -> str:
+        """Store a refused message (validated): ``created``, ``duplicate`` (the same again) or ``conflict``
+        (another message under a stored id; the first is kept)."""
+        pk = uuid.UUID(message["refusal_id"])
+        with transaction.atomic():
+            row, created = cls.objects.get_or_create(
+                pk=pk,
+                defaults={
+                    "device": device,
+                    "clinic": device.clinic,
+                    "refused_at": _parse_time(message["at"]) or timezone.now(),
+                    "source": message["source"],
+                    "recording": message.get("recording") or "",
+                    "reason": message["reason"],
+                    "detail": message["message"],
+                    "patient_ref": message.get("patient_ref") or "",
+                    "location": message.get("site") or "",
+                    "exam_id": message.get("exam_id") or "",
+                    "duration_s": message.get("duration_s"),
+                    "message": message,
+                    "ingested_by": ingested_by[:64],
+                },
+            )
+        if created:
+            return "created"
+        return "duplicate" if row.message == message and row.device_id == device.pk else "conflict"
+
+
 class DeadLetter(models.Model):
     """A message ingest could not accept, kept with the reason. Repeats of one message are counted."""
 

@@ -23,5 +23,6 @@ urlpatterns = [
     path("devices/", admin_pages.devices, name="devices"),
     path("devices/<str:device_id>/", admin_pages.device_edit, name="device"),
     path("dead-letters/", admin_pages.dead_letters, name="dead-letters"),
+    path("refused/", admin_pages.refused, name="refused"),
     path("dead-letters/<int:pk>/", admin_pages.dead_letter, name="dead-letter"),
 ]

@@ -6,7 +6,8 @@ result from its outbox only when an ack names it, so a broker that acknowledged 
 it (Mosquitto 2.0.11, shared subscriptions over a restart: RELIABILITY.md) cannot lose a result: the
 device sends it again after its ack timeout.
 
-What is acknowledged: every result and recording now held by the database, as a new row, as a
+What is acknowledged: every result, refused recording (its ``refusal_id`` among the ``result_ids``) and
+recording now held by the database, as a new row, as a
 duplicate of one already stored, or as a dead letter (accepted data, kept with the reason: the device
 must stop sending it). Not acknowledged: status messages (not in an outbox), and messages whose topic
 names no device or whose payload names no result (nothing a device could match). The ack goes to the
@@ -27,6 +28,7 @@ from device.core.errors import ContractError
 # A device encodes a result compactly with one top-level "result_id" (contract.encode): found without
 # parsing a payload that can be a quarter of a megabyte. Anything else is parsed (contract.loads).
 _RESULT_ID = re.compile(rb'"result_id"\s*:\s*"([0-9a-fA-F-]{36})"')
+_REFUSAL_ID = re.compile(rb'"refusal_id"\s*:\s*"([0-9a-fA-F-]{36})"')
 
 
 def _is_uuid(text: str) -> bool:
@@ -37,10 +39,10 @@ def _is_uuid(text: str) -> bool:
     return len(text) == 36
 
 
-def result_id_of(payload: bytes) -> str | None:
-    """The ``result_id`` a result payload carries, or None (not JSON, not an object, no valid id)."""
-    if payload.count(b'"result_id"') == 1:
-        found = _RESULT_ID.search(payload)
+def result_id_of(payload: bytes, key: str = "result_id") -> str | None:
+    """The ``result_id`` (or ``refusal_id``) a payload carries, or None (not JSON, not an object, no valid id)."""
+    if payload.count(f'"{key}"'.encode()) == 1:
+        found = (_RESULT_ID if key == "result_id" else _REFUSAL_ID).search(payload)
         if found is not None:
             rid = found[1].decode()
             return rid if _is_uuid(rid) else None
@@ -48,7 +50,7 @@ def result_id_of(payload: bytes) -> str | None:
         message = contract.loads(payload)
     except ValueError:
         return None
-    rid = message.get("result_id") if isinstance(message, dict) else None
+    rid = message.get(key) if isinstance(message, dict) else None
     return rid if isinstance(rid, str) and _is_uuid(rid) else None
 
 
@@ -62,8 +64,9 @@ def stored_id(topic: str, payload: bytes, outcome: str) -> tuple[str, str, str] 
         return None
     if kind == "audio" and rest is not None and _is_uuid(rest):
         return device_id, "audio_ids", rest
-    if kind == "results":
-        rid = result_id_of(payload)
+    if kind in ("results", "refused"):
+        # a refusal's id is acknowledged among the result ids: one id space (docs/contract.md)
+        rid = result_id_of(payload, "result_id" if kind == "results" else "refusal_id")
         return (device_id, "result_ids", rid) if rid is not None else None
     return None
 

@@ -25,7 +25,7 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 
 from dashboard.clinic import exams
-from dashboard.clinic.models import DeadLetter, Device, Result
+from dashboard.clinic.models import DeadLetter, Device, RefusedRecording, Result
 from dashboard.clinic.recordings import RecordingConflictError, save_recording
 from dashboard.clinic.records import insert_new, store_result
 from dashboard.ingest import decoding
@@ -196,6 +196,8 @@ class Ingestor:
             return self._status(topic, device_id, payload)
         if kind == "audio" and rest is not None:
             return self._audio(topic, device_id, rest, payload)
+        if kind == "refused":
+            return self._refused(topic, device_id, payload)
         return self._dead("bad_topic", topic, payload, f"ingest does not consume {kind} topics", device_id)
 
     def _dead(self, reason: str, topic: str, payload: bytes, detail: str, device_id: str = "") -> str:
@@ -222,7 +224,7 @@ class Ingestor:
         )
 
     def _decode(self, name: str, topic: str, device_id: str, payload: bytes) -> dict[str, Any] | str:
-        limit = contract.MAX_RESULT_BYTES if name == "result" else contract.MAX_STATUS_BYTES
+        limit = contract.max_bytes_of(name)
         try:
             message = decoding.decode(name, payload, max_bytes=limit)
         except ContractError as exc:
@@ -256,6 +258,26 @@ class Ingestor:
             )
         device.seen(timezone.now())
         return f"result_{stored.outcome}"
+
+    def _refused(self, topic: str, device_id: str, payload: bytes) -> str:
+        """A recording the device could not analyse: stored once per refusal_id, for the dashboard."""
+        message = self._decode("refused", topic, device_id, payload)
+        if isinstance(message, str):
+            return message
+        device = self._device(device_id)
+        if device is None:
+            return self._unknown(topic, device_id, payload)
+        outcome = RefusedRecording.store(message, device=device, ingested_by=self.client_id)
+        if outcome == "conflict":
+            return self._dead(
+                "conflict",
+                topic,
+                payload,
+                f"refusal {message['refusal_id']} is already stored with different content; the first one is kept",
+                device_id,
+            )
+        device.seen(timezone.now())
+        return f"refused_{outcome}"
 
     def _status(self, topic: str, device_id: str, payload: bytes) -> str:
         message = self._decode("status", topic, device_id, payload)

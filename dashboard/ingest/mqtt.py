@@ -70,6 +70,7 @@ def subscriptions() -> list[tuple[str, SubscribeOptions]]:
     to a shared subscription, and every worker applying every status is harmless (latest wins)."""
     return [
         (contract.shared(contract.ALL_RESULTS), SubscribeOptions(qos=1)),
+        (contract.shared(contract.ALL_REFUSED), SubscribeOptions(qos=1)),
         (contract.shared(contract.ALL_AUDIO), SubscribeOptions(qos=1)),
         # retain handling 1: retained statuses only on a new subscription, not on every reconnect
         (contract.ALL_STATUS, SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)),

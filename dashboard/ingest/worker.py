@@ -17,6 +17,13 @@ device whose messages the batch stored (acks.py; QoS 1 on the device's acks topi
 a result from its outbox only on the second, so a broker that loses a message after acknowledging it to
 the device (Mosquitto 2.0.11 with shared subscriptions over a restart) costs a re-send, not a result.
 
+Each time its subscriptions are in place (every start, every reconnect) the worker publishes a retained
+``online`` status with a new ``start_id`` on ``steth/v1/ingest/{client id}/status`` (its last will, and its
+clean stop, say ``offline``). Devices read it and send again at once whatever awaits ingest's ack: Mosquitto
+2.0.11 does not queue messages for a shared subscription while no member of the group is subscribed (after
+a broker restart, before the workers are back), and without this those messages waited for the device's
+ack timeout (60 s).
+
 Deliveries are tagged with the connection they came on: after a reconnect, packet ids restart, so an
 acknowledgement for an old delivery could acknowledge a different message. Old ones are dropped
 unacknowledged instead; the broker redelivers them on the new connection.
@@ -24,9 +31,11 @@ unacknowledged instead; the broker redelivers them on the new connection.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +48,7 @@ from dashboard.ingest.acks import ack_messages
 from dashboard.ingest.handlers import Ingestor
 from dashboard.ingest.mqtt import BrokerConfig, BrokerUnavailableError, connect, new_client, subscriptions
 from dashboard.lib.backoff import Backoff
+from device.core import contract
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +79,10 @@ class IngestWorker:
         self.connected = False
         self.connecting_since: float | None = None
         self.acks_sent = 0  # ack messages published to devices (not an outcome: kept out of ingestor.stats)
+        self.start_id: str | None = None  # of the last "online" announcement
+        self.status_topic = contract.ingest_status_topic(config.client_id)  # refuses a device-like client id
         self.client = new_client(config)
+        self.client.will_set(self.status_topic, contract.ingest_offline_will(config.client_id), qos=1, retain=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -97,7 +110,22 @@ class IngestWorker:
         if failed:
             log.error("broker refused subscriptions: %s (check the ingest user's ACL)", ", ".join(failed))
         else:
-            log.info("ingest ready: subscribed as %s", self.config.client_id)
+            self._announce("online")
+            log.info("ingest ready: subscribed as %s (start %s)", self.config.client_id, self.start_id)
+
+    def _announce(self, state: str) -> mqtt.MQTTMessageInfo:
+        """Retained status: ``online`` with a new start_id once subscribed (devices re-send what awaits an
+        ack), ``offline`` at a clean stop (the last will says it when the connection just drops)."""
+        message: dict[str, Any] = {
+            "schema_version": contract.SCHEMA_VERSION,
+            "worker": self.config.client_id,
+            "state": state,
+            "at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        }
+        if state == "online":
+            self.start_id = str(uuid.uuid4())
+            message["start_id"] = self.start_id
+        return self.client.publish(self.status_topic, contract.encode("ingest_status", message), qos=1, retain=True)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if self.connected:
@@ -261,6 +289,10 @@ class IngestWorker:
 
     def _close(self) -> None:
         if self.connected:
+            info = self._announce("offline")  # a clean DISCONNECT does not send the last will
+            deadline = time.monotonic() + 2.0
+            while not info.is_published() and self.connected and time.monotonic() < deadline:
+                self.client.loop(timeout=0.05)
             self.client.disconnect()
             for _ in range(5):  # let the DISCONNECT go out
                 if self.client.loop(timeout=0.05) != mqtt.MQTT_ERR_SUCCESS:

@@ -7,12 +7,15 @@ Topics are versioned and per device::
     steth/v1/devices/{device_id}/audio/{result_id} FLAC bytes of that result's recording, QoS 1
     steth/v1/devices/{device_id}/commands         commands to the device (JSON), QoS 1
     steth/v1/devices/{device_id}/acks             ack JSON (schemas/ack.v1.json) from ingest, QoS 1
+    steth/v1/devices/{device_id}/refused          refused-recording JSON (schemas/refused.v1.json), QoS 1
+    steth/v1/ingest/{worker}/status               ingest worker status (schemas/ingest_status.v1.json),
+                                                  QoS 1, retained, last will "offline"
 
-The broker's ACLs give a device write access to its own results, status and audio, and read access to
-its own commands and acks topics only (see deploy/mosquitto). Receivers de-duplicate results by
-``result_id``. A device deletes a result from its outbox when an ack naming it arrives (ingest sends it
-after the database commit), not on the broker's PUBACK: a broker that loses a message it acknowledged
-cannot lose a result (docs/contract.md, "Delivery acknowledgements").
+The broker's ACLs give a device write access to its own results, status, audio and refused topics, and
+read access to its own commands and acks topics and to every ingest worker's status (see deploy/mosquitto).
+Receivers de-duplicate results by ``result_id``. A device deletes a result from its outbox when an ack
+naming it arrives (ingest sends it after the database commit), not on the broker's PUBACK: a broker that
+loses a message it acknowledged cannot lose a result (docs/contract.md, "Delivery acknowledgements").
 """
 
 from __future__ import annotations
@@ -34,6 +37,12 @@ MAX_STATUS_BYTES = 16 * 1024
 MAX_ACK_IDS = 256  # per list of an ack message (schemas/ack.v1.json); ingest splits a bigger batch
 MAX_ACK_BYTES = 32 * 1024  # 2 x 256 ids of 36 characters, quoted, with room to spare
 MAX_AUDIO_BYTES = 16 * 1024 * 1024
+MAX_REFUSED_BYTES = 8 * 1024
+MAX_INGEST_STATUS_BYTES = 1024
+INGEST_ROOT = f"steth/v{SCHEMA_VERSION}/ingest"
+# an ingest worker's name (its MQTT client id): one topic level, and never a possible device id (it has a
+# '.' or another character device ids lack), so no device's client id can ever be a worker's
+WORKER_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 DEVICE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 # patient references and exam ids: pseudonymous codes (result schema: patient_ref, exam_id)
 REF_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -72,8 +81,31 @@ def acks_topic(device_id: str) -> str:
     return f"{TOPIC_ROOT}/{_check_device_id(device_id)}/acks"
 
 
+def refused_topic(device_id: str) -> str:
+    """Where a device reports a recording it could not analyse (empty, unreadable, too short...)."""
+    return f"{TOPIC_ROOT}/{_check_device_id(device_id)}/refused"
+
+
+def check_worker_id(worker_id: str) -> str:
+    """An ingest worker's client id: a topic level, and never a valid device id (see WORKER_ID_RE)."""
+    if not WORKER_ID_RE.match(worker_id) or DEVICE_ID_RE.match(worker_id):
+        raise ContractError(
+            f"invalid ingest client id {worker_id!r}",
+            "use 1-64 letters, digits, '_', '.', ':' or '-' with at least one '.' (e.g. svc.ingest.host-1): "
+            "an id a device could have would let that device's credentials take over the worker's session",
+        )
+    return worker_id
+
+
+def ingest_status_topic(worker_id: str) -> str:
+    """Retained: an ingest worker says it is subscribed (``online``, with a new ``start_id``) or gone."""
+    return f"{INGEST_ROOT}/{check_worker_id(worker_id)}/status"
+
+
 # Subscriptions for receivers; the shared form lets several ingest workers split one stream.
 ALL_RESULTS = f"{TOPIC_ROOT}/+/results"
+ALL_REFUSED = f"{TOPIC_ROOT}/+/refused"
+ALL_INGEST_STATUS = f"{INGEST_ROOT}/+/status"
 ALL_STATUS = f"{TOPIC_ROOT}/+/status"
 ALL_AUDIO = f"{TOPIC_ROOT}/+/audio/+"
 
@@ -84,7 +116,7 @@ def shared(topic_filter: str, group: str = SHARED_GROUP) -> str:
 
 
 _TOPIC_RE = re.compile(
-    rf"^{re.escape(TOPIC_ROOT)}/(?P<device>[^/]+)/(?P<kind>results|status|commands|acks|audio)(?:/(?P<rest>[^/]+))?$"
+    rf"^{re.escape(TOPIC_ROOT)}/(?P<device>[^/]+)/(?P<kind>results|status|commands|acks|audio|refused)(?:/(?P<rest>[^/]+))?$"
 )
 
 
@@ -98,7 +130,7 @@ def parse_topic(topic: str) -> tuple[str, str, str | None]:
 
 @functools.cache
 def schema(name: str) -> dict[str, Any]:
-    """The JSON Schema 'result', 'status' or 'ack' (as shipped in device/schemas)."""
+    """The JSON Schema 'result', 'status', 'ack', 'refused' or 'ingest_status' (device/core/schemas)."""
     text = resources.files("device.core").joinpath("schemas", f"{name}.v{SCHEMA_VERSION}.json").read_text()
     data: dict[str, Any] = json.loads(text)
     return data
@@ -134,7 +166,13 @@ def loads(payload: bytes | str) -> Any:
 
 def max_bytes_of(name: str) -> int:
     """The size limit of a message of schema ``name``."""
-    return {"result": MAX_RESULT_BYTES, "ack": MAX_ACK_BYTES}.get(name, MAX_STATUS_BYTES)
+    limits = {
+        "result": MAX_RESULT_BYTES,
+        "ack": MAX_ACK_BYTES,
+        "refused": MAX_REFUSED_BYTES,
+        "ingest_status": MAX_INGEST_STATUS_BYTES,
+    }
+    return limits.get(name, MAX_STATUS_BYTES)
 
 
 def decode(name: str, payload: bytes | str, max_bytes: int | None = None) -> dict[str, Any]:
@@ -177,6 +215,12 @@ def encode(name: str, message: dict[str, Any]) -> bytes:
 def offline_will(device_id: str) -> bytes:
     """The last-will payload the broker publishes when the device's connection drops."""
     return encode("status", {"schema_version": SCHEMA_VERSION, "device_id": device_id, "state": "offline"})
+
+
+def ingest_offline_will(worker_id: str) -> bytes:
+    """The last will of an ingest worker, retained on its status topic."""
+    message = {"schema_version": SCHEMA_VERSION, "worker": check_worker_id(worker_id), "state": "offline"}
+    return encode("ingest_status", message)
 
 
 EXAMPLE_RESULT: dict[str, Any] = {
@@ -225,4 +269,26 @@ EXAMPLE_ACK: dict[str, Any] = {
     "device_id": "clinic-a-pi-01",
     "result_ids": ["0b7f3c1e-8a53-4f7e-9d1c-2f6a4b5c6d7e"],
     "audio_ids": [],
+}
+
+EXAMPLE_REFUSED: dict[str, Any] = {
+    "schema_version": 1,
+    "refusal_id": "6f1c2a9e-55a8-4c43-8d1e-0d7a3b2c1f00",
+    "device_id": "clinic-a-pi-01",
+    "at": "2026-11-25T09:31:02.500Z",
+    "source": "replay",
+    "recording": "bed-3-0931.flac",
+    "reason": "too_short",
+    "message": "bed-3-0931.flac: 0.5 s is shorter than one 5 s analysis window",
+    "patient_ref": "P-000123",
+    "site": "mitral",
+    "software_version": "0.1.0",
+}
+
+EXAMPLE_INGEST_STATUS: dict[str, Any] = {
+    "schema_version": 1,
+    "worker": "svc.ingest.host-1",
+    "state": "online",
+    "start_id": "9d7e4c1a-0b2f-4e6d-8a3c-5f1e2d3c4b5a",
+    "at": "2026-11-25T09:30:00Z",
 }

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from device import __version__
-from device.core.audio_io import Audio, encode_flac
 from device.core.answer_text import headline, rerecord_advice
+from device.core.audio_io import Audio, encode_flac
 from device.edge.outbox import Entry
 
 if TYPE_CHECKING:

@@ -181,6 +181,7 @@ class Bedside:
             attempt.analyses = self.analyser.analyse(audio)
         except AudioError as exc:
             attempt.error = exc
+            self._report_refusal(exc, audio.source, site, exam_id, audio.duration_s)
             return attempt
         recording = Recording(audio, recorded_at, patient_ref=self.patient_ref, site=site, exam_id=exam_id)
         attempt.entries = make_entries(attempt.analyses, recording, self.device_id, send_audio=self.send_audio)
@@ -191,6 +192,27 @@ class Bedside:
         attempt.latency_s = time.monotonic() - ended
         log.info("answer %.3f s after the end of the recording", attempt.latency_s)
         return attempt
+
+    def _report_refusal(
+        self, exc: AudioError, recording: str, site: str, exam_id: str | None, duration_s: float
+    ) -> None:
+        """The supervisor sees an unusable recording on the dashboard too (device/edge/refusals.py); the
+        nurse has been told. Only the device's outbox delivers: a local folder keeps nothing to send."""
+        if not isinstance(self.sink, OutboxSink):
+            return
+        from device.core.errors import ContractError
+        from device.edge.refusals import refusal_message
+
+        message = refusal_message(
+            self.device_id, exc, source="record", recording=recording, patient_ref=self.patient_ref,
+            site=site, duration_s=duration_s,
+        )  # fmt: skip
+        if exam_id:
+            message["exam_id"] = exam_id
+        try:
+            self.sink.box.add_refusal(message)
+        except (OutboxError, ContractError) as err:
+            log.error("the refusal was not stored: %s", err)
 
 
 def attempt_json(attempt: Attempt) -> list[dict[str, Any]]:

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from device.core.exam import combine_exam
 from device.core.answer_text import headline, rerecord_advice
+from device.core.exam import combine_exam
 from device.edge.bedside import Attempt, Bedside
 
 MAX_ATTEMPTS = 3  # per site: a site that stays poor is kept as unsure, and the exam goes on

@@ -44,18 +44,32 @@ from device.core.errors import ContractError, StethError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 2: sent_at and attempts (end-to-end acknowledgements)
-Kind = Literal["result", "audio"]
+SCHEMA_VERSION = 3  # 2: sent_at and attempts (end-to-end acknowledgements); 3: refused recordings
+Kind = Literal["result", "audio", "refused"]
 
 # Version 1 outboxes (before end-to-end acks) gain the two columns; their messages count as not sent.
 _MIGRATE_1_TO_2 = (
     "ALTER TABLE messages ADD COLUMN sent_at REAL",
     "ALTER TABLE messages ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
 )
+# Version 2 outboxes: the kind's CHECK gains 'refused'; SQLite cannot alter a CHECK, so the table is copied.
+_MIGRATE_2_TO_3 = (
+    """CREATE TABLE messages_v3 (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL CHECK (kind IN ('result', 'audio', 'refused')),
+    result_id TEXT NOT NULL, topic TEXT NOT NULL, payload BLOB, bytes INTEGER NOT NULL, created_at REAL NOT NULL,
+    sent_at REAL, attempts INTEGER NOT NULL DEFAULT 0, UNIQUE (kind, result_id))""",
+    "INSERT INTO messages_v3 (seq, kind, result_id, topic, payload, bytes, created_at, sent_at, attempts) "
+    "SELECT seq, kind, result_id, topic, payload, bytes, created_at, sent_at, attempts FROM messages",
+    "DROP TABLE messages",
+    "ALTER TABLE messages_v3 RENAME TO messages",
+)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL CHECK (kind IN ('result', 'audio')),
+    -- refused: a recording that could not be analysed, reported to ingest (payload: refused JSON,
+    -- result_id: its refusal_id, acknowledged in the ack's result_ids). No semicolon in comments here.
+    kind TEXT NOT NULL CHECK (kind IN ('result', 'audio', 'refused')),
     result_id TEXT NOT NULL,
     topic TEXT NOT NULL,
     payload BLOB,               -- result JSON, NULL for audio (whose FLAC is a file in the audio folder)
@@ -72,7 +86,8 @@ CREATE TABLE IF NOT EXISTS sources (key TEXT PRIMARY KEY, result_ids TEXT, error
 """
 ORPHAN_AGE_S = 600.0
 _CORRUPTION_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
-_COUNTERS = ("dropped_results", "dropped_audio", "delivered_results", "delivered_audio")
+_COUNTERS = ("dropped_results", "dropped_audio", "delivered_results", "delivered_audio", "delivered_refused")
+_DELIVERED = {"result": "delivered_results", "audio": "delivered_audio", "refused": "delivered_refused"}
 
 
 class OutboxError(StethError):
@@ -128,6 +143,8 @@ class Stats:
     delivered_results: int
     delivered_audio: int
     awaiting_ack: int = 0  # of the pending ones: the broker has them, ingest has not acknowledged them yet
+    pending_refused: int = 0  # refused recordings waiting to be reported (not in the status message)
+    delivered_refused: int = 0
 
     def for_status(self) -> dict[str, int]:
         """The ``outbox`` object of the status message."""
@@ -236,7 +253,7 @@ class Outbox:
         db.execute("BEGIN IMMEDIATE")
         try:
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, 1, SCHEMA_VERSION):
+            if version not in (0, 1, 2, SCHEMA_VERSION):
                 db.execute("ROLLBACK")
                 db.close()
                 raise OutboxError(
@@ -247,6 +264,10 @@ class Outbox:
                 for statement in _MIGRATE_1_TO_2:
                     db.execute(statement)
                 log.info("outbox %s upgraded to schema version %d (end-to-end acknowledgements)", self.path, 2)
+            if version in (1, 2):
+                for statement in _MIGRATE_2_TO_3:
+                    db.execute(statement)
+                log.info("outbox %s upgraded to schema version %d (refused recordings)", self.path, 3)
             for statement in _SCHEMA.split(";"):  # executescript would commit the transaction first
                 if statement.strip():
                     db.execute(statement)
@@ -502,6 +523,36 @@ class Outbox:
         """Remember that a recording could not be analysed, so it is reported once, not retried forever."""
         self.mark_done(source_key, error)
 
+    def add_refusal(self, message: dict[str, Any], source_key: str | None = None) -> bool:
+        """Store a refused recording's report (contract: refused), and with ``source_key`` remember the
+        recording as dealt with, in one transaction. Idempotent by ``refusal_id``; False when it was
+        already stored. Raises ContractError for an invalid message, OutboxFullError when the disk is full."""
+        payload = contract.encode("refused", message)
+        if len(payload) > contract.MAX_REFUSED_BYTES:
+            raise ContractError(f"refusal {message['refusal_id']} is {len(payload)} bytes, over the limit")
+        now = time.time()
+        try:
+            with self._write() as db:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO messages (kind, result_id, topic, payload, bytes, created_at) "
+                    "VALUES ('refused', ?, ?, ?, ?, ?)",
+                    (message["refusal_id"], contract.refused_topic(message["device_id"]), payload, len(payload), now),
+                )
+                if source_key is not None:
+                    db.execute(
+                        "INSERT OR REPLACE INTO sources (key, result_ids, error, at) VALUES (?, NULL, ?, ?)",
+                        (source_key, message["message"][:1000], now),
+                    )
+        except sqlite3.Error as exc:
+            if _is_full(exc):
+                raise OutboxFullError(
+                    f"the disk holding the outbox {self.path} is full: the refusal of {message.get('recording')} "
+                    "was NOT stored",
+                    "free space on the device",
+                ) from exc
+            raise OutboxError(f"cannot store a refusal in the outbox {self.path}: {exc}") from exc
+        return cur.rowcount > 0
+
     def mark_done(self, source_key: str, error: str | None = None) -> None:
         """Remember a recording (or a whole file) as dealt with."""
         with self._write() as db:
@@ -534,6 +585,7 @@ class Outbox:
         *,
         ack_timeout_s: float | None = None,
         max_resend: int = 0,
+        due_before: float | None = None,
     ) -> list[Pending]:
         """The next messages to send: results before audio, oldest first, skipping those in flight.
 
@@ -541,7 +593,9 @@ class Outbox:
         With ``ack_timeout_s`` (end-to-end acks) a message already sent is due again only once that long
         has passed since its PUBACK without an ack, and at most ``max_resend`` of those are returned:
         after a long ingest outage thousands can be due at once, and they go a few at a time, not in one
-        burst. Without it (acks from the broker) every message is due.
+        burst. ``due_before`` (wall time): a message the broker took before it is due now, whatever the
+        timeout (an ingest worker announced it has just subscribed, so it may have missed it). Without
+        ``ack_timeout_s`` (acks from the broker) every message is due.
         """
         marks = ",".join("?" * len(exclude))
         skip = f"seq NOT IN ({marks})" if exclude else "1"
@@ -556,9 +610,10 @@ class Outbox:
                     now = time.time()
                     # due: acked by the broker longer ago than the timeout, or "in the future" (the clock
                     # was set back, as a Raspberry Pi's is when NTP corrects it after a boot without RTC)
+                    due = max(now - ack_timeout_s, due_before or 0.0)
                     rows += self._db.execute(
                         select + "sent_at IS NOT NULL AND (sent_at <= ? OR sent_at > ?)" + order,
-                        (*exclude, now - ack_timeout_s, now + ack_timeout_s, max_resend),
+                        (*exclude, due, now + ack_timeout_s, max_resend),
                     ).fetchall()
                     rows = sorted(rows, key=lambda r: (r[1] == "audio", r[0]))[:limit]
         out: list[Pending] = []
@@ -588,8 +643,7 @@ class Outbox:
 
     def ack(self, item: Pending) -> bool:
         """Delivered (acks from the broker): remove it. False if it was already gone (another sender)."""
-        counter = "delivered_results" if item.kind == "result" else "delivered_audio"
-        return self._delete(item.seq, item.kind, item.result_id, counter)
+        return self._delete(item.seq, item.kind, item.result_id, _DELIVERED[item.kind])
 
     def mark_sent(self, items: Sequence[Pending]) -> int:
         """The broker has these (PUBACK): they wait for ingest's ack now. Returns how many were still here.
@@ -610,6 +664,7 @@ class Outbox:
     def confirm(self, result_ids: Sequence[str], audio_ids: Sequence[str]) -> Confirmed:
         """Ingest has stored these (an ack message): delete them, count them delivered.
 
+        ``result_ids`` name results and refused recordings alike (their ids are UUIDs of one space).
         Ids this outbox does not hold (already confirmed, another device's, dropped) are ignored, so a
         repeated or stray ack is harmless. Not fsynced: a power cut can only bring a message back, which is
         then sent again and acknowledged again (an ack per result must cost less than a result's arrival,
@@ -617,26 +672,29 @@ class Outbox:
         """
         gone: list[tuple[int, str, str]] = []
         with self._write(durable=False) as db:
-            for kind, ids in (("result", result_ids), ("audio", audio_ids)):
+            for kinds, ids in ((("result", "refused"), result_ids), (("audio",), audio_ids)):
                 for start in range(0, len(ids), 500):  # SQLite's limit on parameters
                     chunk = list(ids[start : start + 500])
                     marks = ",".join("?" * len(chunk))
+                    kind_marks = ",".join("?" * len(kinds))
                     rows = db.execute(
-                        f"DELETE FROM messages WHERE kind = ? AND result_id IN ({marks}) RETURNING seq, result_id",  # noqa: S608
-                        (kind, *chunk),
+                        f"DELETE FROM messages WHERE kind IN ({kind_marks}) AND result_id IN ({marks}) "  # noqa: S608
+                        "RETURNING seq, kind, result_id",
+                        (*kinds, *chunk),
                     ).fetchall()
-                    gone += [(seq, kind, rid) for seq, rid in rows]
-            results = sum(kind == "result" for _, kind, _ in gone)
-            if results:
-                self._bump(db, "delivered_results", results)
-            if len(gone) - results:
-                self._bump(db, "delivered_audio", len(gone) - results)
+                    gone += [(seq, kind, rid) for seq, kind, rid in rows]
+            for kind, counter in _DELIVERED.items():
+                n = sum(k == kind for _, k, _ in gone)
+                if n:
+                    self._bump(db, counter, n)
         self._unlink_audio([rid for _, kind, rid in gone if kind == "audio"])
-        return Confirmed([seq for seq, _, _ in gone], results, len(gone) - results)
+        results = sum(kind == "result" for _, kind, _ in gone)
+        audio = sum(kind == "audio" for _, kind, _ in gone)
+        return Confirmed([seq for seq, _, _ in gone], results, audio)
 
     def stats(self) -> Stats:
         with self._lock:
-            counts = dict.fromkeys(("result", "audio"), (0, 0))
+            counts = dict.fromkeys(("result", "audio", "refused"), (0, 0))
             awaiting = 0
             for kind, n, size, sent in self._db.execute(
                 "SELECT kind, COUNT(*), COALESCE(SUM(bytes), 0), COUNT(sent_at) FROM messages GROUP BY kind"
@@ -648,12 +706,14 @@ class Outbox:
         return Stats(
             pending_results=counts["result"][0],
             pending_audio=counts["audio"][0],
-            bytes=counts["result"][1] + counts["audio"][1],
+            bytes=counts["result"][1] + counts["audio"][1] + counts["refused"][1],
             dropped_results=counters["dropped_results"],
             dropped_audio=counters["dropped_audio"],
             delivered_results=counters["delivered_results"],
             delivered_audio=counters["delivered_audio"],
             awaiting_ack=awaiting,
+            pending_refused=counts["refused"][0],
+            delivered_refused=counters["delivered_refused"],
         )
 
     def result_ids(self) -> list[str]:

@@ -2,7 +2,7 @@
 
 Every result goes into the outbox (with, for replayed recordings, the recording's identity in the same
 transaction) before anything tries to send it; a recording that cannot be analysed is logged with the
-reason and remembered, and the producer carries on.
+reason, reported to ingest as a refused recording (refusals.py) and remembered, and the producer carries on.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from device.edge.analyser import Analyser, Recording, answer, make_entries
 from device.edge.config import DeviceConfig
 from device.edge.outbox import Outbox, OutboxFullError
 from device.edge.parts import Part, open_outbox
+from device.edge.refusals import Source, refusal_message
 from device.edge.replay_manifest import Listed, ManifestError
 from device.edge.replay_manifest import load as load_manifest
 from device.edge.sources import (
@@ -70,16 +71,38 @@ class Producer(Part):
         self.stored = 0
         self.failed_recordings = 0
 
+    source_kind: Source = "capture"
+
+    def refuse(
+        self, box: Outbox, exc: StethError, *, recording: str, key: str | None, duration_s: float | None = None,
+        patient_ref: str | None = None, site: str | None = None,
+    ) -> None:  # fmt: skip
+        """Log a recording that gives no result, report it to ingest (through the outbox) and remember it."""
+        self.failed_recordings += 1
+        log.error("recording not analysed: %s", exc)  # the message names the recording
+        message = refusal_message(
+            self.config.device_id, exc, source=self.source_kind, recording=recording, key=key,
+            patient_ref=patient_ref, site=site, duration_s=duration_s,
+        )  # fmt: skip
+        try:
+            box.add_refusal(message, source_key=key)
+        except (OutboxFullError, ContractError) as err:
+            log.error("the refusal of %s was not stored either: %s", recording, err)
+            if key:
+                box.note_failure(key, str(exc))
+            return
+        log.info("%s refused (%s): reported as %s", recording, message["reason"], message["refusal_id"])
+
     def store(self, box: Outbox, recording: Recording) -> bool:
         """Analyse and store one recording; False (logged) when it cannot be used or stored."""
         label = recording.audio.source
         try:
             analyses = self.analyser.analyse(recording.audio)
         except AudioError as exc:
-            self.failed_recordings += 1
-            log.error("recording not analysed: %s", exc)  # the message names the recording
-            if recording.key:
-                box.note_failure(recording.key, str(exc))
+            self.refuse(
+                box, exc, recording=label, key=recording.key, duration_s=recording.audio.duration_s,
+                patient_ref=recording.patient_ref, site=recording.site,
+            )  # fmt: skip
             return False
         entries = make_entries(analyses, recording, self.config.device_id, send_audio=self.config.audio.send_audio)
         try:
@@ -89,9 +112,9 @@ class Producer(Part):
                 box.note_dropped_result(entry.result["result_id"], str(exc))
             return False
         except ContractError as exc:
-            log.error("%s: the result breaks the contract and was not stored: %s", label, exc)
-            if recording.key:
-                box.note_failure(recording.key, str(exc))
+            log.error("%s: the result breaks the contract and was not stored", label)
+            self.refuse(box, exc, recording=label, key=recording.key, duration_s=recording.audio.duration_s,
+                        patient_ref=recording.patient_ref, site=recording.site)  # fmt: skip
             return False
         self.stored += len(report.result_ids)
         for analysis, entry in zip(analyses, entries, strict=True):
@@ -103,6 +126,7 @@ class ReplayProducer(Producer):
     """Every recording in audio.replay_path, once, even across restarts and kill -9."""
 
     name = "replay"
+    source_kind: Source = "replay"
 
     def run(self) -> None:
         assert self.config.audio.replay_path is not None
@@ -157,10 +181,8 @@ class ReplayProducer(Producer):
                 self.beat()
                 if self.stop_event.is_set():
                     return  # the rest of the file at the next start; what is done stays done
-        except AudioError as exc:
-            self.failed_recordings += 1
-            log.error("recording not analysed: %s", exc)
-            box.note_failure(base, str(exc))
+        except AudioError as exc:  # the file itself: empty, unreadable, truncated
+            self.refuse(box, exc, recording=str(path), key=base, site="unknown")
             return
         box.mark_done(base)
 

@@ -16,6 +16,14 @@ instead of flooding the broker. Why: a broker may acknowledge a message and then
 2.0.11 loses messages for shared subscriptions over a restart, RELIABILITY.md); a PUBACK is not proof
 that a result is stored. With ``delivery_ack = "broker"`` the PUBACK deletes the message, as before.
 
+Re-sending at once when ingest is back: each ingest worker keeps a retained status on
+``steth/v1/ingest/{worker}/status`` and publishes ``online`` with a new ``start_id`` every time its
+subscriptions are in place. The device reads them; a start id it has not seen makes everything the broker
+took before that moment, and ingest has not acknowledged, due again at once (still at most ``max_inflight``
+re-sends waiting for their ack). Mosquitto 2.0.11 drops messages for a shared subscription while no member
+of the group is subscribed (after a broker restart, before the workers reconnect): those used to wait for
+the ack timeout; now they go again seconds after ingest is back. The timeout stays, as the safety net.
+
 Within one process a message is published once per attempt; paho resends it after a reconnect, with the
 same packet id, until the broker acknowledges it. Any message may so arrive more than once, with the same
 ``result_id``, which receivers de-duplicate (contract.md).
@@ -61,6 +69,10 @@ MAX_AUDIO_IN_FLIGHT = 2  # recordings are megabytes each: bound the memory they 
 ACK_SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps acks for an offline device this long
 MAX_PACKETS_PER_ROUND = 200  # packets already received, read in one round of the loop (see _loop)
 RESEND_LOG_GAP_S = 60.0  # re-sends are logged at WARNING at most this often (a long outage re-sends many)
+# After an ingest announcement, messages published before it but not yet PUBACKed may have met the gap
+# too: the due time is set once they are acknowledged by the broker, or after this long at most.
+ANNOUNCE_SETTLE_S = 5.0
+MAX_KNOWN_STARTS = 256
 
 
 class OutboxReplacedError(OutboxError):
@@ -131,6 +143,11 @@ class Publisher:
         self._sent: list[Pending] = []  # PUBACKed in this loop round, to mark sent in one commit
         self._last_resend_log = -1e9
         self._acks_topic = contract.acks_topic(device_id)
+        self._ingest_starts: dict[str, None] = {}  # start ids of ingest workers seen (insertion order)
+        self._ingest_states: dict[str, str] = {}  # worker -> its last state, to log changes only
+        self._announced: tuple[float, set[int]] | None = None  # (when, seqs in flight then) until settled
+        self._due_before: float | None = None  # wall time: what the broker took before it is due again now
+        self.ingest_announcements = 0
         self._next_poll = 0.0
         self._next_file_check = time.monotonic() + CHECK_FILE_S
         self._last_status = -1e9
@@ -209,7 +226,7 @@ class Publisher:
         )
         if self.end_to_end:
             # every time: the session (and its subscription) may be gone, e.g. a broker without persistence
-            client.subscribe(self._acks_topic, qos=1)
+            client.subscribe([(self._acks_topic, 1), (contract.ALL_INGEST_STATUS, 1)])
         if self.announce:
             self._publish_status("online")
 
@@ -272,7 +289,11 @@ class Publisher:
             )
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        """An ack from ingest: delete what it names (paho sends our PUBACK when this returns)."""
+        """An ack from ingest: delete what it names (paho sends our PUBACK when this returns); or an ingest
+        worker's status."""
+        if msg.topic.startswith(contract.INGEST_ROOT + "/"):
+            self._on_ingest_status(msg)
+            return
         if msg.topic != self._acks_topic:
             log.warning("ignored a message on %s: this device only reads its acks topic", msg.topic)
             return
@@ -300,6 +321,48 @@ class Publisher:
             len(ack["result_ids"]) + len(ack["audio_ids"]) - len(done.seqs),
         )
 
+    def _on_ingest_status(self, msg: mqtt.MQTTMessage) -> None:
+        """An ingest worker's status: a new ``online`` start id means it has just (re)subscribed."""
+        try:
+            status = contract.decode("ingest_status", bytes(msg.payload))
+        except ContractError as exc:
+            if msg.payload:  # an empty retained message clears a worker's status: nothing to say
+                log.warning("ignored an invalid ingest status on %s: %s", msg.topic, exc)
+            return
+        said = self._ingest_states.get(status["worker"])
+        self._ingest_states[status["worker"]] = status["state"]
+        if status["state"] != "online":
+            if said != "offline":  # the retained copy comes again at each of our reconnects
+                log.info("ingest worker %s is offline", status["worker"])
+            return
+        start_id = status["start_id"]
+        if start_id in self._ingest_starts:
+            return  # seen before (the retained copy again after our own reconnect)
+        self._ingest_starts[start_id] = None
+        while len(self._ingest_starts) > MAX_KNOWN_STARTS:
+            self._ingest_starts.pop(next(iter(self._ingest_starts)))
+        self.ingest_announcements += 1
+        log.info("ingest worker %s is online (start %s)", status["worker"], start_id)
+        if self.end_to_end:
+            self._announced = (time.monotonic(), {item.seq for item in self._inflight.values()})
+
+    def _settle_announcement(self) -> None:
+        """Once what was in flight at an ingest announcement is PUBACKed (and marked sent), make every
+        message the broker took until now due again (see the module's docstring)."""
+        if self._announced is None:
+            return
+        when, seqs = self._announced
+        in_flight = {item.seq for item in self._inflight.values()}
+        if seqs & in_flight and time.monotonic() - when < ANNOUNCE_SETTLE_S:
+            return
+        self._announced = None
+        self._due_before = time.time()
+        self._resending.clear()  # a fresh budget of re-sends: ingest is there to acknowledge them
+        self._next_poll = 0.0
+        waiting = self.outbox.stats().awaiting_ack
+        if waiting:
+            log.info("ingest is back: sending again now the %d message(s) awaiting its ack", waiting)
+
     def _loop(self, timeout: float) -> int:
         """One round of paho's network loop and every packet already waiting, then the PUBACKed messages
         marked sent (one commit).
@@ -321,6 +384,7 @@ class Publisher:
             except (OutboxError, sqlite3.Error) as exc:
                 # not marked: they look unsent and go again now, which ingest absorbs
                 log.error("could not mark %d message(s) sent in the outbox: %s", len(sent), exc)
+        self._settle_announcement()
         return rc
 
     # -- the loop ---------------------------------------------------------------------------------------
@@ -370,6 +434,7 @@ class Publisher:
                 max_audio=max(0, audio_room),
                 ack_timeout_s=self.broker.ack_timeout_s,
                 max_resend=max(0, self.max_inflight - len(self._resending)),
+                due_before=self._due_before,
             )
             self._note_resends([item for item in items if item.attempts], now)
         else:
@@ -394,6 +459,10 @@ class Publisher:
         for item in items:
             self._resending[item.seq] = now + self.broker.ack_timeout_s
         self.resent += len(items)
+        if self._due_before is not None and time.time() - self._due_before < self.broker.ack_timeout_s:
+            # re-sends since ingest came back (said once at INFO when it did)
+            log.debug("sending %d message(s) again (e.g. %s %s)", len(items), items[0].kind, items[0].result_id)
+            return
         level = logging.WARNING if now - self._last_resend_log >= RESEND_LOG_GAP_S else logging.DEBUG
         if level == logging.WARNING:
             self._last_resend_log = now

@@ -13,8 +13,10 @@ Run on the broker host (it edits Mosquitto's password file). For a device it
 
 ``--revoke`` removes the password entry and reloads: Mosquitto then disconnects the device and
 refuses it. ``--service ingest`` makes the dashboard's ingest account (``svc.ingest``; its rights are
-the ``user svc.ingest`` block of the ACL). Re-provisioning an existing account refuses unless
-``--rotate`` (a new password, a new bundle).
+the ``user svc.ingest`` block of the ACL) in the services' password file, ``passwd-services``, which
+only the loopback listener reads: device accounts (``passwd``, the TLS listener's) cannot connect there,
+and the ingest account cannot connect over TLS (deploy/mosquitto/mosquitto.conf). Re-provisioning an
+existing account refuses unless ``--rotate`` (a new password, a new bundle).
 """
 
 from __future__ import annotations
@@ -258,7 +260,13 @@ class BrokerFiles:
 
     @property
     def passwd(self) -> Path:
+        """Device accounts: read by the TLS listener only."""
         return self.folder / "passwd"
+
+    @property
+    def services_passwd(self) -> Path:
+        """Service accounts (the ingest workers): read by the loopback listener only."""
+        return self.folder / "passwd-services"
 
     @property
     def ca(self) -> Path:
@@ -316,6 +324,7 @@ def provision_device(
 def revoke(user: str, broker: BrokerFiles, *, pid_file: Path | None = None) -> bool:
     broker.check()
     removed = remove_password(broker.passwd, user)
+    removed = remove_password(broker.services_passwd, user) or removed
     if removed and pid_file is not None:
         reload_broker(pid_file)
     return removed
@@ -340,7 +349,10 @@ def provision_service(
     folder = out_dir / user
     if folder.exists() and any(folder.iterdir()) and not rotate:
         raise ProvisionError(f"a bundle for {user} already exists in {folder}", "use --rotate to replace it")
-    set_password(broker.passwd, user, password, replace=rotate)
+    set_password(broker.services_passwd, user, password, replace=rotate)
+    # before per-listener accounts the services were in the devices' file: moved (the TLS listener no
+    # longer knows them)
+    remove_password(broker.passwd, user)
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
     _write_file(folder / "mqtt-password", password + "\n", 0o600)

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         ingest_log = (tmp / "ingest.log").open("w")
         ingest = subprocess.Popen(
-            [support.PYTHON, "-m", "dashboard.manage", "ingest", "--url", broker.url, "--client-id", "e2e-ingest"],
+            [support.PYTHON, "-m", "dashboard.manage", "ingest", "--url", broker.url, "--client-id", "svc.ingest.e2e"],
             cwd=support.REPO, env=env, stdout=ingest_log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         config = tmp / "device.toml"

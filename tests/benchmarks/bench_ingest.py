@@ -167,7 +167,7 @@ def run_once(
             env["STETH_INGEST_RECEIVE_MAXIMUM"] = str(args.receive_maximum)
         if args.code:
             env["PYTHONPATH"] = str(args.code.resolve())
-        ids = [f"bench-ingest-{i + 1}" for i in range(workers)]
+        ids = [f"svc.ingest.bench-{i + 1}" for i in range(workers)]
         procs = [Worker(env, broker.url, client_id) for client_id in ids]
         spy = None
         marks: dict[float, tuple[float, float, tuple[float, float]]] = {}  # fraction -> (time, worker CPU, machine)

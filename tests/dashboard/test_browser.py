@@ -74,7 +74,7 @@ def log_in(page, username: str) -> None:
 def test_a_physician_watches_a_result_arrive_listens_and_reviews_it(
     page, broker, device_a, physician, sample_flac, screenshots
 ):
-    worker = Worker(broker.url, "ingest-browser").start().wait_ready()
+    worker = Worker(broker.url, "svc.ingest.browser").start().wait_ready()
     device = Publisher(broker.url)
     try:
         log_in(page, physician.username)

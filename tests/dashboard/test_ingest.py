@@ -28,7 +28,7 @@ def broker(tmp_path):
 def workers(broker):
     started: list[Worker] = []
 
-    def start(client_id: str = "ingest-1", **kwargs) -> Worker:
+    def start(client_id: str = "svc.ingest.1", **kwargs) -> Worker:
         w = Worker(broker.url, client_id, **kwargs).start()
         started.append(w)
         return w
@@ -100,30 +100,30 @@ def test_bad_messages_land_in_dead_letters_and_the_worker_goes_on(workers, devic
 
 
 def test_messages_published_while_the_worker_is_down_all_land(workers, device, device_a):
-    worker = workers("ingest-persistent").wait_ready()
+    worker = workers("svc.ingest.persistent").wait_ready()
     worker.stop()
     messages = [result_message(patient_ref=f"P-{i}") for i in range(20)]
     for msg in messages:
         device.publish(contract.results_topic(device_a.device_id), contract.encode("result", msg))
     assert _results() == 0
-    worker = workers("ingest-persistent")  # same client id: the broker kept its session and messages
+    worker = workers("svc.ingest.persistent")  # same client id: the broker kept its session and messages
     wait_until(lambda: _results() == 20, what="20 results after restart")
     assert "session resumed" in worker.log
     assert {str(r) for r in Result.objects.values_list("result_id", flat=True)} == {m["result_id"] for m in messages}
 
 
 def test_a_killed_worker_loses_nothing_it_had_not_stored(workers, device, device_a):
-    worker = workers("ingest-crash").wait_ready()
+    worker = workers("svc.ingest.crash").wait_ready()
     messages = [result_message(patient_ref=f"K-{i}") for i in range(30)]
     for msg in messages:
         device.publish(contract.results_topic(device_a.device_id), contract.encode("result", msg))
     worker.stop(signal.SIGKILL)  # whatever it had not acknowledged is redelivered
-    workers("ingest-crash")
+    workers("svc.ingest.crash")
     wait_until(lambda: _results() == 30, what="30 results after a crash")
 
 
 def test_two_workers_on_a_shared_subscription_store_every_message_exactly_once(workers, device, device_a):
-    first, second = workers("ingest-a").wait_ready(), workers("ingest-b").wait_ready()
+    first, second = workers("svc.ingest.a").wait_ready(), workers("svc.ingest.b").wait_ready()
     messages = [result_message(patient_ref=f"S-{i}") for i in range(40)]
     for msg in messages:
         device.publish(contract.results_topic(device_a.device_id), contract.encode("result", msg))
@@ -132,15 +132,15 @@ def test_two_workers_on_a_shared_subscription_store_every_message_exactly_once(w
     assert a.get("result_created", 0) + b.get("result_created", 0) == 40, (a, b)
     assert a.get("result_duplicate", 0) + b.get("result_duplicate", 0) == 0, (a, b)
     assert a.get("result_created", 0) > 0 and b.get("result_created", 0) > 0, "the stream was not shared"
-    by_worker = dict.fromkeys(("ingest-a", "ingest-b"), 0)
+    by_worker = dict.fromkeys(("svc.ingest.a", "svc.ingest.b"), 0)
     for who in Result.objects.values_list("ingested_by", flat=True):
         by_worker[who] += 1
-    assert by_worker == {"ingest-a": a["result_created"], "ingest-b": b["result_created"]}
+    assert by_worker == {"svc.ingest.a": a["result_created"], "svc.ingest.b": b["result_created"]}
 
 
 def test_the_worker_waits_for_a_broker_that_is_not_up_yet_and_survives_its_restart(tmp_path, workers, device_a):
     broker = Broker(tmp_path / "late")
-    worker = Worker(broker.url, "ingest-late").start()
+    worker = Worker(broker.url, "svc.ingest.late").start()
     try:
         worker.wait_for("cannot reach the MQTT broker", count=2)  # first connect failed, and it retried
         broker.start()
@@ -175,7 +175,7 @@ def test_nothing_is_lost_while_the_database_is_unreachable(workers, device, devi
     proxy = TcpProxy(db["HOST"], int(db["PORT"] or 5432)).start()
     url = database_url().replace(f"@{db['HOST']}:{db['PORT'] or 5432}/", f"@127.0.0.1:{proxy.port}/")
     try:
-        worker = workers("ingest-db", env=worker_env(url)).wait_ready()
+        worker = workers("svc.ingest.db", env=worker_env(url)).wait_ready()
         topic = contract.results_topic(device_a.device_id)
         device.publish(topic, contract.encode("result", result_message(patient_ref="before")))
         wait_until(lambda: _results() == 1, what="the first result")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,7 +121,7 @@ class AckListener:
 @pytest.mark.slow
 def test_the_worker_acknowledges_rows_duplicates_and_dead_letters_after_storing_them(broker, device_a, sample_flac):
     listener = AckListener(broker.port)
-    worker = Worker(broker.url, "ingest-acks").start().wait_ready()
+    worker = Worker(broker.url, "svc.ingest.acks").start().wait_ready()
     device = Publisher(broker.url)
     try:
         dev = device_a.device_id
@@ -175,7 +176,7 @@ def test_a_device_outbox_empties_only_through_ingest_acks(broker, device_a, tmp_
         assert Result.objects.count() == 0
         publisher.close()
         # ingest starts; the device comes back and, after its ack timeout, sends them again
-        worker = Worker(broker.url, "ingest-1").start().wait_ready()
+        worker = Worker(broker.url, "svc.ingest.1").start().wait_ready()
         config = BrokerConfig(url=broker.url, reconnect_min_s=0.1, reconnect_max_s=0.5, ack_timeout_s=1)
         publisher = DevicePublisher(config, device_a.device_id, box)
         assert publisher.drain(60), box.stats()
@@ -183,6 +184,34 @@ def test_a_device_outbox_empties_only_through_ingest_acks(broker, device_a, tmp_
         stats = box.stats()
         assert (stats.pending_results, stats.awaiting_ack, stats.delivered_results) == (0, 0, 20)
         assert publisher.resent >= 20 and publisher.confirmed == 20
+    finally:
+        publisher.close()
+        box.close()
+        if worker is not None and worker.alive():
+            worker.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_a_running_device_sends_again_at_once_when_ingest_announces_itself(broker, device_a, tmp_path):
+    """What the broker dropped while no worker was subscribed (Mosquitto 2.0.11's shared-subscription hole)
+    goes again as soon as a worker says it is online, not after the device's ack timeout (60 s here)."""
+    box = Outbox(tmp_path / "outbox.sqlite", tmp_path / "audio", 16 * 1024 * 1024)
+    results = [result_message(device_a.device_id, patient_ref=f"P-{i}") for i in range(20)]
+    box.add([Entry(r) for r in results])
+    config = BrokerConfig(url=broker.url, reconnect_min_s=0.1, reconnect_max_s=0.5, ack_timeout_s=60)
+    publisher = DevicePublisher(config, device_a.device_id, box)
+    worker: Worker | None = None
+    try:
+        assert not publisher.drain(3)  # no worker: every result PUBACKed and dropped
+        assert box.stats().awaiting_ack == 20 and Result.objects.count() == 0
+        worker = Worker(broker.url, "svc.ingest.announce").start().wait_ready()
+        ready = time.monotonic()
+        assert publisher.drain(30), box.stats()  # the same running publisher, its timeout far off
+        took = time.monotonic() - ready
+        assert Result.objects.count() == 20 and box.stats().delivered_results == 20
+        assert publisher.ingest_announcements == 1 and publisher.resent == 20
+        assert took < 15, f"{took:.1f} s after the worker was ready"
     finally:
         publisher.close()
         box.close()

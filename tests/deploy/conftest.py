@@ -37,7 +37,7 @@ def render_config(text: str, broker_dir: Path, workdir: Path, tls_port: int, pla
         "listener 1883 127.0.0.1": f"listener {plain_port} 127.0.0.1",
         "pid_file /run/mosquitto/mosquitto.pid": f"pid_file {workdir}/mosquitto.pid",
         "persistence_location /var/lib/mosquitto/": f"persistence_location {workdir}/",
-        "log_dest syslog": f"log_dest file {workdir}/mosquitto.log\nlog_type debug",
+        "log_dest file /var/log/mosquitto/mosquitto.log": f"log_dest file {workdir}/mosquitto.log\nlog_type debug",
         # as root, Mosquitto would drop to the mosquitto user, who cannot enter pytest's 0700 tmp_path
         "user mosquitto": "user root" if os.geteuid() == 0 else "",
     }
@@ -92,6 +92,7 @@ def start_secure_broker(root: Path) -> SecureBroker:
     make_certs(broker_dir, "localhost", "127.0.0.1")
     shutil.copyfile(DEPLOY / "mosquitto" / "steth.acl", broker_dir / "acl")
     (broker_dir / "passwd").touch(mode=0o640)
+    (broker_dir / "passwd-services").touch(mode=0o640)
     broker = SecureBroker(workdir=root / "broker", broker_dir=broker_dir)
     broker.start()
     # the TLS listener opens with the plain one; wait for both

@@ -18,6 +18,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from device.core import contract
+from device.core.errors import ContractError
 from device.fleet import provision
 from tests.deploy.conftest import DEPLOY, SecureBroker, make_certs
 from tests.deploy.mqtt_client import WAIT_S, TestClient
@@ -35,12 +36,13 @@ def world(secure_broker: SecureBroker, tmp_path):
     out = tmp_path / "bundles"
     secure_broker.add_device("pi-a", out)
     secure_broker.add_device("pi-b", out)
-    ingest_password = secure_broker.add_ingest(out)
+    ingest_password = ingest_password_ = secure_broker.add_ingest(out)
     clients: list[TestClient] = []
 
     class World:
         broker = secure_broker
         bundles = out
+        ingest_password = ingest_password_
 
         @staticmethod
         def device(device_id: str, *, secret: str | None = None, client_id: str | None = None) -> TestClient:
@@ -52,7 +54,7 @@ def world(secure_broker: SecureBroker, tmp_path):
             return c
 
         @staticmethod
-        def ingest(client_id: str = "ingest-1") -> TestClient:
+        def ingest(client_id: str = "svc.ingest.1") -> TestClient:
             # the ingest workers use the loopback listener, with their own account
             c = TestClient(secure_broker.port, username="svc.ingest", password=ingest_password, client_id=client_id)
             clients.append(c)
@@ -119,8 +121,46 @@ def test_a_device_cannot_take_over_another_devices_session(world):
     assert ingest.wait_message(contract.results_topic("pi-b")).payload == b"b"
 
 
+def test_device_credentials_cannot_connect_on_the_loopback_listener(world):
+    # there client ids are not bound to user names: a device's password would otherwise let anyone on the
+    # broker host connect with any client id, an ingest worker's included
+    for device_id in ("pi-a", "pi-b"):
+        for client_id in (device_id, "svc.ingest.1", "pi-b"):
+            client = TestClient(world.broker.port, username=device_id, password=password(world.bundles / device_id),
+                                client_id=client_id)  # fmt: skip
+            try:
+                assert client.connect().is_failure, (device_id, client_id)
+            finally:
+                client.close()
+
+
+def test_the_ingest_account_cannot_connect_over_tls(world):
+    # services live in passwd-services, which only the loopback listener reads
+    client = TestClient(world.broker.tls_port, username="svc.ingest", password=world.ingest_password,
+                        ca=world.broker.ca, client_id="svc.ingest.remote")  # fmt: skip
+    try:
+        assert client.connect().is_failure
+    finally:
+        client.close()
+
+
+def test_no_device_credential_takes_the_ingest_workers_session(world):
+    worker = connected(world.ingest("svc.ingest.1"))
+    worker.subscribe(RESULTS_SHARED)
+    # over TLS a device asking for the worker's client id gets its own (its user name)
+    a = connected(world.device("pi-a", client_id="svc.ingest.1"))
+    assert not a.publish(contract.results_topic("pi-a"), b"from-a").is_failure
+    assert worker.wait_message(contract.results_topic("pi-a")).payload == b"from-a"
+    assert not worker.disconnected.is_set(), "a device's connection took the ingest worker's session"
+    # and no worker id can be a device's: the worker refuses an id a device could have
+    for device_like in ("pi-a", "steth-ingest-host-1", "ingest-1"):
+        with pytest.raises(ContractError):
+            contract.check_worker_id(device_like)
+    assert contract.check_worker_id("svc.ingest.1") == "svc.ingest.1"
+
+
 def test_ingest_workers_sharing_an_account_keep_their_own_client_ids(world):
-    first, second = connected(world.ingest("ingest-1")), connected(world.ingest("ingest-2"))
+    first, second = connected(world.ingest("svc.ingest.1")), connected(world.ingest("svc.ingest.2"))
     first.subscribe(RESULTS_SHARED)
     second.subscribe(RESULTS_SHARED)
     a = connected(world.device("pi-a"))
@@ -202,8 +242,8 @@ def test_a_device_reads_only_its_own_acks_and_cannot_publish_any(world):
 
 
 def test_the_ingest_account_receives_results_status_and_audio_through_shared_subscriptions(world):
-    w1 = connected(world.ingest("ingest-1"))
-    w2 = connected(world.ingest("ingest-2"))
+    w1 = connected(world.ingest("svc.ingest.1"))
+    w2 = connected(world.ingest("svc.ingest.2"))
     for w in (w1, w2):
         reasons = w.subscribe(RESULTS_SHARED, contract.shared(contract.ALL_AUDIO), contract.ALL_STATUS)
         assert not any(r.is_failure for r in reasons), reasons
@@ -294,13 +334,18 @@ def test_the_production_config_has_no_plaintext_listener_beyond_loopback():
     text = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
     blocks = re.split(r"^(?=listener )", text, flags=re.MULTILINE)
     header, listeners = blocks[0], blocks[1:]
-    assert re.search(r"^allow_anonymous false$", header, re.MULTILINE)
-    assert re.search(r"^per_listener_settings false$", header, re.MULTILINE)  # the password file applies to all
+    # each listener its own accounts: devices on TLS, services on loopback
+    assert re.search(r"^per_listener_settings true$", header, re.MULTILINE)
     assert len(listeners) == 2
     for block in listeners:
         words = block.split()
+        assert re.search(r"^allow_anonymous false$", block, re.MULTILINE), block
+        assert re.search(r"^acl_file /etc/mosquitto/steth/acl$", block, re.MULTILINE), block
         tls = "certfile" in words and "keyfile" in words
         if tls:
             assert "tls_version tlsv1.2" in block
+            assert re.search(r"^use_username_as_clientid true$", block, re.MULTILINE)
+            assert re.search(r"^password_file /etc/mosquitto/steth/passwd$", block, re.MULTILINE)
         else:
             assert words[2] in ("127.0.0.1", "::1"), f"a plaintext listener open beyond loopback: {block!r}"
+            assert re.search(r"^password_file /etc/mosquitto/steth/passwd-services$", block, re.MULTILINE)

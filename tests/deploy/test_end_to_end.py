@@ -167,7 +167,7 @@ def test_a_replayed_recording_travels_from_the_device_to_the_dashboard_page(tmp_
         run_ok([*steth, "dashboard", "createuser", "doctor", "--role", "physician"], env, stdin=PASSWORD + "\n")
 
         # -- the ingest worker and the device daemon, real processes
-        procs.start("ingest", [*steth, "dashboard", "ingest", "--client-id", "e2e-ingest-1"], env)
+        procs.start("ingest", [*steth, "dashboard", "ingest", "--client-id", "svc.ingest.e2e-1"], env)
         samples = tmp_path / "samples"
         shutil.copytree(SAMPLES, samples, ignore=shutil.ignore_patterns("*.csv", "*.md"))
         device_env = {k: v for k, v in os.environ.items() if not k.startswith("STETH_")}

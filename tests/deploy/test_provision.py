@@ -181,6 +181,8 @@ def test_the_ingest_service_account_gets_an_environment_file(broker_dir, tmp_pat
     assert env["STETH_MQTT_PASSWORD_FILE"].endswith("mqtt-password")
     secret = (folder / "mqtt-password").read_text().strip()
     assert stat.S_IMODE((folder / "mqtt-password").stat().st_mode) == 0o600
-    assert provision.check_password(secret, provision.read_passwords(broker_dir / "passwd")["svc.ingest"])
+    # in the services' file, which only the loopback listener reads; not among the devices' accounts
+    assert provision.check_password(secret, provision.read_passwords(broker_dir / "passwd-services")["svc.ingest"])
+    assert "svc.ingest" not in provision.read_passwords(broker_dir / "passwd")
     # the ACL grants this exact account name
     assert "user svc.ingest" in (DEPLOY / "mosquitto" / "steth.acl").read_text()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from device.core.answer_text import headline, model_leaning, rerecord_advice, split_issue, unsure_reason
 from device.core.audio_io import Audio
 from device.core.inference import load_model
-from device.core.answer_text import headline, model_leaning, rerecord_advice, split_issue, unsure_reason
 
 
 def test_it_says_an_unsure_result_with_its_reason_and_the_models_leaning():

@@ -81,3 +81,20 @@ def test_encode_refuses_what_a_receiver_would_refuse_and_round_trips():
     assert contract.decode("result", payload) == contract.EXAMPLE_RESULT
     with pytest.raises(ContractError):
         contract.encode("result", {**contract.EXAMPLE_RESULT, "label": ""})
+
+
+def test_refused_and_ingest_status_messages_and_topics():
+    assert contract.errors("refused", contract.EXAMPLE_REFUSED) == []
+    assert contract.errors("ingest_status", contract.EXAMPLE_INGEST_STATUS) == []
+    assert contract.parse_topic(contract.refused_topic("pi-1")) == ("pi-1", "refused", None)
+    assert contract.ingest_status_topic("svc.ingest.h-1") == "steth/v1/ingest/svc.ingest.h-1/status"
+    # online without a start id, a reason that is no code, an unknown field: refused
+    online = {k: v for k, v in contract.EXAMPLE_INGEST_STATUS.items() if k != "start_id"}
+    assert any("start_id" in e for e in contract.errors("ingest_status", online))
+    assert contract.errors("ingest_status", json.loads(contract.ingest_offline_will("svc.ingest.h-1"))) == []
+    assert contract.errors("refused", {**contract.EXAMPLE_REFUSED, "reason": "Too Short"})
+    assert contract.errors("refused", {**contract.EXAMPLE_REFUSED, "patient_name": "X"})
+    # a worker's id is a topic level and never a device's
+    for bad in ("pi-1", "svc/ingest", "svc.ingest.+", "", "a" * 65):
+        with pytest.raises(ContractError):
+            contract.check_worker_id(bad)

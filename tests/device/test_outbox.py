@@ -388,7 +388,7 @@ def test_a_version_1_outbox_is_upgraded_and_its_messages_count_as_not_sent(paths
     with open_outbox(paths) as box:  # and opening it again changes nothing
         assert box.stats().pending_results == 1
     db = sqlite3.connect(paths[0])
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3  # through 2 (acks) to 3 (refused recordings)
     db.close()
 
 
@@ -405,3 +405,64 @@ def test_over_the_cap_results_the_broker_took_are_shed_before_unsent_ones(paths,
                 box.add([Entry(make_result(quality=big))])
         assert sent["result_id"] not in box.result_ids() and unsent["result_id"] in box.result_ids()
         assert "ingest never acknowledged it" in caplog.text
+
+
+def test_a_refused_recording_is_stored_once_sent_with_results_and_removed_by_an_ack_naming_it(paths):
+    from device.core.errors import TooShortError
+    from device.edge.refusals import refusal_message
+
+    refusal = refusal_message("pi-test", TooShortError("x.wav: 0.50 s is too short"), source="replay",
+                              recording="/r/x.wav", key="/r/x.wav|1|2#0")  # fmt: skip
+    with open_outbox(paths) as box:
+        result = make_result()
+        box.add([Entry(result)])
+        assert box.add_refusal(refusal, source_key="/r/x.wav|1|2#0") is True
+        assert box.add_refusal(refusal, source_key="/r/x.wav|1|2#0") is False  # the same refusal again
+        assert box.source_done("/r/x.wav|1|2#0")
+        items = box.pending(limit=10)
+        assert [(p.kind, p.result_id) for p in items] == [("result", result["result_id"]),
+                                                           ("refused", refusal["refusal_id"])]  # fmt: skip
+        assert items[1].topic == contract.refused_topic("pi-test")
+        assert contract.decode("refused", items[1].payload) == refusal
+        box.mark_sent(items)
+        assert box.stats().pending_refused == 1 and box.stats().awaiting_ack == 2
+        done = box.confirm([refusal["refusal_id"], result["result_id"]], [])  # one id space
+        assert len(done.seqs) == 2 and done.results == 1
+        stats = box.stats()
+        assert (stats.pending_refused, stats.delivered_refused, stats.delivered_results) == (0, 1, 1)
+    with pytest.raises(ContractError), open_outbox(paths) as box:
+        box.add_refusal({**refusal, "reason": "Not A Code"})
+
+
+def test_a_version_2_outbox_is_upgraded_keeping_what_it_holds(paths):
+    paths[0].parent.mkdir(parents=True)
+    db = sqlite3.connect(paths[0])
+    db.executescript(
+        """
+        CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL CHECK (kind IN ('result', 'audio')), result_id TEXT NOT NULL,
+            topic TEXT NOT NULL, payload BLOB, bytes INTEGER NOT NULL, created_at REAL NOT NULL,
+            sent_at REAL, attempts INTEGER NOT NULL DEFAULT 0, UNIQUE (kind, result_id));
+        PRAGMA user_version = 2;
+        """
+    )
+    result = make_result()
+    payload = contract.encode("result", result)
+    db.execute(
+        "INSERT INTO messages (kind, result_id, topic, payload, bytes, created_at, sent_at, attempts) "
+        "VALUES ('result', ?, ?, ?, ?, 0, 5.0, 1)",
+        (result["result_id"], contract.results_topic("pi-test"), payload, len(payload)),
+    )
+    db.commit()
+    db.close()
+    with open_outbox(paths) as box:
+        stats = box.stats()
+        assert (stats.pending_results, stats.awaiting_ack) == (1, 1)  # still sent, awaiting its ack
+        from device.core.errors import EmptyAudioError
+        from device.edge.refusals import refusal_message
+
+        assert box.add_refusal(refusal_message("pi-test", EmptyAudioError("e"), source="capture", recording="mic"))
+        new = make_result()
+        box.add([Entry(new)])
+        # numbering carries on after the copy; the sent one waits for its ack
+        assert [p.seq for p in box.pending(limit=10, ack_timeout_s=60, max_resend=0)] == [2, 3]

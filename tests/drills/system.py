@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -35,7 +37,7 @@ from tests.support.tcpproxy import TcpProxy
 SAMPLES = REPO / "device" / "samples"
 STETH = [sys.executable, "-m", "device"]
 PRODUCED_RE = re.compile(
-    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO device\.producers: (.*) -> ([0-9a-f-]{36})$", re.MULTILINE
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO device\.(?:edge\.)?producers: (.*) -> ([0-9a-f-]{36})$", re.MULTILINE
 )
 PG = ["-h", "127.0.0.1", "-U", "postgres"]
 
@@ -131,6 +133,58 @@ class Produced:
     at: float  # epoch seconds, from the log line (this machine's clock)
 
 
+@dataclass(frozen=True)
+class Outage:
+    """A fault as the clock saw it: from when it was injected until the part was back (``end``: its port
+    open, its worker subscribed again), and until the whole path was back (``settled``: after a broker
+    restart, every worker subscribed again)."""
+
+    fault: str
+    start: float
+    end: float
+    settled: float = 0.0
+
+    @property
+    def until(self) -> float:
+        return max(self.end, self.settled)
+
+
+@dataclass
+class FaultDelays:
+    """Results whose way from recording to row crossed a fault (the earliest one they crossed)."""
+
+    results: int = 0
+    worst_delay_s: float = 0.0  # recording (result in the outbox) to row
+    worst_beyond_outage_s: float = 0.0  # the same, less the time the faults it crossed kept a part down
+
+
+def delays_per_fault(
+    produced: list[Produced], stored: dict[str, tuple[str, float]], outages: list[Outage]
+) -> dict[str, FaultDelays]:
+    """Each delivered result counted under the earliest fault between its recording and its row (or
+    ``none``); its delay beyond the outage is its delay less the union of the outages it crossed (a broker
+    restart lasts until every worker has subscribed again: what comes after is the time a result the
+    broker dropped waits to be sent again)."""
+    out: dict[str, FaultDelays] = {}
+    for p in produced:
+        if p.result_id not in stored:
+            continue
+        received = stored[p.result_id][1]
+        crossed = sorted((o for o in outages if o.start <= received and o.until >= p.at), key=lambda o: o.start)
+        down, reach = 0.0, p.at
+        for o in crossed:  # union of [start, until] clipped to [p.at, received]
+            lo, hi = max(o.start, reach), min(o.until, received)
+            if hi > lo:
+                down += hi - lo
+                reach = hi
+        delay = received - p.at
+        d = out.setdefault(crossed[0].fault if crossed else "none", FaultDelays())
+        d.results += 1
+        d.worst_delay_s = round(max(d.worst_delay_s, delay), 1)
+        d.worst_beyond_outage_s = round(max(d.worst_beyond_outage_s, delay - down), 1)
+    return out
+
+
 @dataclass
 class Figures:
     produced: int = 0
@@ -143,14 +197,23 @@ class Figures:
     faults: dict[str, int] = field(default_factory=dict)
     refused_for_full_disk: int = 0
     lost_ids: list[str] = field(default_factory=list)  # device:result_id, to find them in the logs
+    per_fault: dict[str, FaultDelays] = field(default_factory=dict)
+    refused_fed: int = 0  # unusable recordings given to the devices
+    refused_stored: int = 0  # their reports stored by ingest (once each)
+    exam: dict[str, object] = field(default_factory=dict)  # the bedside exam recorded during the faults
 
     def line(self) -> str:
         faults = ", ".join(f"{k}={v}" for k, v in sorted(self.faults.items()))
         return (
             f"produced={self.produced} delivered={self.delivered} duplicated={self.duplicated} lost={self.lost} "
             f"strangers={self.strangers} redeliveries_absorbed={self.redeliveries_absorbed} "
-            f"refused_for_full_disk={self.refused_for_full_disk} worst_delay_s={self.worst_delay_s:.1f} "
-            f"faults: {faults} lost: {self.lost_ids}"
+            f"refused_for_full_disk={self.refused_for_full_disk} refused_fed={self.refused_fed} "
+            f"refused_stored={self.refused_stored} worst_delay_s={self.worst_delay_s:.1f} "
+            f"faults: {faults} lost: {self.lost_ids} per fault: "
+            + ", ".join(
+                f"{k}: {d.results} results, worst {d.worst_delay_s:.1f} s, {d.worst_beyond_outage_s:.1f} s beyond"
+                for k, d in sorted(self.per_fault.items())
+            )
         )
 
 
@@ -169,18 +232,29 @@ class System:
         self.broker: SecureBroker | None = None
         self.device_link: TcpProxy | None = None
         self.db_link: TcpProxy | None = None
+        self.worker_link: TcpProxy | None = None
         self.devices: dict[str, Proc] = {}
         self.workers: list[Proc] = []
         self.faults: dict[str, int] = {}
         self.mounts: list[Path] = []
         self.copies = 0
+        self.outages: list[Outage] = []
+        self.exams: list[threading.Thread] = []
+        self.exam_results: list[Produced] = []  # from `steth record --json`, at the time it answered
+        self.exam_errors: list[str] = []
+        self.refused_fed = 0  # zero-byte recordings given to the devices (feed_refused)
 
     # -- set-up ------------------------------------------------------------------------------------------
 
-    def start(self, tmpfs_outbox_for: set[str] = frozenset()) -> System:  # type: ignore[assignment]
+    def start(self, tmpfs_outbox_for: set[str] = frozenset(), *, devices_first: bool = False) -> System:  # type: ignore[assignment]
+        """``devices_first``: a fresh start as the demo does it, the devices before the ingest workers have
+        ever subscribed (a message for a shared subscription with no member goes nowhere; the devices send
+        it again when the workers announce themselves). Counted as the fault ``fresh_start``."""
         self.broker = start_secure_broker(self.root)
         self.device_link = TcpProxy("127.0.0.1", self.broker.tls_port).start()
         self.db_link = TcpProxy("127.0.0.1", 5432).start()
+        # the workers' link to the broker: held after a broker restart, so the workers come back late
+        self.worker_link = TcpProxy("127.0.0.1", self.broker.port).start()
         bundles = self.root / "bundles"
         for device_id in [*self.device_ids, *self.simulated_ids]:
             spec = provision.BundleSpec(device_id, self.broker.tls_url, install_dir=bundles / device_id,
@@ -195,15 +269,27 @@ class System:
         )
         ids = [*self.device_ids, *self.simulated_ids]
         run_ok([sys.executable, "-c", register, *ids], {**env, "DJANGO_SETTINGS_MODULE": "dashboard.settings"})
+        t0 = time.time()
+        if devices_first:
+            for device_id in self.device_ids:
+                self.feed(device_id, 2)
+            self._start_devices(tmpfs_outbox_for)
+            for device_id, proc in self.devices.items():  # results made (and published) before any worker is up
+                assert proc.wait_log(" -> ", 180), f"{device_id} produced nothing:\n{proc.log[-3000:]}"
         for i in range(self.n_workers):
             self.workers.append(self.make_worker(i + 1).start())
-        # Subscribed before any device publishes: in production the workers' persistent sessions exist
-        # from the first start on; a message published before any subscription exists goes nowhere.
         for worker in self.workers:
             assert worker.wait_log("ingest ready", 120), f"{worker.name} never subscribed:\n{worker.log[-3000:]}"
+        if devices_first:
+            self.outages.append(Outage("fresh_start", t0, time.time()))
+            self.count("fresh_start")
+        else:
+            self._start_devices(tmpfs_outbox_for)
+        return self
+
+    def _start_devices(self, tmpfs_outbox_for: set[str]) -> None:
         for device_id in self.device_ids:
             self.devices[device_id] = self.make_device(device_id, tmpfs=device_id in tmpfs_outbox_for).start()
-        return self
 
     def dashboard_env(self, *, direct: bool = False) -> dict[str, str]:
         assert self.broker is not None and self.db_link is not None
@@ -214,7 +300,7 @@ class System:
             STETH_VAR_DIR=str(self.root / "var"),
             DATABASE_URL=f"postgres://postgres@127.0.0.1:{port}/{self.database}",
             DATABASE_CONN_MAX_AGE="0",
-            STETH_MQTT_URL=f"mqtt://127.0.0.1:{self.broker.port}",
+            STETH_MQTT_URL=f"mqtt://127.0.0.1:{self.worker_link.port if self.worker_link else self.broker.port}",
             STETH_MQTT_USERNAME="svc.ingest",
             STETH_MQTT_PASSWORD_FILE=str(self.root / "bundles" / "svc.ingest" / "mqtt-password"),
             STETH_MQTT_KEEPALIVE_S="5",
@@ -225,7 +311,7 @@ class System:
         return env
 
     def make_worker(self, n: int) -> Proc:
-        args = [*STETH, "dashboard", "ingest", "--client-id", f"drill-ingest-{n}"]
+        args = [*STETH, "dashboard", "ingest", "--client-id", f"svc.ingest.drill-{n}"]
         return Proc(f"ingest-{n}", args, self.dashboard_env(), self.logs / f"ingest-{n}.log")
 
     def replay_dir(self, device_id: str) -> Path:
@@ -256,9 +342,8 @@ class System:
             STETH_DEVICE__BROKER__RECONNECT_MIN_S="0.5",
             STETH_DEVICE__BROKER__RECONNECT_MAX_S="3",
             STETH_DEVICE__BROKER__STATUS_INTERVAL_S="5",
-            # re-send what ingest has not acknowledged after 15 s (60 s in production): a drill's lost
-            # messages come back within its patience
-            STETH_DEVICE__BROKER__ACK_TIMEOUT_S="15",
+            # the production ack timeout (60 s): what the broker drops must come back when ingest announces
+            # itself, not when the timeout passes (the per-fault delays would show it)
             PYTHONUNBUFFERED="1",
         )
         config = self.root / "bundles" / device_id / "device.toml"
@@ -275,12 +360,50 @@ class System:
         """Give a device ``n`` new recordings (copies of the bundled samples under new names)."""
         samples = sorted(SAMPLES.glob("*.flac"))
         target = self.replay_dir(device_id)
+        target.mkdir(parents=True, exist_ok=True)
         for _ in range(n):
             self.copies += 1
             src = samples[self.copies % len(samples)]
             tmp = target / f".{self.copies:05d}-{src.name}.part"
             shutil.copyfile(src, tmp)
             tmp.rename(target / f"r{self.copies:05d}-{src.name}")  # appears whole: never half-read
+
+    def start_exam(self, device_id: str, patient_ref: str, sites: tuple[str, ...], seconds: float = 5.0) -> None:
+        """A bedside exam in the background: `steth record` at each site in turn (a bundled recording
+        replayed in real time), on a device whose service is running (the service delivers)."""
+        proc = self.devices[device_id]
+        samples = sorted(SAMPLES.glob("*.flac"))
+
+        def exam() -> None:
+            for i, site in enumerate(sites):
+                args = [*proc.args[:-4], "record", "--config", proc.args[-1], "--patient", patient_ref,
+                        "--site", site, "--seconds", f"{seconds:g}", "--replay", str(samples[i % len(samples)]),
+                        "--json"]  # fmt: skip
+                done = subprocess.run(args, cwd=REPO, env=proc.env, capture_output=True, text=True, check=False)
+                at = time.time()
+                if done.returncode != 0:
+                    self.exam_errors.append(f"{site}: exit {done.returncode}: {done.stderr[-2000:]}")
+                    continue
+                for result in json.loads(done.stdout.strip().splitlines()[-1])["results"]:
+                    self.exam_results.append(Produced(device_id, result["result_id"], f"exam:{patient_ref}:{site}", at))
+
+        thread = threading.Thread(target=exam, name=f"exam-{device_id}", daemon=True)
+        thread.start()
+        self.exams.append(thread)
+
+    def wait_exams(self, timeout: float = 300.0) -> None:
+        for thread in self.exams:
+            thread.join(timeout)
+        assert not any(t.is_alive() for t in self.exams), "a bedside exam never finished"
+        assert not self.exam_errors, self.exam_errors
+
+    def feed_refused(self, device_id: str) -> None:
+        """A recording the device must refuse (a zero-byte file): reported to ingest, one row each."""
+        self.refused_fed += 1
+        (self.replay_dir(device_id) / f"bad-{self.refused_fed:04d}.wav").write_bytes(b"")
+
+    def refused_stored(self) -> int:
+        return int(psql(self.database, "SELECT count(*) FROM clinic_refusedrecording"))
 
     # -- the supervisor ------------------------------------------------------------------------------------
 
@@ -302,25 +425,54 @@ class System:
 
     # -- faults ----------------------------------------------------------------------------------------------
 
-    def restart_broker(self, hold_devices: bool = False) -> None:
-        """Restart Mosquitto (SIGTERM, as systemd does; it saves its sessions and queues).
+    def restart_broker(
+        self, hold_devices: bool = False, *, kill: bool = False, feed_after: int = 0, workers_late_s: float = 0.0
+    ) -> None:
+        """Restart Mosquitto (SIGTERM, as systemd does; it saves its sessions and queues), or with
+        ``kill`` SIGKILL it first (it loses what it took since its last autosave).
 
         The devices keep publishing throughout. Mosquitto 2.0.11 (Debian 12) drops messages for
         *shared* subscriptions that arrive after a restart and before their subscriber reconnects
         (test_known_defects.py); the devices send those again when ingest's ack does not come
         (end-to-end acknowledgements), so the drills no longer hold the devices' link to dodge it.
         ``hold_devices`` (the soak only, see test_soak.py) keeps the devices' link cut until every
-        ingest worker has subscribed again.
+        ingest worker has subscribed again. ``workers_late_s`` keeps the workers' link cut that long after
+        the broker is back (the devices come back first, as the demo saw: the shared subscription is then
+        empty). ``feed_after`` recordings are given to each device as soon as the broker is back.
+        The outage lasts until every worker has subscribed again (``settled``).
         """
         assert self.broker is not None and self.device_link is not None
         ready = [w.log.count("ingest ready") for w in self.workers]
+        readies = list(ready)
         if hold_devices:
             self.device_link.cut()
-        self.broker.restart()
+        if workers_late_s and self.worker_link is not None:
+            self.worker_link.cut()
+        t0 = time.time()
+        if kill and self.broker.proc is not None:
+            self.broker.proc.kill()
+            self.broker.proc.wait()
+            self.broker.proc = None
+            self.broker.start()
+        else:
+            self.broker.restart()
         from tests.support.broker import wait_for_port
 
         wait_for_port(self.broker.tls_port)
-        self.count("broker_restarted")
+        for device_id in self.devices if feed_after else ():  # recordings keep coming: the devices are back
+            self.feed(device_id, feed_after)  # before the workers, which is when the shared subscription is empty
+        fault = "broker_killed_9" if kill else "broker_restarted"
+        back = time.time()
+        self.count(fault)
+        if workers_late_s and self.worker_link is not None:
+            self.wait(workers_late_s)
+            self.worker_link.restore()
+        deadline = time.monotonic() + 60  # the path is whole again once every worker has subscribed again
+        while time.monotonic() < deadline and any(
+            w.alive() and w.log.count("ingest ready") <= n for w, n in zip(self.workers, readies, strict=True)
+        ):
+            time.sleep(0.05)
+        self.outages.append(Outage(fault, t0, back, settled=time.time()))
         if hold_devices:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and any(
@@ -330,10 +482,25 @@ class System:
             self.device_link.restore()
 
     def kill_worker(self, i: int, down_s: float = 2.0) -> None:
-        self.workers[i].kill9()
-        self.count("ingest_killed_9")
+        self.restart_workers([i], down_s, fault="ingest_killed_9")
+
+    def restart_workers(self, which: list[int], down_s: float = 2.0, *, fault: str = "ingest_all_killed_9") -> None:
+        """SIGKILL these workers, start them again after ``down_s``; the outage lasts until they have
+        all subscribed again."""
+        t0 = time.time()
+        ready = {i: self.workers[i].log.count("ingest ready") for i in which}
+        for i in which:
+            self.workers[i].kill9()
+        self.count(fault)
         time.sleep(down_s)
-        self.workers[i].start()
+        for i in which:
+            self.workers[i].start()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and any(
+            self.workers[i].log.count("ingest ready") <= n for i, n in ready.items()
+        ):
+            time.sleep(0.1)
+        self.outages.append(Outage(fault, t0, time.time()))
 
     def kill_device_mid_delivery(self, device_id: str, timeout: float = 60.0) -> bool:
         """kill -9 the daemon right after it stored a new result, before the broker can acknowledge it."""
@@ -342,9 +509,14 @@ class System:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if len(PRODUCED_RE.findall(proc.log)) > before:
+                t0 = time.time()
                 proc.kill9()
                 self.count("device_killed_9")
                 proc.start()
+                # down until its publisher is connected again
+                mark = len(proc.log)
+                proc.wait_log("connected to ", 120, after=mark)
+                self.outages.append(Outage("device_killed_9", t0, time.time()))
                 return True
             time.sleep(0.02)
         return False
@@ -353,22 +525,28 @@ class System:
         assert self.device_link is not None
         self.device_link.cut()
         self.count("device_link_cut")
+        t0 = time.time()
         self.wait(seconds)
         self.device_link.restore()
+        self.outages.append(Outage("device_link_cut", t0, time.time()))
 
     def stall_device_link(self, seconds: float) -> None:
         assert self.device_link is not None
         self.device_link.stall()
         self.count("device_link_stalled")
+        t0 = time.time()
         self.wait(seconds)
         self.device_link.resume()
+        self.outages.append(Outage("device_link_stalled", t0, time.time()))
 
     def cut_database(self, seconds: float) -> None:
         assert self.db_link is not None
         self.db_link.cut()
         self.count("database_link_cut")
+        t0 = time.time()
         self.wait(seconds)
         self.db_link.restore()
+        self.outages.append(Outage("database_link_cut", t0, time.time()))
 
     def corrupt_outbox(self, device_id: str) -> Path:
         """Stop the device, wreck its outbox file, move the recordings it had done aside, start it again.
@@ -430,7 +608,7 @@ class System:
                 stored = self.stored() if stored is None else stored
                 if rid in stored:
                     out.append(Produced(device_id, rid, str(path), stored[rid][1]))
-        return out
+        return out + list(self.exam_results)
 
     def stored(self) -> dict[str, tuple[str, float]]:
         rows = psql(
@@ -499,7 +677,21 @@ class System:
             faults=dict(self.faults),
             refused_for_full_disk=sum(p.log.count("RESULT DROPPED") for p in self.devices.values()),
             lost_ids=sorted(f"{p.device_id}:{p.result_id}" for p in produced if p.result_id not in stored),
+            per_fault=delays_per_fault(produced, stored, self.outages),
+            refused_fed=self.refused_fed,
+            refused_stored=self.refused_stored(),
+            exam=self.exam_figures(),
         )
+
+    def exam_figures(self) -> dict[str, object]:
+        """The exam's rows: one per site, all with the patient's reference."""
+        if not self.exam_results:
+            return {}
+        ids = ",".join(f"'{p.result_id}'" for p in self.exam_results)
+        rows = psql(self.database, f"SELECT patient_ref, location FROM clinic_result WHERE result_id IN ({ids})")
+        pairs = [tuple(line.split("|")) for line in rows.splitlines()]
+        return {"recorded": len(self.exam_results), "stored": len(pairs), "patients": sorted({p for p, _ in pairs}),
+                "sites": sorted(s for _, s in pairs)}  # fmt: skip
 
     # -- tear-down ---------------------------------------------------------------------------------------------
 
@@ -510,7 +702,7 @@ class System:
                 codes[proc.name] = proc.terminate()
             except AssertionError:
                 codes[proc.name] = -9
-        for proxy in (self.device_link, self.db_link):
+        for proxy in (self.device_link, self.db_link, self.worker_link):
             if proxy is not None:
                 proxy.stop()
         if self.broker is not None:

@@ -164,7 +164,7 @@ def ingest_world(tmp_path: Path, db) -> Iterator[tuple[Broker, list[Worker]]]:
     broker = persistent_broker(tmp_path / "broker").start()
     for i in range(DEVICES):
         Device.objects.create(device_id=f"defect-pi-{i + 1}")
-    workers = [Worker(broker.url, f"defect-ingest-{n}").start() for n in (1, 2)]
+    workers = [Worker(broker.url, f"svc.ingest.defect-{n}").start() for n in (1, 2)]
     try:
         for w in workers:
             w.wait_ready(60)

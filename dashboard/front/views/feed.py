@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -152,6 +153,10 @@ def overview(request: HttpRequest) -> HttpResponse:
             "counts": awaiting_counts(results),
             "worklist": worklist(request.user),
             "exam_charts": exams_per_day(exam_chart_groups(request.user, today), days=CHART_DAYS, today=today),
+            # recordings no result exists for (device/edge/refusals.py): a kit that keeps failing shows here
+            "refused_recent": access.visible_refusals(request.user)
+            .filter(received_at__gte=timezone.now() - dt.timedelta(hours=24))
+            .count(),
         },
     )
 
