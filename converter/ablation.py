@@ -27,7 +27,7 @@ import numpy as np
 
 from converter import datasets as ds
 from converter import thresholds
-from converter.tasks import TASKS
+from converter.tasks import DEFAULT_TASK, TASKS, get_task
 from converter.train import Job, RunConfig, Runner, load_data, lodo_databases, splits
 from converter.trainer import TrainSettings
 from device.core.errors import ConfigError
@@ -129,7 +129,7 @@ def run_one(
 ) -> dict[str, Any]:
     """CV and LODO of ``arch`` trained with gradient reversal factor ``value``, the ``overrides``
     and training seed ``seed``."""
-    task = TASKS[cfg.task]
+    task = get_task(cfg.task)
     overrides = overrides or {}
     cfg = configure(cfg, value, overrides)
     data = load_data(task, root, cfg)
@@ -268,7 +268,7 @@ def table(summary: dict[str, Any]) -> list[str]:
 def register(sub: Any) -> None:
     p = sub.add_parser("ablate", help="repeat CV and leave-one-database-out over seeds for each value of a setting")
     p.add_argument("data_dir", nargs="?", help=f"data folder (default: ${ds.DATA_ENV})")
-    p.add_argument("--task", choices=sorted(TASKS), default="screening")
+    p.add_argument("--task", default=DEFAULT_TASK, help=f"{', '.join(TASKS)} or a task definition file (.toml)")
     p.add_argument("--arch", default="conv_lstm")
     p.add_argument(
         "--domain-adversarial", default="0,0.3", help="comma-separated gradient reversal factors to compare (0: none)"
@@ -298,8 +298,9 @@ def _main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ds.DatasetError(f"bad list: {exc}", "give comma-separated numbers, e.g. --seeds 0,1,2") from exc
     overrides = parse_overrides(args.set)
+    task = get_task(args.task)
     root = ds.resolve_data_dir(args.data_dir)
-    out = args.out or Path("artifacts") / "ablation" / args.task
+    out = args.out or Path("artifacts") / "ablation" / task.name
     out.mkdir(parents=True, exist_ok=True)
     cfg = RunConfig(
         task=args.task,

@@ -13,7 +13,7 @@ import numpy as np
 
 from converter import datasets as ds
 from converter.metrics import binary_scores, confusion, pascal_scores
-from converter.tasks import SOUND_TYPE_MAP
+from converter.tasks import Task, task_of_model
 from device.core.errors import AudioError, DatasetError
 
 
@@ -30,7 +30,9 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def recordings_for(root: Path, task: str) -> list[ds.Recording]:
+def recordings_for(root: Path, task: Task) -> list[ds.Recording]:
+    """The labelled recordings under ``root`` the task has a label for, carrying that label (its
+    definition maps each data set's labels: e.g. screening takes PASCAL's murmurs as abnormal)."""
     found: list[ds.Recording] = []
     if ds.physionet_folders(root):
         found += ds.load_physionet2016(root)
@@ -42,28 +44,10 @@ def recordings_for(root: Path, task: str) -> list[ds.Recording]:
         )
     with contextlib.suppress(DatasetError):
         found += [r for r in ds.load_pascal2011(root) if r.label]
-    if task == "screening":
-        # PASCAL's classes map onto screening: murmur and extra sounds are abnormal; artifacts are left out.
-        mapped = []
-        for rec in found:
-            r = rec
-            if r.dataset == ds.PASCAL:
-                if r.label == "artifact":
-                    continue
-                r = ds.Recording(
-                    r.dataset,
-                    r.subset,
-                    r.record_id,
-                    r.path,
-                    "normal" if r.label == "normal" else "abnormal",
-                    r.sublabel,
-                    r.group,
-                )
-            mapped.append(r)
-        found = mapped
+    found = task.relabel(found)
     if not found:
         raise DatasetError(
-            f"no labelled recordings under {root}",
+            f"no labelled recordings of task {task.name}'s labels under {root}",
             "expected training-*/REFERENCE.csv (PhysioNet) or set_a/, set_b/ (PASCAL)",
         )
     return found
@@ -81,7 +65,7 @@ def analyse_folder(clf: Any, root: Path) -> tuple[list[tuple[ds.Recording, Any]]
     (each named on stderr; the others go on)."""
     results: list[tuple[ds.Recording, Any]] = []
     errors = 0
-    for r in recordings_for(root, clf.task):
+    for r in recordings_for(root, task_of_model(clf.meta)):
         try:
             results.append((r, clf.analyse_file(r.path)))
         except AudioError as exc:
@@ -105,15 +89,15 @@ def run(args: argparse.Namespace) -> int:
     groups = [*sorted({r.subset for r, _ in results}), "all"]
     for g in groups:
         sel = [(r, a) for r, a in results if g in ("all", r.subset)]
-        if clf.task == "screening":
-            y = np.array([r.label == "abnormal" for r, _ in sel])
-            s = np.array([a.probabilities["abnormal"] for _, a in sel])
+        if clf.positive is not None:  # a binary model: thresholded scores
+            y = np.array([r.label == clf.positive for r, _ in sel])
+            s = np.array([a.probabilities[clf.positive] for _, a in sel])
             scores = binary_scores(y, s, 0.5)  # probabilities are calibrated: 0.5 is the model's threshold
             scores["unsure"] = int(sum(a.label == "unsure" for _, a in sel))
         else:
             labels = list(clf.info.labels)
             cm = confusion(
-                [SOUND_TYPE_MAP.get(r.label or "", "") for r, _ in sel],
+                [r.label or "" for r, _ in sel],
                 [labels[int(np.argmax([a.probabilities[k] for k in labels]))] for _, a in sel],
                 labels,
             )
@@ -128,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         + (f", at the threshold set locally in {args.threshold_dir}" if clf.local else "")
     )
     for g, s in report["groups"].items():
-        if clf.task == "screening":
+        if clf.positive is not None:
             print(
                 f"  {g:<12} n={s['n']:<5} Se {s['sensitivity']:.3f}  Sp {s['specificity']:.3f}  "
                 f"MAcc {s['macc']:.3f}  Acc {s['accuracy']:.3f}  AUC {s['auc']:.3f}  unsure {s['unsure']}"

@@ -11,16 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
-from device import __version__
 from device.core.analysis import HeartRate, Quality, assess
 from device.core.audio_io import Audio, read_audio
 from device.core.errors import ClippedAudioError, ModelError, SilentAudioError
@@ -67,6 +64,9 @@ class Analysis:
     score: float | None = None
     # set when a local threshold (device/core/local_threshold.py), not the model's own, made the decision
     decision: dict[str, Any] | None = None
+    # the analysis windows: each window_s long, one every hop_s (the model's FeatureParams)
+    window_s: float | None = None
+    hop_s: float | None = None
 
     @property
     def confidence(self) -> float:
@@ -78,40 +78,11 @@ class Analysis:
     def rerecord_reason(self) -> str | None:
         return "; ".join(self.quality.issues) if not self.quality.ok else None
 
-    def to_result_message(
-        self,
-        device_id: str,
-        *,
-        result_id: str | None = None,
-        recorded_at: datetime | None = None,
-        patient_ref: str | None = None,
-        site: str | None = None,
-        audio: dict[str, Any] | None = None,
-        software_version: str | None = None,
-    ) -> dict[str, Any]:
-        """A result message valid against the MQTT contract (device/schemas/result.v1.json)."""
-        when = (recorded_at or datetime.now(UTC)).astimezone(UTC)
-        return {
-            "schema_version": 1,
-            "result_id": result_id or str(uuid.uuid4()),
-            "device_id": device_id,
-            "recorded_at": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "patient_ref": patient_ref,
-            "site": site,
-            "duration_s": round(max(self.duration_s, 1e-3), 3),
-            "sample_rate": self.sample_rate,
-            "task": self.task,
-            "model": self.model.as_dict(),
-            "label": self.label,
-            "probabilities": self.probabilities,
-            "windows": [{"start_s": s, "probabilities": p} for s, p in self.windows],
-            "heart_rate_bpm": self.heart_rate_bpm,
-            "quality": {"score": self.quality.score, "ok": self.quality.ok, "issues": list(self.quality.issues)},
-            "audio": audio,
-            "software_version": software_version or __version__,
-            # only when set: a result at the model's own threshold is the same message as before
-            **({"decision": self.decision} if self.decision else {}),
-        }
+    def to_result_message(self, device_id: str, **kwargs: Any) -> dict[str, Any]:
+        """The result message of the contract: built by device.core.messages.result_message (a shorthand)."""
+        from device.core.messages import result_message
+
+        return result_message(self, device_id, **kwargs)
 
     def to_json(self, file: str | None = None) -> dict[str, Any]:
         """The object `steth classify --json` prints for one recording."""
@@ -166,6 +137,8 @@ class Classifier:
             self.model_threshold = self.threshold
             self.positive = meta.get("positive_label")
             self.task = str(meta["task"])
+            # labels answered as *unsure* rather than as a finding (sound_type: an artifact)
+            self.unsure_labels = frozenset(str(x) for x in meta.get("unsure_labels", ()))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{tflite_path.with_suffix('.json')}: incomplete model description ({exc})") from exc
         digest = sha256_file(tflite_path)
@@ -248,7 +221,7 @@ class Classifier:
             per_window = probs
             record = probs.mean(axis=0)
             label = labels[int(np.argmax(record))]
-        if not quality.ok or label == "artifact":
+        if not quality.ok or label in self.unsure_labels:
             label = UNSURE
         rnd = lambda v: round(float(v), 4)  # noqa: E731
         return Analysis(
@@ -267,6 +240,8 @@ class Classifier:
             periodicity=round(hr.periodicity, 3),
             score=score,
             decision=self.local.decision() if self.local else None,
+            window_s=self.params.window_s,
+            hop_s=self.params.hop_s,
         )
 
 
