@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,33 +28,13 @@ import numpy as np
 from converter import datasets as ds
 from converter import featurestore, thresholds
 from converter.metrics import best_threshold, binary_scores, confusion, pascal_scores
+from converter.overrides import parse_overrides, with_overrides
+from converter.run_config import RunConfig
 from converter.tasks import DEFAULT_TASK, TASKS, Check, Task, get_task
 from converter.trainer import TrainSettings, fit, record_probabilities
-from device.core.features import FeatureParams
 
 log = logging.getLogger(__name__)
 DEFAULT_RUNS = Path("artifacts") / "train"
-
-
-@dataclass
-class RunConfig:
-    task: str = DEFAULT_TASK  # a shipped task's name or a task definition file (converter/tasks.py)
-    archs: tuple[str, ...] = ("simplernn", "lstm", "conv_lstm")
-    folds: int = 5
-    test_fraction: float = 0.2
-    val_fraction: float = 0.15
-    train_hop_s: float = 1.25  # training windows overlap more than inference ones: shifted views
-    augment_copies: int = 1
-    lodo: bool = True
-    limit_per_stratum: int | None = None  # for quick runs on a slice of the data
-    jobs: int = 1  # models trained at once, each in its own process with one thread
-    settings: TrainSettings = field(default_factory=TrainSettings)
-    # FeatureParams fields that differ from the task's (`steth ablate --set features.X=...` only: a
-    # shipped model's features are the task's, which the device reads from the sidecar)
-    features: dict[str, Any] = field(default_factory=dict)
-
-    def params(self, task: Task) -> FeatureParams:
-        return replace(task.params, **self.features) if self.features else task.params
 
 
 @dataclass
@@ -450,8 +430,6 @@ def register(sub: Any) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from converter.ablation import parse_overrides, with_overrides  # it imports this module
-
     overrides = parse_overrides(args.set)  # a mistyped setting fails before TensorFlow loads
     task = get_task(args.task)  # so does an unknown task or a broken definition
 

@@ -15,7 +15,7 @@ echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 echo "== layers"
-.venv/bin/lint-imports
+.venv/bin/lint-imports --no-cache
 echo "== mypy"
 .venv/bin/mypy device converter dashboard
 echo "== pytest"

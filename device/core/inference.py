@@ -246,9 +246,18 @@ class Classifier:
 
 
 def describe_model(name: str | None = None, directory: Path | None = None) -> tuple[Path, dict[str, Any]]:
-    """The ``.tflite`` path of a shipped model (by name) or of a given path, and its sidecar description."""
+    """The ``.tflite`` path of a shipped model (by name), of a given path, or of the one model in a given
+    folder, and its sidecar description."""
     name = name or DEFAULT_MODEL
     candidate = Path(name)
+    if candidate.is_dir():  # a folder holding one model, e.g. what `steth convert --dest` wrote
+        found = available_models(candidate)
+        if len(found) != 1:
+            raise ModelError(
+                f"{candidate} holds {len(found)} models ({', '.join(found) or 'none'})",
+                "give the .tflite file of the one to use",
+            )
+        candidate = candidate / f"{found[0]}.tflite"
     path = candidate if candidate.suffix == ".tflite" else (directory or models_dir()) / f"{name}.tflite"
     meta_path = path.with_suffix(".json")
     if not path.exists() or not meta_path.exists():

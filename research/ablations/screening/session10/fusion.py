@@ -8,9 +8,9 @@ the conv-LSTM score. Metrics as `steth ablate` computes them: AUC without traini
 over folds), and MAcc at the threshold pooled over the other folds' out-of-fold scores. The held-out
 split is never read. Rules: RULES.md (R2), written before the first result.
 
-    cd /work/main && PYTHONPATH=/work/main:docs/ablations/screening/session9/segmentation \\
-        .venv/bin/python docs/ablations/screening/session10/fusion.py \\
-        docs/ablations/screening/session10/c2-cv-scores --features artifacts/segmentation/features.npz
+    cd /work/main && PYTHONPATH=/work/main:research/ablations/screening/session9/segmentation \\
+        .venv/bin/python research/ablations/screening/session10/fusion.py \\
+        research/ablations/screening/session10/c2-cv-scores --features artifacts/segmentation/features.npz
 """
 
 from __future__ import annotations

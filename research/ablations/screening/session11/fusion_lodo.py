@@ -6,7 +6,7 @@ For every `steth ablate` result in ABLATION_DIR that carries ``cv_scores`` and `
 
 - R3: for each left-out database D, session 9's trees are fitted on the other five databases'
   segmented development recordings, their threshold chosen on those databases' out-of-fold tree
-  scores (3 inner block folds, `best_threshold`), exactly as converter.database_transfer does. Each
+  scores (3 inner block folds, `best_threshold`), exactly as research.database_transfer does. Each
   model's margin is logit(score) - logit(its threshold); the fused margin is their mean (the
   conv-LSTM's alone where the segmentation refused a recording); abnormal at margin >= 0.
 - R4: for each CV fold k, a logistic regression on [logit(conv-LSTM), logit(trees)] is fitted on the
@@ -15,9 +15,9 @@ For every `steth ablate` result in ABLATION_DIR that carries ``cv_scores`` and `
 
 The held-out split is never read.
 
-    cd /work/main && S=docs/ablations/screening && PYTHONPATH=/work/main:$S/session9/segmentation:$S/session10 \\
-        .venv/bin/python docs/ablations/screening/session11/fusion_lodo.py \\
-        docs/ablations/screening/session10/c2-cv-scores --features artifacts/segmentation/features.npz
+    cd /work/main && S=research/ablations/screening && PYTHONPATH=/work/main:$S/session9/segmentation:$S/session10 \\
+        .venv/bin/python research/ablations/screening/session11/fusion_lodo.py \\
+        research/ablations/screening/session10/c2-cv-scores --features artifacts/segmentation/features.npz
 """
 
 from __future__ import annotations

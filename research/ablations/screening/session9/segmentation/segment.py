@@ -15,8 +15,8 @@
 
 A library for features.py and pascal_check.py (no command line of its own). They run from the repo root:
 
-    cd /work/main && PYTHONPATH=/work/main:docs/ablations/screening/session9/segmentation \
-        python docs/ablations/screening/session9/segmentation/evaluate.py
+    cd /work/main && PYTHONPATH=/work/main:research/ablations/screening/session9/segmentation \
+        python research/ablations/screening/session9/segmentation/evaluate.py
 """
 
 from __future__ import annotations

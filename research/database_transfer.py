@@ -9,7 +9,7 @@ leave-one-database-out scores there are not a matter of its architecture: the da
 what an abnormal recording sounds like (different diseases, or labels that follow the recording
 set-up). Development data only (the held-out split of `steth train` is never read).
 
-    python -m converter.database_transfer [DATA_DIR] [--json OUT]
+    python -m research.database_transfer [DATA_DIR] [--json OUT]
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def report(res: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m converter.database_transfer", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m research.database_transfer", description=__doc__.split("\n")[0])
     parser.add_argument("data_dir", nargs="?", help=f"data folder (default: ${ds.DATA_ENV})")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--jobs", type=int, default=2)

@@ -1,11 +1,11 @@
-"""Extract feature sets A (converter.database_transfer.recording_features) and B (segmentation-based,
+"""Extract feature sets A (research.database_transfer.recording_features) and B (segmentation-based,
 Potes-like) for the development part of PhysioNet 2016; cache to ``<out>/features.npz``.
 
 The data folder is $STETH_DATA_DIR; the output folder is ``--out``, else $SEGMENT_OUT, else
 ``artifacts/segmentation`` (relative to the current directory). Run from the repo root:
 
-    cd /work/main && PYTHONPATH=/work/main:docs/ablations/screening/session9/segmentation \
-        python docs/ablations/screening/session9/segmentation/features.py [--out DIR] [--limit N]
+    cd /work/main && PYTHONPATH=/work/main:research/ablations/screening/session9/segmentation \
+        python research/ablations/screening/session9/segmentation/features.py [--out DIR] [--limit N]
 
 (evaluate.py, which reads the cache, runs the same way.) ``--limit N`` extracts only the first N dev
 recordings, into ``features-limitN.npz`` so a quick check never replaces the full cache.

@@ -1,4 +1,4 @@
-"""Re-thresholding a left-out database on a few of its labelled recordings (converter.local_calibration)."""
+"""Re-thresholding a left-out database on a few of its labelled recordings (research.local_calibration)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from converter import local_calibration as lc
+from research import local_calibration as lc
 
 
 def _shifted(rng: np.random.Generator, n: int = 300) -> tuple[np.ndarray, np.ndarray]:

@@ -5,8 +5,8 @@ Reads ``<out>/features.npz`` (written by features.py) and writes ``<out>/results
 $STETH_DATA_DIR; the output folder is ``--out``, else $SEGMENT_OUT, else ``artifacts/segmentation``
 (relative to the current directory). Run from the repo root (about 40 min on one core):
 
-    cd /work/main && PYTHONPATH=/work/main:docs/ablations/screening/session9/segmentation \
-        python docs/ablations/screening/session9/segmentation/evaluate.py [--out DIR]
+    cd /work/main && PYTHONPATH=/work/main:research/ablations/screening/session9/segmentation \
+        python research/ablations/screening/session9/segmentation/evaluate.py [--out DIR]
 """
 
 from __future__ import annotations

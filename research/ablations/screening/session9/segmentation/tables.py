@@ -4,9 +4,9 @@ Reads ``RESULTS`` if given, else ``<out>/results.json``, where the output folder
 $SEGMENT_OUT, else ``artifacts/segmentation``. To print the tables of the committed results, run from the
 repo root:
 
-    cd /work/main && PYTHONPATH=/work/main:docs/ablations/screening/session9/segmentation \
-        python docs/ablations/screening/session9/segmentation/tables.py \
-        docs/ablations/screening/session9/segmentation/results.json
+    cd /work/main && PYTHONPATH=/work/main:research/ablations/screening/session9/segmentation \
+        python research/ablations/screening/session9/segmentation/tables.py \
+        research/ablations/screening/session9/segmentation/results.json
 
 (evaluate.py, which writes results.json, runs the same way.)
 """

@@ -8,7 +8,7 @@ left-out database at random, choose the threshold that maximises MAcc on them, a
 recordings of that database at it; against the threshold chosen on the training databases, on the
 same other recordings. Development data only, like the ablation it reads.
 
-    python -m converter.local_calibration RESULTS_DIR [--labelled 20,40] [--draws 300]
+    python -m research.local_calibration RESULTS_DIR [--labelled 20,40] [--draws 300]
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def report(res: dict[str, Any], sizes: list[int]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m converter.local_calibration", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m research.local_calibration", description=__doc__.split("\n")[0])
     parser.add_argument("results", type=Path, help="a `steth ablate --out` folder (result JSONs with lodo_scores)")
     parser.add_argument("--labelled", default="20,40", help="comma-separated numbers of labelled recordings")
     parser.add_argument("--draws", type=int, default=300)

@@ -4,8 +4,8 @@ Reads ``pascal2011/set_a_timing.csv`` and ``pascal2011/set_a/`` under $STETH_DAT
 total hit / swapped / miss counts (a detected state's centre within 60 ms of the mark); writes nothing.
 Run from the repo root:
 
-    cd /work/main && PYTHONPATH=/work/main:docs/ablations/screening/session9/segmentation \\
-        python docs/ablations/screening/session9/segmentation/pascal_check.py
+    cd /work/main && PYTHONPATH=/work/main:research/ablations/screening/session9/segmentation \\
+        python research/ablations/screening/session9/segmentation/pascal_check.py
 
 (evaluate.py runs the same way.)
 """

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from converter import database_transfer as dt
 from converter.datasets import Recording
+from research import database_transfer as dt
 
 
 def test_features_of_real_recordings_are_finite_and_do_not_move_with_the_gain(samples_dir, tmp_path):
