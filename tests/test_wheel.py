@@ -73,3 +73,11 @@ def test_the_wheel_declares_the_commands_of_each_package(wheel):
     assert "train = converter.train:register [train]" in text
     assert "dashboard = dashboard.cli:register [dashboard]" in text
     assert "steth = device.cli:main" in text
+
+
+def test_the_version_has_one_source(wheel):
+    import device
+
+    (metadata,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+    assert f"Version: {device.__version__}\n" in wheel.read(metadata).decode()
+    assert "version =" not in (ROOT / "pyproject.toml").read_text().split("[project]")[1].split("[")[0]

@@ -347,7 +347,8 @@ def _log_mel(windows: np.ndarray, params: FeatureParams) -> np.ndarray:
     np.log10(mel, out=mel)
     mel *= 10.0
     # top_db per window (librosa's power_to_db would take the max over the whole batch).
-    return np.maximum(mel, mel.max(axis=(1, 2), keepdims=True) - params.top_db)
+    out: np.ndarray = np.maximum(mel, mel.max(axis=(1, 2), keepdims=True) - params.top_db)
+    return out
 
 
 def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
@@ -407,8 +408,10 @@ def normalise(feats: np.ndarray, params: FeatureParams) -> np.ndarray:
     axes = (0, 1) if params.cmvn in ("recording", "recording-mean") else 1
     feats = feats - feats.mean(axis=axes, keepdims=True)
     if params.cmvn in ("mean", "recording-mean"):
-        return feats / CMN_SCALE_DB
-    return feats / (feats.std(axis=axes, keepdims=True) + 1e-5)
+        scaled: np.ndarray = feats / CMN_SCALE_DB
+        return scaled
+    normalised: np.ndarray = feats / (feats.std(axis=axes, keepdims=True) + 1e-5)
+    return normalised
 
 
 def extract(audio: Audio, params: FeatureParams, check: bool = True) -> Features:

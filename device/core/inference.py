@@ -223,7 +223,10 @@ class Classifier:
             label = labels[int(np.argmax(record))]
         if not quality.ok or label in self.unsure_labels:
             label = UNSURE
-        rnd = lambda v: round(float(v), 4)  # noqa: E731
+
+        def rnd(v: float | np.floating[Any]) -> float:
+            return round(float(v), 4)
+
         return Analysis(
             label=label,
             probabilities={lab: rnd(p) for lab, p in zip(labels, record, strict=True)},
