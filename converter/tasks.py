@@ -52,6 +52,8 @@ class Task:
     title: str = ""
     unsure_labels: tuple[str, ...] = ()  # labels answered as *unsure* (record again), e.g. an artifact
     checks: tuple[Check, ...] = ()
+    # the model families `steth train` compares by cross-validation (converter/models.py)
+    architectures: tuple[str, ...] = ("simplernn", "lstm", "conv_lstm")
 
     def label_of(self, rec: ds.Recording) -> str | None:
         """This task's label for a recording, None when the task leaves it out."""
@@ -95,6 +97,7 @@ class Task:
             "features": {k: v for k, v in self.params.to_dict().items() if defaults[k] != v},
             "label_map": {k: dict(v) for k, v in self.label_map.items()},
             "checks": [{"name": c.name, "dataset": c.dataset, "subsets": list(c.subsets)} for c in self.checks],
+            "architectures": list(self.architectures),
         }
 
     @classmethod
@@ -118,6 +121,7 @@ class Task:
                     Check(str(c["name"]), str(c["dataset"]), tuple(str(s) for s in c.get("subsets", ())))
                     for c in data.get("checks", ())
                 ),
+                **({"architectures": tuple(str(a) for a in data["architectures"])} if "architectures" in data else {}),
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ConfigError(

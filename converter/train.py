@@ -401,7 +401,7 @@ def register(sub: Any) -> None:
     p.add_argument("data_dir", nargs="?", help=f"data folder (default: ${ds.DATA_ENV})")
     p.add_argument("--task", default=DEFAULT_TASK, help=f"{', '.join(TASKS)} or a task definition file (.toml)")
     p.add_argument("--out", type=Path, help="run folder (default: artifacts/train/TASK)")
-    p.add_argument("--archs", default="simplernn,lstm,conv_lstm", help="comma-separated architectures")
+    p.add_argument("--archs", help="comma-separated architectures (default: the task's)")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=TrainSettings.epochs)
     p.add_argument("--windows-per-epoch", type=int, default=TrainSettings.windows_per_epoch)
@@ -436,7 +436,7 @@ def _main(args: argparse.Namespace) -> int:
     from converter import models
 
     logging.getLogger("converter").setLevel(logging.INFO)
-    archs = tuple(a.strip() for a in args.archs.split(",") if a.strip())
+    archs = tuple(a.strip() for a in args.archs.split(",") if a.strip()) if args.archs else task.architectures
     unknown = [a for a in archs if a not in models.ARCHITECTURES]
     if unknown:
         raise ds.DatasetError(f"unknown architecture(s) {unknown}", f"choose from {', '.join(models.ARCHITECTURES)}")
