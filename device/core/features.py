@@ -149,7 +149,7 @@ class Features:
         return int(self.features.shape[0])
 
 
-# The sample rates a result can carry (device/schemas/result.v1.json): below 500 Hz there is no heart sound.
+# The sample rates a result can carry (device/core/schemas/result.v*.json): below 500 Hz there is no heart sound.
 MIN_SAMPLE_RATE = 500
 MAX_SAMPLE_RATE = 384_000
 MAX_PEAK = 1000.0  # 60 dB over full scale: a float file may exceed ±1 a little, never by this much
