@@ -19,7 +19,7 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,10 @@ import numpy as np
 
 from converter import datasets as ds
 from converter import thresholds
-from converter.tasks import TASKS
+from converter.overrides import parse_overrides, with_overrides
+from converter.tasks import DEFAULT_TASK, TASKS, get_task
 from converter.train import Job, RunConfig, Runner, load_data, lodo_databases, splits
 from converter.trainer import TrainSettings
-from device.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 SPLIT_SEED = 0  # the held-out and CV splits of `steth train --seed 0`, whatever the training seed
@@ -56,68 +56,6 @@ def result_name(value: float, seed: int, overrides: dict[str, Any] | None = None
     return f"{variant_name(value, overrides)}-seed{seed}.json"
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs naming a RunConfig, TrainSettings or (``features.X``) FeatureParams field."""
-    from device.core.features import FeatureParams
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        owner: Any = FeatureParams() if key.startswith("features.") else None
-        field_name = key.removeprefix("features.")
-        if owner is None:
-            owner = next((o for o in (RunConfig(), TrainSettings()) if field_name in {f.name for f in fields(o)}), None)
-        names = {f.name for f in fields(owner)} if owner is not None else set()
-        if not sep or field_name not in names or field_name in _NOT_SETTABLE:
-            raise ConfigError(
-                f"--set {item!r}: not a setting that can be varied",
-                "use KEY=VALUE with a field of RunConfig (e.g. augment_copies), TrainSettings (e.g. "
-                "learning_rate) or features.FIELD of FeatureParams (e.g. features.kind)",
-            )
-        current = getattr(owner, field_name)
-        try:
-            if isinstance(current, bool) and raw.lower() in ("true", "false", "1", "0"):
-                value: Any = raw.lower() in ("true", "1")
-            elif isinstance(current, bool):
-                if not isinstance(owner, FeatureParams):  # only FeatureParams validates a word (cmvn=mean)
-                    raise ValueError(f"{raw!r} is not true or false")
-                value = raw
-            else:
-                value = raw if isinstance(current, str) else type(current)(raw) if current is not None else int(raw)
-            replace(owner, **{field_name: value})  # the owner's own validation, now rather than mid-run
-        except (ValueError, ConfigError) as exc:
-            raise ConfigError(f"--set {item!r}: {exc}", f"give a valid {type(current).__name__}") from exc
-        out[key] = value
-    return out
-
-
-# the splits (test_fraction, limit_per_stratum would move recordings between held-out and development
-# data, and the held-out split must stay untouched), what the command sets itself, and the containers
-_NOT_SETTABLE = {
-    "task",
-    "archs",
-    "folds",
-    "jobs",
-    "lodo",
-    "test_fraction",
-    "limit_per_stratum",
-    "settings",
-    "features",
-    "seed",
-    "domain_adversarial",
-}
-
-
-def with_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
-    """``cfg`` with ``--set`` overrides (from ``parse_overrides``) applied where each belongs."""
-    run_fields = {f.name for f in fields(RunConfig)}
-    train = {k: v for k, v in overrides.items() if k in {f.name for f in fields(TrainSettings)}}
-    run = {k: v for k, v in overrides.items() if k in run_fields}
-    feats = {k.removeprefix("features."): v for k, v in overrides.items() if k.startswith("features.")}
-    return replace(cfg, settings=replace(cfg.settings, **train), features={**cfg.features, **feats}, **run)
-
-
 def configure(cfg: RunConfig, value: float, overrides: dict[str, Any]) -> RunConfig:
     """``cfg`` with the reversal factor, the split seed and the ``--set`` overrides applied."""
     settings = replace(cfg.settings, domain_adversarial=value, seed=SPLIT_SEED)
@@ -129,7 +67,7 @@ def run_one(
 ) -> dict[str, Any]:
     """CV and LODO of ``arch`` trained with gradient reversal factor ``value``, the ``overrides``
     and training seed ``seed``."""
-    task = TASKS[cfg.task]
+    task = get_task(cfg.task)
     overrides = overrides or {}
     cfg = configure(cfg, value, overrides)
     data = load_data(task, root, cfg)
@@ -189,7 +127,7 @@ def run_one(
             out[f"cv_{key.removesuffix('_macc')}_macc_pooled_threshold"] = v
     if lodo and task.positive is not None:
         # each left-out database's recording scores and the threshold chosen without it: what
-        # converter.local_calibration re-thresholds on a few labelled recordings of that database
+        # research.local_calibration (not installed) re-thresholds on a few labelled recordings of that database
         pos = task.labels.index(task.positive)
         out["lodo_scores"] = {
             db: {
@@ -268,7 +206,7 @@ def table(summary: dict[str, Any]) -> list[str]:
 def register(sub: Any) -> None:
     p = sub.add_parser("ablate", help="repeat CV and leave-one-database-out over seeds for each value of a setting")
     p.add_argument("data_dir", nargs="?", help=f"data folder (default: ${ds.DATA_ENV})")
-    p.add_argument("--task", choices=sorted(TASKS), default="screening")
+    p.add_argument("--task", default=DEFAULT_TASK, help=f"{', '.join(TASKS)} or a task definition file (.toml)")
     p.add_argument("--arch", default="conv_lstm")
     p.add_argument(
         "--domain-adversarial", default="0,0.3", help="comma-separated gradient reversal factors to compare (0: none)"
@@ -298,8 +236,9 @@ def _main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ds.DatasetError(f"bad list: {exc}", "give comma-separated numbers, e.g. --seeds 0,1,2") from exc
     overrides = parse_overrides(args.set)
+    task = get_task(args.task)
     root = ds.resolve_data_dir(args.data_dir)
-    out = args.out or Path("artifacts") / "ablation" / args.task
+    out = args.out or Path("artifacts") / "ablation" / task.name
     out.mkdir(parents=True, exist_ok=True)
     cfg = RunConfig(
         task=args.task,

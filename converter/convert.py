@@ -23,7 +23,7 @@ import numpy as np
 from converter import datasets as ds
 from converter import featurestore, thresholds
 from converter.metrics import binary_scores
-from converter.tasks import TASKS
+from converter.tasks import DEFAULT_TASK, TASKS, Task, task_of_run
 from device.core.audio_io import Audio
 from device.core.errors import ModelError, StethError
 from device.core.features import FeatureParams
@@ -83,7 +83,7 @@ def convert_in_subprocess(keras_path: Path, rep: np.ndarray, out: Path, as_float
 
 
 def convert(
-    run_dir: Path, data_dir: Path, name: str, version: str, dest: Path, allow_shortfall: bool = False
+    run_dir: Path, data_dir: Path, name: str | None, version: str, dest: Path, allow_shortfall: bool = False
 ) -> dict[str, Any]:
     """Convert, check, and write ``name``.tflite/.json into ``dest``; ParityError when a check fails.
 
@@ -92,13 +92,14 @@ def convert(
     """
     report = json.loads((run_dir / "report.json").read_text())
     split = json.loads((run_dir / "split.json").read_text())
-    task = TASKS[report["task"]]
+    task = task_of_run(report)  # the run's own definition: a task need not be one of the shipped ones
+    name = name or task.name
     # The run's own settings, not the task's defaults: `steth train --set features.X=...` trains with
     # others, and a sidecar naming the defaults would make the device compute features the model never saw.
     if not isinstance(report.get("feature_params"), dict):
         raise ModelError(f"{run_dir / 'report.json'} names no FeatureParams", "retrain with steth train")
     params = FeatureParams.from_dict(report["feature_params"])  # ConfigError, with its fix, if not valid
-    recs = {r.key: r for r in task.loader(data_dir)}
+    recs = {r.key: r for r in task.relabel(task.loader(data_dir))}
     dev = [recs[k] for k in split["dev"] if k in recs]
     test = [recs[k] for k in split["test"] if k in recs]
     dev_fs = (
@@ -115,7 +116,7 @@ def convert(
     with tempfile.TemporaryDirectory() as tmp:
         tflite = Path(tmp) / f"{name}.tflite"
         tf_version = convert_in_subprocess(run_dir / "model.h5", rep, tflite)
-        meta = sidecar(report, task.name, name, version, tflite, tf_version, params)
+        meta = sidecar(report, task, name, version, tflite, tf_version, params)
         # `steth evaluate` warns when it scores recordings the model was trained on
         meta["training_recordings"] = sorted(k.rsplit("/", 1)[-1] for k in split["dev"])
         meta_path = tflite.with_suffix(".json")
@@ -148,15 +149,18 @@ def convert(
 
 
 def sidecar(
-    report: dict[str, Any], task: str, name: str, version: str, tflite: Path, tf_version: str, params: FeatureParams
+    report: dict[str, Any], t: Task, name: str, version: str, tflite: Path, tf_version: str, params: FeatureParams
 ) -> dict[str, Any]:
-    t = TASKS[task]
+    """The model described as data: everything the device, the dashboard and the model card need."""
     return {
         "name": name,
         "version": version,
-        "task": task,
+        "task": t.name,
+        "title": t.title,
         "labels": list(t.labels),
         "positive_label": t.positive,
+        # labels answered as *unsure* (record again) rather than as a finding
+        **({"unsure_labels": list(t.unsure_labels)} if t.unsure_labels else {}),
         "threshold": report.get("threshold", 0.5),
         "threshold_note": f"chosen on {thresholds.threshold_source(report)} (mean MAcc over databases; never on the "
         "held-out split); reported probabilities are shifted in log-odds so that 0.5 is this threshold",
@@ -170,7 +174,8 @@ def sidecar(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "converter": tf_version,
         "training_data": t.description,
-        "metrics": {k: report.get(k) for k in ("cv_headline_means", "test", "pascal_set_b")},
+        "task_definition": t.to_dict(),  # how data sets' labels map onto this model's (steth evaluate)
+        "metrics": {k: report.get(k) for k in ("cv_headline_means", "test", *(c.name for c in t.checks))},
         "intended_use": "screening support for clinicians; not a diagnosis",
     }
 
@@ -218,9 +223,11 @@ def parity_check(
 def register(sub: Any) -> None:
     p = sub.add_parser("convert", help="convert a trained run to a checked int8 TFLite model and ship it")
     p.add_argument("run_dir", type=Path, nargs="?", help="run folder of `steth train` (default artifacts/train/TASK)")
-    p.add_argument("--task", choices=sorted(TASKS), default="screening")
+    p.add_argument(
+        "--task", default=DEFAULT_TASK, help=f"the task whose default run folder to convert ({', '.join(TASKS)})"
+    )
     p.add_argument("--data-dir", help=f"data folder (default: ${ds.DATA_ENV})")
-    p.add_argument("--name", help="model name (default: the task name)")
+    p.add_argument("--name", help="model name (default: the run's task name)")
     p.add_argument("--version", default="1.0.0")
     p.add_argument("--dest", type=Path, default=None, help="where to write (default: the installed device/models)")
     p.add_argument(
@@ -236,7 +243,7 @@ def _main(args: argparse.Namespace) -> int:
     meta = convert(
         run_dir,
         ds.resolve_data_dir(args.data_dir),
-        args.name or args.task,
+        args.name,  # default: the run's task name
         args.version,
         args.dest or models_dir(),
         allow_shortfall=args.allow_parity_shortfall,

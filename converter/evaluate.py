@@ -13,7 +13,7 @@ import numpy as np
 
 from converter import datasets as ds
 from converter.metrics import binary_scores, confusion, pascal_scores
-from converter.tasks import SOUND_TYPE_MAP
+from converter.tasks import Task, task_of_model
 from device.core.errors import AudioError, DatasetError
 
 
@@ -51,7 +51,9 @@ def caveat(meta: dict[str, Any], recordings: list[ds.Recording]) -> str | None:
     )
 
 
-def recordings_for(root: Path, task: str) -> list[ds.Recording]:
+def recordings_for(root: Path, task: Task) -> list[ds.Recording]:
+    """The labelled recordings under ``root`` the task has a label for, carrying that label (its
+    definition maps each data set's labels: e.g. screening takes PASCAL's murmurs as abnormal)."""
     found: list[ds.Recording] = []
     if (root / "training_data.csv").exists() or (root / "circor2022" / "training_data.csv").exists():
         # CirCor: murmur present (at the sites where it is heard) / absent per recording, as the murmur
@@ -70,28 +72,10 @@ def recordings_for(root: Path, task: str) -> list[ds.Recording]:
         )
     with contextlib.suppress(DatasetError):
         found += [r for r in ds.load_pascal2011(root) if r.label]
-    if task == "screening":
-        # PASCAL's classes map onto screening: murmur and extra sounds are abnormal; artifacts are left out.
-        mapped = []
-        for rec in found:
-            r = rec
-            if r.dataset == ds.PASCAL:
-                if r.label == "artifact":
-                    continue
-                r = ds.Recording(
-                    r.dataset,
-                    r.subset,
-                    r.record_id,
-                    r.path,
-                    "normal" if r.label == "normal" else "abnormal",
-                    r.sublabel,
-                    r.group,
-                )
-            mapped.append(r)
-        found = mapped
+    found = task.relabel(found)
     if not found:
         raise DatasetError(
-            f"no labelled recordings under {root}",
+            f"no labelled recordings of task {task.name}'s labels under {root}",
             "expected training-*/REFERENCE.csv (PhysioNet) or set_a/, set_b/ (PASCAL)",
         )
     return found
@@ -109,7 +93,7 @@ def analyse_folder(clf: Any, root: Path) -> tuple[list[tuple[ds.Recording, Any]]
     (each named on stderr; the others go on)."""
     results: list[tuple[ds.Recording, Any]] = []
     errors = 0
-    recordings = recordings_for(root, clf.task)
+    recordings = recordings_for(root, task_of_model(clf.meta))
     if clf.positive is not None and not any(r.label in clf.info.labels for r in recordings):
         raise DatasetError(
             f"the recordings under {root} are labelled {sorted({str(r.label) for r in recordings})}, "
@@ -150,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             labels = list(clf.info.labels)
             cm = confusion(
-                [SOUND_TYPE_MAP.get(r.label or "", "") for r, _ in sel],
+                [r.label or "" for r, _ in sel],
                 [labels[int(np.argmax([a.probabilities[k] for k in labels]))] for _, a in sel],
                 labels,
             )

@@ -1,7 +1,10 @@
 """MODEL_CARD.md for the shipped models, written from the training reports and the sidecars.
 
-python -m converter.model_card [--screening-run DIR] [--sound-type-run DIR] [--ablation DIR]
+python -m converter.model_card [--run DIR ...] [--rerun DIR] [--ablation DIR]
 
+One section per shipped model, written from its sidecar and the run that trained it (a run's report
+names its task; a two-class model gets the thresholded tables, a multi-class one the per-class ones).
+The project's targets are checked for the default model (the one devices run unless told otherwise).
 A model whose run folder is not given (or gone) keeps its section from the card already there, so one
 model can be retrained without retraining the other.
 """
@@ -18,17 +21,33 @@ import numpy as np
 
 from converter import thresholds
 from converter.models import DESCRIPTIONS
-from device.core.inference import models_dir
+from converter.tasks import task_of_model
+from device.core.inference import DEFAULT_MODEL, available_models, models_dir
 
 METRICS = ("sensitivity", "specificity", "macc", "accuracy", "auc")
-SECTION_HEADERS = {
-    "status": "## Status against the project's targets",
-    "screening": "## Screening model (`screening`)",
-    "sound_type": "## Sound-type model (`sound_type`)",
-    "murmur": "## Murmur model (`murmur`)",
-    # written by hand from `steth train-segmenter` and tests/benchmarks/eval_quality.py; kept as it is
-    "segmenter": "## Heart cycles and signal quality (`segmenter`)",
-}
+STATUS_HEADER = "## Status against the project's targets"
+
+
+def _sidecar(dest: Path, name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((dest / f"{name}.json").read_text())
+    return data
+
+
+def section_header(meta: dict[str, Any]) -> str:
+    """A model's section title, from its sidecar (older sidecars: from their task's definition)."""
+    title = meta.get("title") or task_of_model(meta).title
+    return f"## {title} (`{meta['name']}`)"
+
+
+def section_headers(dest: Path | None = None) -> dict[str, str]:
+    """The card's section headers: the status, then one per shipped model in ``dest``."""
+    d = dest or models_dir()
+    return {"status": STATUS_HEADER, **{n: section_header(_sidecar(d, n)) for n in available_models(d)}}
+
+
+SECTION_HEADERS = section_headers()
+# written by hand from `steth train-segmenter` and tests/benchmarks/eval_quality.py; kept as it is
+SEGMENTER_HEADER = "## Heart cycles and signal quality (`segmenter`)"
 
 
 def _f(v: Any) -> str:
@@ -60,15 +79,16 @@ def _features_line(fp: dict[str, Any]) -> str:
     )
 
 
-def screening_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
-    out = [SECTION_HEADERS["screening"], ""]
+def binary_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
+    """A two-class model: thresholded scores per scope, LODO, held-out split, parity, known signals."""
+    out = [section_header(meta), ""]
     out += [
         f"- Architecture: **{report['chosen_arch']}** ({DESCRIPTIONS.get(report['chosen_arch'], '?')}); "
         f"threshold {report['threshold']:.3f} (chosen on {thresholds.threshold_source(report)}, maximising the "
         "mean MAcc over databases; never on the held-out split); int8 file "
         f"{meta['size_bytes']:,} bytes, sha256 `{meta['sha256']}`.",
         _features_line(report["feature_params"]),
-        f"- Data: {report['n_recordings']} PhysioNet/CinC 2016 recordings: {report['n_dev']} for development "
+        f"- Data: {report['n_recordings']} {_data_name(report)} recordings: {report['n_dev']} for development "
         f"(cross-validation, training), {report['n_test']} held out (blocks of consecutive records, never "
         "seen in training or model selection, scored once).",
         f"- Training: {report['config']['settings']['epochs']} epochs of "
@@ -98,7 +118,7 @@ def screening_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]
         "",
         f"Chosen by the mean MAcc outside training-e: {json.dumps(report['cv_headline_means'])}.",
         "",
-        "![Cross-validation box plot](figures/screening_boxplot.png)",
+        f"![Cross-validation box plot](figures/{meta['name']}_boxplot.png)",
         "",
     ]
     out += threshold_section(report)
@@ -135,16 +155,16 @@ def screening_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]
         + ".",
         "",
     ]
-    b = report.get("pascal_set_b")
-    if b:
-        out += [
-            "### Another stethoscope: PASCAL 2011 set B (DigiScope), normal vs murmur/extrasystole",
-            "",
-            f"{b['n']} recordings of at least 5 s ({b['skipped_short']} shorter ones cannot be screened): "
-            + ", ".join(f"{m} {_f(b[m])}" for m in METRICS)
-            + ".",
-            "",
-        ]
+    for check in (report.get("task_definition") or task_of_model(meta).to_dict())["checks"]:
+        b = report.get(check["name"])
+        if b:
+            out += [
+                f"### Another stethoscope: {check['dataset']} {', '.join(check['subsets'])}",
+                "",
+                f"{b['n']} recordings of at least one window ({b['skipped_short']} shorter ones cannot be "
+                "decided on): " + ", ".join(f"{m} {_f(b[m])}" for m in METRICS) + ".",
+                "",
+            ]
     if meta.get("check_failures"):
         out += ["Conversion checks that failed: " + "; ".join(meta["check_failures"]) + ".", ""]
     ks = meta["known_signals"]
@@ -231,7 +251,7 @@ def murmur_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     recipe = report["recipes"]["candidate"]
     seeds = ", ".join(str(s) for s in cfg["seeds"])
     out = [
-        SECTION_HEADERS["murmur"],
+        section_header(meta),
         "",
         "- Answers beside every screening result as `murmur`: *present*, *absent*, or *unknown* when the signal "
         "is unfit (the screening model's quality check), with P(present) shifted so that 0.5 is the threshold "
@@ -329,14 +349,15 @@ def _kept_section(card: Path, header: str) -> list[str]:
     return lines[start:end]
 
 
-def sound_type_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
+def multiclass_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
+    """A model with more than two labels: PASCAL challenge measures per class and set."""
     labels = report["labels"]
     out = [
-        SECTION_HEADERS["sound_type"],
+        section_header(meta),
         "",
         f"- Architecture **{report['chosen_arch']}** ({DESCRIPTIONS.get(report['chosen_arch'], '?')}), "
-        f"labels {', '.join(labels)} (PASCAL 2011 sets A and B; "
-        "'extra' merges extra heart sound and extrasystole); 2 s windows. int8 file "
+        f"labels {', '.join(labels)} ({_data_name(report)}); "
+        f"{report['feature_params']['window_s']:g} s windows. int8 file "
         f"{meta['size_bytes']:,} bytes, sha256 `{meta['sha256']}`.",
         f"- {report['n_dev']} development and {report['n_test']} held-out recordings (set B patients kept together).",
         "",
@@ -365,7 +386,7 @@ def sound_type_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str
     lodo = [(r["held_out_db"], r["scores"]["all"]["accuracy"]) for r in report.get("lodo", [])]
     if lodo:
         out += [
-            "Trained on one set, tested on the other (set B has no artifact class, set A no extrasystole): "
+            "Trained on the other sets, tested on the one named: "
             + ", ".join(f"tested on {db}: accuracy {acc:.3f}" for db, acc in lodo)
             + ".",
             "",
@@ -422,10 +443,15 @@ def _met(met: bool | None) -> str:
     return "–" if met is None else ("yes" if met else "**no**")
 
 
+def _data_name(report: dict[str, Any]) -> str:
+    task = report.get("task_definition") or {}
+    return str(task.get("description") or report.get("task", "?"))
+
+
 def status_section(
     screening: dict[str, Any] | None, meta: dict[str, Any] | None, rerun: dict[str, Any] | None = None
 ) -> list[str]:
-    """The project's targets next to what this model reached: misses are stated, not hidden."""
+    """The project's targets next to what the default model reached: misses are stated, not hidden."""
     if not screening or not meta:
         return []
     t = screening["test"]
@@ -466,7 +492,7 @@ def status_section(
         else "This model meets every target below."
     )
     out = [
-        SECTION_HEADERS["status"],
+        STATUS_HEADER,
         "",
         verdict,
         "",
@@ -525,15 +551,25 @@ def rerun_section(run: dict[str, Any], rerun: dict[str, Any]) -> list[str]:
     ]
 
 
+def _report(run: Path | None) -> dict[str, Any] | None:
+    if run is None or not (run / "report.json").exists():
+        return None
+    data: dict[str, Any] = json.loads((run / "report.json").read_text())
+    return data
+
+
 def write(
-    screening_run: Path | None,
-    sound_run: Path | None,
+    runs: list[Path | None],
     dest: Path,
-    screening_rerun: Path | None = None,
+    rerun: Path | None = None,
     ablation: Path | None = None,
     murmur_run: Path | None = None,
 ) -> Path:
+    """The card in ``dest``: each shipped model's section from the run (among ``runs``) of its task;
+    ``rerun`` (a second run of the default model's command) and ``ablation`` go with the default model."""
     card = dest / "MODEL_CARD.md"
+    reports = [r for r in map(_report, runs) if r is not None]
+    by_task = {r["task"]: r for r in reports}
     lines = [
         "# Model card: stethoscope-edge shipped models",
         "",
@@ -541,32 +577,29 @@ def write(
         "`../shared/data` as described; the held-out split was scored once.",
         "",
     ]
-    if screening_run and (screening_run / "report.json").exists() and (dest / "screening.json").exists():
-        rerun = None
-        if screening_rerun and (screening_rerun / "report.json").exists():
-            rerun = json.loads((screening_rerun / "report.json").read_text())
-        lines += status_section(
-            json.loads((screening_run / "report.json").read_text()),
-            json.loads((dest / "screening.json").read_text()),
-            rerun,
-        )
+    models = {n: _sidecar(dest, n) for n in available_models(dest)}
+    default = models.get(DEFAULT_MODEL)
+    default_report = by_task.get(default["task"]) if default else None
+    if default_report:
+        lines += status_section(default_report, default, _report(rerun))
     else:
-        lines += _kept_section(card, SECTION_HEADERS["status"])
-    for run, name, section in (
-        (screening_run, "screening", screening_section),
-        (sound_run, "sound_type", sound_type_section),
-        (murmur_run, "murmur", murmur_section),
-    ):
-        meta_path = dest / f"{name}.json"
-        if run and (run / "report.json").exists() and meta_path.exists():
-            lines += section(json.loads((run / "report.json").read_text()), json.loads(meta_path.read_text()))
-            if name == "screening" and ablation and any(ablation.glob("da*-seed*.json")):
-                from converter.ablation import summarise
-
-                lines += ablation_section(summarise(ablation))
+        lines += _kept_section(card, STATUS_HEADER)
+    for meta in models.values():
+        report = by_task.get(meta["task"])
+        if report is None:
+            lines += _kept_section(card, section_header(meta))
+            continue
+        # a run of `steth murmur train` (its report has recipes: candidate and baseline) has its own section
+        if "recipes" in report:
+            section = murmur_section
         else:
-            lines += _kept_section(card, SECTION_HEADERS[name])
-    lines += _kept_section(card, SECTION_HEADERS["segmenter"])
+            section = binary_section if meta.get("positive_label") is not None else multiclass_section
+        lines += section(report, meta)
+        if meta is default and ablation and any(ablation.glob("da*-seed*.json")):
+            from converter.ablation import summarise
+
+            lines += ablation_section(summarise(ablation))
+    lines += _kept_section(card, SEGMENTER_HEADER)
     lines.append(FOOTER)
     card.write_text("\n".join(lines))
     return card
@@ -574,21 +607,23 @@ def write(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--screening-run", type=Path, default=Path("artifacts/train/screening"))
-    p.add_argument("--sound-type-run", type=Path, default=Path("artifacts/train/sound_type"))
-    p.add_argument("--murmur-run", type=Path, default=Path("artifacts/train/murmur"))
-    p.add_argument("--dest", type=Path, default=None)
     p.add_argument(
-        "--screening-rerun", type=Path, help="a second run of the same command: its figures are shown beside"
+        "--run",
+        type=Path,
+        action="append",
+        help="a `steth train` run folder (repeatable; default: every folder under artifacts/train)",
     )
+    p.add_argument("--dest", type=Path, default=None)
+    p.add_argument("--rerun", type=Path, help="a second run of the default model's command: its figures beside")
     p.add_argument(
         "--ablation",
         type=Path,
-        help="a `steth ablate` results folder (e.g. docs/ablations/screening): its table goes in the card",
+        help="a `steth ablate` results folder (e.g. research/ablations/screening): its table goes in the card",
     )
     args = p.parse_args(argv)
     dest = args.dest or models_dir()
-    print(write(args.screening_run, args.sound_type_run, dest, args.screening_rerun, args.ablation, args.murmur_run))
+    runs = args.run or sorted(p for p in Path("artifacts/train").glob("*") if p.is_dir())
+    print(write(runs, dest, args.rerun, args.ablation))
     return 0
 
 

@@ -14,9 +14,10 @@ def boxplot(rows: list[dict[str, Any]], path: Path, task: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # a binary task's rows carry MAcc (train._rows); a multi-class task's, a recall per class
     metrics = (
         ["sensitivity", "specificity", "macc", "accuracy", "auc"]
-        if task == "screening"
+        if any("macc" in r for r in rows)
         else sorted({k for r in rows for k in r if k.startswith("recall_")} | {"accuracy"})
     )
     scopes = ["all", "not_e"] if any(r["scope"] == "not_e" for r in rows) else ["all"]

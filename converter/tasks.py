@@ -1,22 +1,40 @@
-"""The two classification tasks: which data, which labels, which features."""
+"""Classification tasks as data: which data, which labels, which features, which decision rules.
+
+A task is a TOML file (converter/task_definitions/NAME.toml ships screening and sound_type; `steth train
+--task path/to/task.toml` takes any other). Nothing in the code knows a task by name: what differs
+between tasks (labels, positive label, label maps per data set, feature settings, out-of-domain checks,
+labels answered as *unsure*) is in its definition, and a trained run carries its definition along
+(report.json "task_definition") so `steth convert` can write the model's sidecar from it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from converter import datasets as ds
+from device.core.errors import ConfigError
 from device.core.features import FeatureParams
 
-# PASCAL's two "extra" classes are one finding for a nurse: an extra heart sound or extrasystole.
-SOUND_TYPE_MAP = {
-    "normal": "normal",
-    "murmur": "murmur",
-    "extrahls": "extra",
-    "extrastole": "extra",
-    "artifact": "artifact",
+# The data sets a task can name, and how to read each (datasets.py).
+LOADERS: dict[str, Callable[[Path], list[ds.Recording]]] = {
+    ds.PHYSIONET: ds.load_physionet2016,
+    ds.PASCAL: ds.load_pascal2011,
 }
+DEFINITIONS = "task_definitions"
+
+
+@dataclass(frozen=True)
+class Check:
+    """An out-of-domain check: the final model scored once on recordings it was not developed on."""
+
+    name: str
+    dataset: str
+    subsets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -26,50 +44,155 @@ class Task:
     positive: str | None  # binary tasks: the label whose probability is thresholded
     params: FeatureParams
     description: str
-    loader: Callable[[Path], list[ds.Recording]]
+    # data set -> {its label: this task's label}; a label not named leaves the recording out
+    label_map: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    train_on: tuple[str, ...] = ()  # the data sets it is trained on (the others only evaluated)
     # `steth train`'s default gradient reversal factor for the database head (0: none); see trainer
     domain_adversarial: float = 0.0
+    title: str = ""
+    unsure_labels: tuple[str, ...] = ()  # labels answered as *unsure* (record again), e.g. an artifact
+    checks: tuple[Check, ...] = ()
+    # the model families `steth train` compares by cross-validation (converter/models.py)
+    architectures: tuple[str, ...] = ("simplernn", "lstm", "conv_lstm")
+
+    def label_of(self, rec: ds.Recording) -> str | None:
+        """This task's label for a recording, None when the task leaves it out."""
+        return self.label_map.get(rec.dataset, {}).get(rec.label or "")
 
     def label_index(self, rec: ds.Recording) -> int:
-        label = rec.label if self.name == "screening" else SOUND_TYPE_MAP.get(rec.label or "", "")
+        label = self.label_of(rec)
+        if label is None:
+            raise ConfigError(f"{rec.key}: label {rec.label!r} is not one of task {self.name}'s")
         return self.labels.index(label)
 
+    def relabel(self, recs: list[ds.Recording]) -> list[ds.Recording]:
+        """The recordings this task has a label for, carrying that label."""
+        out = []
+        for r in recs:
+            label = self.label_of(r)
+            if label is not None:
+                out.append(r if label == r.label else replace(r, label=label))
+        return out
 
-def _screening_recordings(root: Path) -> list[ds.Recording]:
-    return ds.load_physionet2016(root)
+    def loader(self, root: Path) -> list[ds.Recording]:
+        """The training recordings (with their data sets' own labels) of the data sets it is trained on."""
+        return [r for name in self.train_on for r in LOADERS[name](root) if self.label_of(r) is not None]
+
+    def check_recordings(self, check: Check, root: Path) -> list[ds.Recording]:
+        recs = LOADERS[check.dataset](root)
+        return [r for r in recs if (not check.subsets or r.subset in check.subsets) and self.label_of(r) is not None]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The definition as a run's report.json carries it (and as a TOML file would hold it)."""
+        defaults = FeatureParams().to_dict()
+        return {
+            "name": self.name,
+            "title": self.title,
+            "description": self.description,
+            "labels": list(self.labels),
+            **({"positive": self.positive} if self.positive is not None else {}),
+            "unsure_labels": list(self.unsure_labels),
+            "train_on": list(self.train_on),
+            "domain_adversarial": self.domain_adversarial,
+            "features": {k: v for k, v in self.params.to_dict().items() if defaults[k] != v},
+            "label_map": {k: dict(v) for k, v in self.label_map.items()},
+            "checks": [{"name": c.name, "dataset": c.dataset, "subsets": list(c.subsets)} for c in self.checks],
+            "architectures": list(self.architectures),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "task definition") -> Task:
+        try:
+            labels = tuple(str(x) for x in data["labels"])
+            task = cls(
+                name=str(data["name"]),
+                labels=labels,
+                positive=data.get("positive"),
+                params=FeatureParams.from_dict(dict(data.get("features", {})))
+                if data.get("features")
+                else FeatureParams(),
+                description=str(data.get("description", "")),
+                label_map={str(k): {str(a): str(b) for a, b in v.items()} for k, v in data["label_map"].items()},
+                train_on=tuple(str(x) for x in data["train_on"]),
+                domain_adversarial=float(data.get("domain_adversarial", 0.0)),
+                title=str(data.get("title") or data["name"]),
+                unsure_labels=tuple(str(x) for x in data.get("unsure_labels", ())),
+                checks=tuple(
+                    Check(str(c["name"]), str(c["dataset"]), tuple(str(s) for s in c.get("subsets", ())))
+                    for c in data.get("checks", ())
+                ),
+                **({"architectures": tuple(str(a) for a in data["architectures"])} if "architectures" in data else {}),
+            )
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise ConfigError(
+                f"{source}: incomplete task definition ({exc!r})", "see converter/task_definitions/"
+            ) from exc
+        problems = [f"unknown data set {d!r}" for d in (*task.train_on, *task.label_map) if d not in LOADERS]
+        problems += [
+            f"positive label {task.positive!r} is not a label" for _ in [0] if task.positive not in (None, *labels)
+        ]
+        problems += [
+            f"{d}: {a!r} maps to {b!r}, not a label"
+            for d, m in task.label_map.items()
+            for a, b in m.items()
+            if b not in labels
+        ]
+        problems += [f"no label map for {d}" for d in task.train_on if d not in task.label_map]
+        if task.positive is not None and len(labels) != 2:
+            problems.append("a positive label needs exactly two labels")
+        if problems:
+            raise ConfigError(f"{source}: " + "; ".join(problems), "see converter/task_definitions/ for examples")
+        return task
 
 
-def _sound_type_recordings(root: Path) -> list[ds.Recording]:
-    return [r for r in ds.load_pascal2011(root) if r.label in SOUND_TYPE_MAP]
+def load_task(path: Path) -> Task:
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: not a readable task definition ({exc})") from exc
+    return Task.from_dict(data, str(path))
 
 
-TASKS = {
-    "screening": Task(
-        "screening",
-        ("normal", "abnormal"),
-        "abnormal",
-        # 25-700 Hz with mel filters to 800 Hz: murmurs reach above 400 Hz, and the wider band raised
-        # in-domain scores without costing transfer (docs/experiments.md, session 9). One mean and
-        # variance per coefficient over the whole recording instead of per window: a fixed stethoscope
-        # response is still removed, and how loud one window is against the rest of the recording
-        # survives. One mean without variance scaling did as well in training but its int8 model
-        # drifted from the float one (94.9% agreement): its loudness coefficient spans too wide a range.
-        FeatureParams(band_high_hz=700.0, fmax=800.0, cmvn="recording"),
-        "normal vs abnormal heart sound recordings, PhysioNet/CinC 2016 training set (2,750 recordings of "
-        "6 databases, training-a..f)",
-        _screening_recordings,
-        # six databases from different stethoscopes and sites: the database head raised the mean
-        # leave-one-database-out MAcc and AUC over three seeds (`steth ablate`, MODEL_CARD.md)
-        domain_adversarial=0.3,
-    ),
-    "sound_type": Task(
-        "sound_type",
-        ("normal", "murmur", "extra", "artifact"),
-        None,
-        # PASCAL set B recordings are short (many 2-5 s): shorter windows keep most of them.
-        FeatureParams(window_s=2.0, hop_s=1.0),
-        "normal / murmur / extra sound or extrasystole / artifact, PASCAL Classifying Heart Sounds 2011, "
-        "sets A (iStethoscope) and B (DigiScope)",
-        _sound_type_recordings,
-    ),
-}
+def _shipped() -> dict[str, Task]:
+    folder = resources.files("converter").joinpath(DEFINITIONS)
+    tasks = [load_task(Path(str(p))) for p in folder.iterdir() if p.name.endswith(".toml")]
+    return {t.name: t for t in sorted(tasks, key=lambda t: t.name)}
+
+
+TASKS = _shipped()
+DEFAULT_TASK = "screening"
+
+
+def get_task(spec: str) -> Task:
+    """A shipped task by name, or a task definition file (.toml)."""
+    if spec in TASKS:
+        return TASKS[spec]
+    if spec.endswith(".toml"):
+        return load_task(Path(spec))
+    raise ConfigError(f"unknown task {spec!r}", f"use one of {', '.join(TASKS)} or a task definition file (.toml)")
+
+
+def task_of_run(report: Mapping[str, Any]) -> Task:
+    """The task a `steth train` run was trained for: its own definition (older runs: the shipped one)."""
+    if isinstance(report.get("task_definition"), Mapping):
+        return Task.from_dict(report["task_definition"], "report.json task_definition")
+    return get_task(str(report["task"]))
+
+
+def task_of_model(meta: Mapping[str, Any]) -> Task:
+    """The task a shipped model was trained for, from its sidecar: its own definition when the sidecar
+    carries one, the shipped task of that name, or else its labels taken as they are in every data set."""
+    if isinstance(meta.get("task_definition"), Mapping):
+        return Task.from_dict(meta["task_definition"], f"model {meta.get('name')} task_definition")
+    if meta.get("task") in TASKS:
+        return TASKS[str(meta["task"])]
+    labels = tuple(str(x) for x in meta["labels"])
+    identity = {label: label for label in labels}
+    return Task(
+        name=str(meta.get("task", "?")),
+        labels=labels,
+        positive=meta.get("positive_label"),
+        params=FeatureParams.from_dict(dict(meta["feature_params"])),
+        description="",
+        label_map={d: identity for d in LOADERS},
+    )

@@ -6,8 +6,8 @@
    training fold a validation part picks the best epoch and the decision threshold.
 3. Leave-one-database-out: the chosen architecture trained on five databases, tested on the sixth
    (a stethoscope and site it has never heard).
-4. The final model is trained on all development data and scored once on the held-out split, and (for
-   screening) on PASCAL set B as an out-of-domain check.
+4. The final model is trained on all development data and scored once on the held-out split, and on
+   the out-of-domain checks its task names (screening: PASCAL set B).
 Everything lands in the run folder: report.json, folds.csv, boxplot.png, the Keras model and its meta.
 """
 
@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,33 +28,13 @@ import numpy as np
 from converter import datasets as ds
 from converter import featurestore, thresholds
 from converter.metrics import best_threshold, binary_scores, confusion, pascal_scores
-from converter.tasks import TASKS, Task
+from converter.overrides import parse_overrides, with_overrides
+from converter.run_config import RunConfig
+from converter.tasks import DEFAULT_TASK, TASKS, Check, Task, get_task
 from converter.trainer import TrainSettings, fit, record_probabilities
-from device.core.features import FeatureParams
 
 log = logging.getLogger(__name__)
 DEFAULT_RUNS = Path("artifacts") / "train"
-
-
-@dataclass
-class RunConfig:
-    task: str = "screening"
-    archs: tuple[str, ...] = ("simplernn", "lstm", "conv_lstm")
-    folds: int = 5
-    test_fraction: float = 0.2
-    val_fraction: float = 0.15
-    train_hop_s: float = 1.25  # training windows overlap more than inference ones: shifted views
-    augment_copies: int = 1
-    lodo: bool = True
-    limit_per_stratum: int | None = None  # for quick runs on a slice of the data
-    jobs: int = 1  # models trained at once, each in its own process with one thread
-    settings: TrainSettings = field(default_factory=TrainSettings)
-    # FeatureParams fields that differ from the task's (`steth ablate --set features.X=...` only: a
-    # shipped model's features are the task's, which the device reads from the sidecar)
-    features: dict[str, Any] = field(default_factory=dict)
-
-    def params(self, task: Task) -> FeatureParams:
-        return replace(task.params, **self.features) if self.features else task.params
 
 
 @dataclass
@@ -174,7 +154,7 @@ class Job:
 _worker: dict[str, Any] = {}
 
 
-def _start_worker(task_name: str, root: Path, cfg: RunConfig) -> None:
+def _start_worker(task: Task, root: Path, cfg: RunConfig) -> None:
     import tensorflow as tf
 
     # One thread per process: small-batch recurrent training uses a second core poorly, a second
@@ -184,7 +164,7 @@ def _start_worker(task_name: str, root: Path, cfg: RunConfig) -> None:
     # A spawned process starts with no logging set up: show each epoch as the parent would.
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
     logging.getLogger("converter").setLevel(logging.INFO)
-    _worker["data"] = load_data(TASKS[task_name], root, cfg)
+    _worker["data"] = load_data(task, root, cfg)
     _worker["cfg"] = cfg
 
 
@@ -214,7 +194,7 @@ class Runner:
                 cfg.jobs,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start_worker,
-                initargs=(task.name, root, cfg),
+                initargs=(task, root, cfg),
             )
 
     def map(self, jobs: list[Job]) -> Iterator[JobResult]:
@@ -257,7 +237,7 @@ def headline(task: Task, s: dict[str, Any]) -> float:
 
 
 def run(root: Path, out: Path, cfg: RunConfig) -> dict[str, Any]:
-    task = TASKS[cfg.task]
+    task = get_task(cfg.task)
     t0 = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
     data = load_data(task, root, cfg)  # builds the feature cache that worker processes then load
@@ -266,6 +246,7 @@ def run(root: Path, out: Path, cfg: RunConfig) -> dict[str, Any]:
     log.info("%d recordings: %d development, %d held out", len(data.recordings), len(dev_idx), len(test_idx))
     report: dict[str, Any] = {
         "task": task.name,
+        "task_definition": task.to_dict(),  # `steth convert` writes the sidecar from it
         "labels": task.labels,
         "config": asdict(cfg),
         "feature_params": cfg.params(task).to_dict(),
@@ -327,8 +308,8 @@ def run(root: Path, out: Path, cfg: RunConfig) -> dict[str, Any]:
     model = models.keras().models.load_model(out / "model.h5", compile=False)
     split = {"dev": [data.recordings[i].key for i in dev_idx], "test": [data.recordings[i].key for i in test_idx]}
     (out / "split.json").write_text(json.dumps(split))
-    if task.name == "screening":
-        report["pascal_set_b"] = _pascal_check(model, root, thr, cfg)
+    for check in task.checks if task.positive is not None else ():
+        report[check.name] = _out_of_domain_check(model, task, check, root, thr, cfg)
     report["seconds"] = round(time.monotonic() - t0, 1)
     (out / "report.json").write_text(json.dumps(report, indent=1, default=_jsonable))
     from converter.report import boxplot
@@ -370,18 +351,20 @@ def _write_oof(path: Path, data: Data, dev_idx: np.ndarray, cv_folds: np.ndarray
     path.write_text(json.dumps(rows))
 
 
-def _pascal_check(model: Any, root: Path, threshold: float, cfg: RunConfig) -> dict[str, Any] | None:
-    """Another stethoscope (DigiScope): normal vs murmur/extrasystole of PASCAL set B."""
+def _out_of_domain_check(
+    model: Any, task: Task, check: Check, root: Path, threshold: float, cfg: RunConfig
+) -> dict[str, Any] | None:
+    """A binary task's final model on another stethoscope's recordings (screening: PASCAL set B, DigiScope)."""
     try:
-        recs = [r for r in ds.load_pascal2011(root) if r.subset == "set_b"]
+        recs = task.check_recordings(check, root)
     except ds.DatasetError:
         return None
-    task = TASKS["screening"]
-    fs = featurestore.build(recs, cfg.params(task), name="pascal-b-screening-eval")
+    fs = featurestore.build(recs, cfg.params(task), name=f"{check.name}-{task.name}-eval")
     kept = np.unique(fs.owner)
-    y = np.array([recs[i].label != "normal" for i in kept], dtype=int)
-    probs = record_probabilities(model, fs, kept, 2)
-    return {"n": len(kept), "skipped_short": len(recs) - len(kept), **binary_scores(y, probs[:, 1], threshold)}
+    pos = task.labels.index(task.positive or "")
+    y = np.array([task.label_of(recs[i]) == task.positive for i in kept], dtype=int)
+    probs = record_probabilities(model, fs, kept, len(task.labels))
+    return {"n": len(kept), "skipped_short": len(recs) - len(kept), **binary_scores(y, probs[:, pos], threshold)}
 
 
 def _rows(arch: str, fold: int, s: dict[str, Any]) -> list[dict[str, Any]]:
@@ -416,9 +399,9 @@ def _jsonable(o: Any) -> Any:
 def register(sub: Any) -> None:
     p = sub.add_parser("train", help="compare model families (CV, leave-one-database-out) and train the shipped one")
     p.add_argument("data_dir", nargs="?", help=f"data folder (default: ${ds.DATA_ENV})")
-    p.add_argument("--task", choices=sorted(TASKS), default="screening")
+    p.add_argument("--task", default=DEFAULT_TASK, help=f"{', '.join(TASKS)} or a task definition file (.toml)")
     p.add_argument("--out", type=Path, help="run folder (default: artifacts/train/TASK)")
-    p.add_argument("--archs", default="simplernn,lstm,conv_lstm", help="comma-separated architectures")
+    p.add_argument("--archs", help="comma-separated architectures (default: the task's)")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=TrainSettings.epochs)
     p.add_argument("--windows-per-epoch", type=int, default=TrainSettings.windows_per_epoch)
@@ -447,14 +430,13 @@ def register(sub: Any) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from converter.ablation import parse_overrides, with_overrides  # it imports this module
-
     overrides = parse_overrides(args.set)  # a mistyped setting fails before TensorFlow loads
+    task = get_task(args.task)  # so does an unknown task or a broken definition
 
     from converter import models
 
     logging.getLogger("converter").setLevel(logging.INFO)
-    archs = tuple(a.strip() for a in args.archs.split(",") if a.strip())
+    archs = tuple(a.strip() for a in args.archs.split(",") if a.strip()) if args.archs else task.architectures
     unknown = [a for a in archs if a not in models.ARCHITECTURES]
     if unknown:
         raise ds.DatasetError(f"unknown architecture(s) {unknown}", f"choose from {', '.join(models.ARCHITECTURES)}")
@@ -471,13 +453,13 @@ def _main(args: argparse.Namespace) -> int:
             windows_per_epoch=args.windows_per_epoch,
             seed=args.seed,
             domain_adversarial=(
-                TASKS[args.task].domain_adversarial if args.domain_adversarial is None else args.domain_adversarial
+                task.domain_adversarial if args.domain_adversarial is None else args.domain_adversarial
             ),
         ),
     )
     cfg = with_overrides(cfg, overrides)
     root = ds.resolve_data_dir(args.data_dir)
-    out = args.out or DEFAULT_RUNS / args.task
+    out = args.out or DEFAULT_RUNS / task.name
     report = run(root, out, cfg)
     print(f"chosen: {report['chosen_arch']}  CV means: {report['cv_headline_means']}")
     print(f"held-out test: {json.dumps(report['test']['all'], default=_jsonable)}")

@@ -14,6 +14,8 @@ bash scripts/services.sh
 echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+echo "== layers"
+.venv/bin/lint-imports --no-cache
 echo "== mypy"
 .venv/bin/mypy device converter dashboard
 echo "== pytest"

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+import re
 import subprocess
 import sys
 
@@ -39,3 +41,30 @@ def test_summary_of_the_full_data(data_dir, capsys):
     out = capsys.readouterr().out
     assert "total        2750 labelled  (abnormal 569, normal 2181)" in out
     assert "normal 320 [noisynormal 120]" in out
+
+
+def test_commands_come_from_the_installed_entry_points():
+    from importlib import metadata
+
+    from device import cli
+
+    declared = {ep.name for ep in metadata.entry_points(group=cli.COMMAND_GROUP)}
+    assert {"data", "train", "classify", "device", "provision", "dashboard"} <= declared
+    choices = next(a for a in cli.build_parser()._actions if a.dest == "command").choices
+    assert set(choices) == declared
+
+
+def test_a_command_whose_extra_is_missing_names_the_extra(monkeypatch, capsys):
+    from device import cli
+
+    # as on a Pi installed with the device extra only: TensorFlow is absent, so `train` is too
+    real = cli._installed
+    monkeypatch.setattr(cli, "_installed", lambda name: name != "tensorflow" and real(name))
+    with contextlib.suppress(SystemExit):
+        main(["--help"])
+    listed = set(re.findall(r"^    ([a-z]+)\b", capsys.readouterr().out, flags=re.MULTILINE))
+    assert "classify" in listed and not listed & {"train", "ablate", "convert"}
+    assert main(["train", "/data", "--task", "screening"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "steth: 'train' needs the train extra: pip install 'stethoscope-edge[train]'"
+    assert "train" in cli.build_parser()._subparsers._group_actions[0].choices  # present, only refusing

@@ -191,7 +191,7 @@ class Result(models.Model):
 
     @staticmethod
     def fields_from_message(message: dict[str, Any]) -> dict[str, Any]:
-        """The columns of a validated result message (contract v1)."""
+        """The columns of a validated result message (contract v1 or v2; the message itself is kept whole)."""
         quality = message["quality"]
         return {
             "recorded_at": _parse_time(message["recorded_at"]),

@@ -23,6 +23,7 @@ from device import __version__
 from device.core import contract
 from device.core.audio_io import read_audio
 from device.core.errors import StethError, UnreadableAudioError
+from device.core.messages import result_message
 
 if TYPE_CHECKING:
     from device.core.inference import Classifier
@@ -88,7 +89,8 @@ def classify_upload(req: UploadRequest) -> Result:
         )
     clf = classifier(settings.STETH_UPLOAD_MODEL)
     analysis = clf.analyse(audio)
-    message = analysis.to_result_message(
+    message = result_message(
+        analysis,
         UPLOAD_DEVICE_ID,
         result_id=str(uuid.uuid4()),
         patient_ref=req.patient_ref or None,

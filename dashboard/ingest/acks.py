@@ -87,7 +87,7 @@ def ack_messages(messages: Sequence[tuple[str, bytes]], outcomes: Sequence[str])
         step = contract.MAX_ACK_IDS
         for start in range(0, max(len(results), len(audio)), step):
             message = {
-                "schema_version": contract.SCHEMA_VERSION,
+                "schema_version": contract.current_version("ack"),
                 "device_id": device_id,
                 "result_ids": results[start : start + step],
                 "audio_ids": audio[start : start + step],

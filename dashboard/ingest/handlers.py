@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 FLAC_MAGIC = b"fLaC"
 
 
-def refusal_reason(payload: bytes, limit: int) -> str:
+def refusal_reason(payload: bytes, limit: int, name: str = "result") -> str:
     """Why ``contract.decode`` refused a payload, as a dead-letter reason."""
     if len(payload) > limit:
         return "oversized"
@@ -47,7 +47,7 @@ def refusal_reason(payload: bytes, limit: int) -> str:
         return "malformed"
     if not isinstance(message, dict):
         return "malformed"
-    if message.get("schema_version") != contract.SCHEMA_VERSION:
+    if message.get("schema_version") not in contract.versions(name):
         return "wrong_schema_version"
     return "invalid"
 
@@ -229,7 +229,7 @@ class Ingestor:
             message = decoding.decode(name, payload, max_bytes=limit)
         except ContractError as exc:
             detail = "\n".join([exc.message, *exc.errors]) if exc.errors else str(exc)
-            return self._dead(refusal_reason(payload, limit), topic, payload, detail, device_id)
+            return self._dead(refusal_reason(payload, limit, name), topic, payload, detail, device_id)
         if message["device_id"] != device_id:
             return self._dead(
                 "device_mismatch",

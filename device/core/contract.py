@@ -2,7 +2,7 @@
 
 Topics are versioned and per device::
 
-    steth/v1/devices/{device_id}/results          result JSON (schemas/result.v1.json), QoS 1
+    steth/v1/devices/{device_id}/results          result JSON (schemas/result.v2.json; v1 accepted), QoS 1
     steth/v1/devices/{device_id}/status           status JSON (schemas/status.v1.json), QoS 1, retained
     steth/v1/devices/{device_id}/audio/{result_id} FLAC bytes of that result's recording, QoS 1
     steth/v1/devices/{device_id}/commands         commands to the device (JSON), QoS 1
@@ -16,6 +16,12 @@ read access to its own commands and acks topics and to every ingest worker's sta
 Receivers de-duplicate results by ``result_id``. A device deletes a result from its outbox when an ack
 naming it arrives (ingest sends it after the database commit), not on the broker's PUBACK: a broker that
 loses a message it acknowledged cannot lose a result (docs/contract.md, "Delivery acknowledgements").
+
+Each kind of message has its own schema version, taken from its newest schema file (``result.v2.json``
+-> 2); a receiver accepts every version it has a schema file for, so results still waiting in a
+device's outbox as version 1 are stored after the dashboard is upgraded. The topic version (``v1`` in
+``steth/v1/...``) is separate: it changes only if the topics themselves do. A result message is built
+by device/core/messages.py, next to this module.
 """
 
 from __future__ import annotations
@@ -30,8 +36,13 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from device.core.errors import ContractError
 
+TOPIC_VERSION = 1
+# The status and ack messages' version, as before; a result's is current_version("result") (2). Kept for
+# callers that predate per-kind versions: new code asks current_version(kind).
 SCHEMA_VERSION = 1
-TOPIC_ROOT = f"steth/v{SCHEMA_VERSION}/devices"
+TOPIC_ROOT = f"steth/v{TOPIC_VERSION}/devices"
+SCHEMAS = "schemas"
+_SCHEMA_FILE_RE = re.compile(r"^(?P<name>[a-z_]+)\.v(?P<version>[0-9]+)\.json$")
 MAX_RESULT_BYTES = 256 * 1024  # a 1-hour recording's per-window track fits with room to spare
 MAX_STATUS_BYTES = 16 * 1024
 MAX_ACK_IDS = 256  # per list of an ack message (schemas/ack.v1.json); ingest splits a bigger batch
@@ -39,7 +50,7 @@ MAX_ACK_BYTES = 32 * 1024  # 2 x 256 ids of 36 characters, quoted, with room to 
 MAX_AUDIO_BYTES = 16 * 1024 * 1024
 MAX_REFUSED_BYTES = 8 * 1024
 MAX_INGEST_STATUS_BYTES = 1024
-INGEST_ROOT = f"steth/v{SCHEMA_VERSION}/ingest"
+INGEST_ROOT = f"steth/v{TOPIC_VERSION}/ingest"
 # an ingest worker's name (its MQTT client id): one topic level, and never a possible device id (it has a
 # '.' or another character device ids lack), so no device's client id can ever be a worker's
 WORKER_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -129,22 +140,56 @@ def parse_topic(topic: str) -> tuple[str, str, str | None]:
 
 
 @functools.cache
-def schema(name: str) -> dict[str, Any]:
-    """The JSON Schema 'result', 'status', 'ack', 'refused' or 'ingest_status' (device/core/schemas)."""
-    text = resources.files("device.core").joinpath("schemas", f"{name}.v{SCHEMA_VERSION}.json").read_text()
+def versions(name: str) -> tuple[int, ...]:
+    """The schema versions of message kind ``name`` this software can read (one file each), oldest first."""
+    found = []
+    for entry in resources.files("device.core").joinpath(SCHEMAS).iterdir():
+        m = _SCHEMA_FILE_RE.match(entry.name)
+        if m and m["name"] == name:
+            found.append(int(m["version"]))
+    if not found:
+        raise ContractError(f"no schema for {name!r} messages", "expected device/core/schemas/NAME.vN.json")
+    return tuple(sorted(found))
+
+
+def current_version(name: str) -> int:
+    """The version a sender writes: the newest schema's own ``schema_version`` constant."""
+    const: int = schema(name)["properties"]["schema_version"]["const"]
+    return const
+
+
+@functools.cache
+def schema(name: str, version: int | None = None) -> dict[str, Any]:
+    """The JSON Schema 'result', 'status', 'ack', 'refused' or 'ingest_status' of ``version`` (default: the
+    newest), as shipped in device/core/schemas."""
+    v = versions(name)[-1] if version is None else version
+    text = resources.files("device.core").joinpath(SCHEMAS, f"{name}.v{v}.json").read_text()
     data: dict[str, Any] = json.loads(text)
+    if data["properties"]["schema_version"].get("const") != v:
+        raise ContractError(f"{name}.v{v}.json declares another schema_version", "fix the schema file")
     return data
 
 
 @functools.cache
-def _validator(name: str) -> Draft202012Validator:
-    return Draft202012Validator(schema(name), format_checker=FormatChecker())
+def _validator(name: str, version: int | None = None) -> Draft202012Validator:
+    return Draft202012Validator(schema(name, version), format_checker=FormatChecker())
+
+
+def _readable_version(name: str, message: Any) -> int | None:
+    """The message's own schema version when this software reads it; else None (validate as newest)."""
+    version = message.get("schema_version") if isinstance(message, dict) else None
+    # type() and not isinstance: True is an int equal to 1, and a version must be a number
+    if type(version) is int and version in versions(name):
+        return version
+    return None
 
 
 def errors(name: str, message: Any) -> list[str]:
-    """Readable validation errors ('field.path: what is wrong'), empty when the message is valid."""
+    """Readable validation errors ('field.path: what is wrong'), empty when the message is valid (against
+    the schema of its own version when this software reads that version, else the newest)."""
     out = []
-    for err in sorted(_validator(name).iter_errors(message), key=lambda e: list(map(str, e.path))):
+    validator = _validator(name, _readable_version(name, message))
+    for err in sorted(validator.iter_errors(message), key=lambda e: list(map(str, e.path))):
         where = ".".join(str(p) for p in err.path) or "(message)"
         text = err.message if len(err.message) <= 200 else err.message[:200] + "..."
         out.append(f"{where}: {text}")
@@ -187,11 +232,13 @@ def decode(name: str, payload: bytes | str, max_bytes: int | None = None) -> dic
     if not isinstance(message, dict):
         raise ContractError(f"{name} message must be a JSON object, got {type(message).__name__}")
     version = message.get("schema_version")
-    if version != SCHEMA_VERSION:
+    known = versions(name)
+    if version not in known:
+        speaks = " or ".join(map(str, known))
         raise ContractError(
-            f"{name} message has schema_version {version!r}; this receiver speaks {SCHEMA_VERSION}",
+            f"{name} message has schema_version {version!r}; this receiver speaks {speaks}",
             "upgrade the older side",
-            errors=[f"schema_version: {version!r} is not {SCHEMA_VERSION}"],
+            errors=[f"schema_version: {version!r} is not {speaks}"],
         )
     problems = errors(name, message)
     if problems:
@@ -214,7 +261,7 @@ def encode(name: str, message: dict[str, Any]) -> bytes:
 
 def offline_will(device_id: str) -> bytes:
     """The last-will payload the broker publishes when the device's connection drops."""
-    return encode("status", {"schema_version": SCHEMA_VERSION, "device_id": device_id, "state": "offline"})
+    return encode("status", {"schema_version": current_version("status"), "device_id": device_id, "state": "offline"})
 
 
 def ingest_offline_will(worker_id: str) -> bytes:
@@ -224,7 +271,7 @@ def ingest_offline_will(worker_id: str) -> bytes:
 
 
 EXAMPLE_RESULT: dict[str, Any] = {
-    "schema_version": 1,
+    "schema_version": 2,
     "result_id": "0b7f3c1e-8a53-4f7e-9d1c-2f6a4b5c6d7e",
     "device_id": "clinic-a-pi-01",
     "recorded_at": "2026-11-25T09:30:12.250Z",
@@ -240,6 +287,8 @@ EXAMPLE_RESULT: dict[str, Any] = {
         {"start_s": 0.0, "probabilities": {"normal": 0.22, "abnormal": 0.78}},
         {"start_s": 2.5, "probabilities": {"normal": 0.15, "abnormal": 0.85}},
     ],
+    "window_s": 5.0,
+    "hop_s": 2.5,
     "heart_rate_bpm": 72.5,
     "quality": {"score": 0.91, "ok": True, "issues": []},
     "audio": None,

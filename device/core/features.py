@@ -149,7 +149,7 @@ class Features:
         return int(self.features.shape[0])
 
 
-# The sample rates a result can carry (device/schemas/result.v1.json): below 500 Hz there is no heart sound.
+# The sample rates a result can carry (device/core/schemas/result.v*.json): below 500 Hz there is no heart sound.
 MIN_SAMPLE_RATE = 500
 MAX_SAMPLE_RATE = 384_000
 MAX_PEAK = 1000.0  # 60 dB over full scale: a float file may exceed ±1 a little, never by this much
@@ -347,7 +347,8 @@ def _log_mel(windows: np.ndarray, params: FeatureParams) -> np.ndarray:
     np.log10(mel, out=mel)
     mel *= 10.0
     # top_db per window (librosa's power_to_db would take the max over the whole batch).
-    return np.maximum(mel, mel.max(axis=(1, 2), keepdims=True) - params.top_db)
+    out: np.ndarray = np.maximum(mel, mel.max(axis=(1, 2), keepdims=True) - params.top_db)
+    return out
 
 
 def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
@@ -426,8 +427,10 @@ def normalise(feats: np.ndarray, params: FeatureParams) -> np.ndarray:
     axes = (0, 1) if params.cmvn in ("recording", "recording-mean") else 1
     feats = feats - feats.mean(axis=axes, keepdims=True)
     if params.cmvn in ("mean", "recording-mean"):
-        return feats / CMN_SCALE_DB
-    return feats / (feats.std(axis=axes, keepdims=True) + 1e-5)
+        scaled: np.ndarray = feats / CMN_SCALE_DB
+        return scaled
+    normalised: np.ndarray = feats / (feats.std(axis=axes, keepdims=True) + 1e-5)
+    return normalised
 
 
 def extract(audio: Audio, params: FeatureParams, check: bool = True) -> Features:

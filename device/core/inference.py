@@ -11,16 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
-from device import __version__
 from device.core import segment
 from device.core.analysis import HeartRate, Quality, assess
 from device.core.audio_io import Audio, read_audio
@@ -80,6 +77,9 @@ class Analysis:
     decision: dict[str, Any] | None = None
     # answers of companion models (a sidecar's ``result_field``, e.g. "murmur"), each a result field
     fields: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the analysis windows: each window_s long, one every hop_s (the model's FeatureParams)
+    window_s: float | None = None
+    hop_s: float | None = None
 
     @property
     def confidence(self) -> float:
@@ -97,45 +97,11 @@ class Analysis:
             q["reason"] = self.quality.reason
         return q
 
-    def to_result_message(
-        self,
-        device_id: str,
-        *,
-        result_id: str | None = None,
-        recorded_at: datetime | None = None,
-        patient_ref: str | None = None,
-        site: str | None = None,
-        audio: dict[str, Any] | None = None,
-        software_version: str | None = None,
-        exam_id: str | None = None,
-    ) -> dict[str, Any]:
-        """A result message valid against the MQTT contract (device/schemas/result.v1.json)."""
-        when = (recorded_at or datetime.now(UTC)).astimezone(UTC)
-        return {
-            "schema_version": 1,
-            "result_id": result_id or str(uuid.uuid4()),
-            "device_id": device_id,
-            "recorded_at": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "patient_ref": patient_ref,
-            "site": site,
-            "duration_s": round(max(self.duration_s, 1e-3), 3),
-            "sample_rate": self.sample_rate,
-            "task": self.task,
-            "model": self.model.as_dict(),
-            "label": self.label,
-            "probabilities": self.probabilities,
-            "windows": [{"start_s": s, "probabilities": p} for s, p in self.windows],
-            "heart_rate_bpm": self.heart_rate_bpm,
-            "quality": self.quality_dict(),
-            "audio": audio,
-            "software_version": software_version or __version__,
-            # only when set: a result at the model's own threshold is the same message as before
-            **({"decision": self.decision} if self.decision else {}),
-            **({"cycles": self.cycles} if self.cycles else {}),
-            **self.fields,
-            # one patient's exam (several sites); absent for a recording made on its own
-            **({"exam_id": exam_id} if exam_id else {}),
-        }
+    def to_result_message(self, device_id: str, **kwargs: Any) -> dict[str, Any]:
+        """The result message of the contract: built by device.core.messages.result_message (a shorthand)."""
+        from device.core.messages import result_message
+
+        return result_message(self, device_id, **kwargs)
 
     def to_json(self, file: str | None = None) -> dict[str, Any]:
         """The object `steth classify --json` prints for one recording."""
@@ -207,6 +173,8 @@ class Classifier:
             self.result_field: str | None = meta.get("result_field")
             if self.result_field is not None and (self.positive is None or len(labels) != 2):
                 raise ValueError("result_field needs two labels and a positive_label")
+            # labels answered as *unsure* rather than as a finding (sound_type: an artifact)
+            self.unsure_labels = frozenset(str(x) for x in meta.get("unsure_labels", ()))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{tflite_path.with_suffix('.json')}: incomplete model description ({exc})") from exc
         digest = sha256_file(tflite_path)
@@ -328,9 +296,12 @@ class Classifier:
             per_window = probs
             record = probs.mean(axis=0)
             label = labels[int(np.argmax(record))]
-        if not quality.ok or label == "artifact":
+        if not quality.ok or label in self.unsure_labels:
             label = UNSURE
-        rnd = lambda v: round(float(v), 4)  # noqa: E731
+
+        def rnd(v: float | np.floating[Any]) -> float:
+            return round(float(v), 4)
+
         return Analysis(
             label=label,
             probabilities={lab: rnd(p) for lab, p in zip(labels, record, strict=True)},
@@ -348,13 +319,24 @@ class Classifier:
             score=score,
             decision=self.local.decision() if self.local else None,
             cycles=cycles_field(seg) if seg is not None and quality.ok else None,
+            window_s=self.params.window_s,
+            hop_s=self.params.hop_s,
         )
 
 
 def describe_model(name: str | None = None, directory: Path | None = None) -> tuple[Path, dict[str, Any]]:
-    """The ``.tflite`` path of a shipped model (by name) or of a given path, and its sidecar description."""
+    """The ``.tflite`` path of a shipped model (by name), of a given path, or of the one model in a given
+    folder, and its sidecar description."""
     name = name or DEFAULT_MODEL
     candidate = Path(name)
+    if candidate.is_dir():  # a folder holding one model, e.g. what `steth convert --dest` wrote
+        found = available_models(candidate)
+        if len(found) != 1:
+            raise ModelError(
+                f"{candidate} holds {len(found)} models ({', '.join(found) or 'none'})",
+                "give the .tflite file of the one to use",
+            )
+        candidate = candidate / f"{found[0]}.tflite"
     path = candidate if candidate.suffix == ".tflite" else (directory or models_dir()) / f"{name}.tflite"
     meta_path = path.with_suffix(".json")
     if not path.exists() or not meta_path.exists():

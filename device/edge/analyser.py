@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from device import __version__
 from device.core.answer_text import headline, rerecord_advice
 from device.core.audio_io import Audio, encode_flac
+from device.core.messages import result_message
 from device.edge.outbox import Entry
 
 if TYPE_CHECKING:
@@ -101,7 +102,8 @@ def make_entries(
         audio_meta = {"format": "flac", "sha256": hashlib.sha256(flac).hexdigest(), "bytes": len(flac)}
     for i, analysis in enumerate(analyses):
         first = i == 0
-        message = analysis.to_result_message(
+        message = result_message(
+            analysis,
             device_id,
             result_id=result_id_for(device_id, recording.key, analysis.model.name),
             recorded_at=recording.recorded_at,

@@ -15,7 +15,11 @@ from device.core.errors import AudioError, ModelError
 def register(sub: Any) -> None:
     p = sub.add_parser("classify", help="classify recordings (files or folders) with a shipped model")
     p.add_argument("paths", nargs="+", type=Path, help="WAV/FLAC files or folders of them")
-    p.add_argument("--model", default=None, help="shipped model name or a .tflite path (default: screening)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="shipped model name, a .tflite path or a folder holding one model (default: screening)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per recording on stdout")
     p.add_argument(
         "--threshold-dir",

@@ -479,7 +479,7 @@ class Publisher:
 
     def status_message(self, state: str) -> dict[str, Any]:
         message: dict[str, Any] = {
-            "schema_version": contract.SCHEMA_VERSION,
+            "schema_version": contract.current_version("status"),
             "device_id": self.device_id,
             "state": state,
             "at": utc_now(),

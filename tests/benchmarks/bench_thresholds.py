@@ -4,7 +4,7 @@
 
 `steth calibrate` chooses a threshold about a hundred times per run (20 repeats of 5-fold
 cross-validation on a few dozen recordings), training once per model on ~330 validation recordings
-in six databases, the pooled check on ~1,750, and `converter.local_calibration` thousands of times.
+in six databases, the pooled check on ~1,750, and `research.local_calibration` thousands of times.
 Each case is checked to give the same threshold both ways. Prints a table; asserts nothing.
 """
 

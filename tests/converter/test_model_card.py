@@ -16,7 +16,7 @@ def test_a_card_written_without_run_folders_keeps_every_section(tmp_path):
     dest = tmp_path / "models"
     shutil.copytree(models_dir(), dest)
     before = (dest / "MODEL_CARD.md").read_text()
-    model_card.write(None, tmp_path / "gone", dest)
+    model_card.write([None, tmp_path / "gone"], dest)
     after = (dest / "MODEL_CARD.md").read_text()
     assert after == before
     for header in model_card.SECTION_HEADERS.values():

@@ -192,7 +192,7 @@ def test_ablation_compares_settings_over_seeds_and_resumes(tiny_data, tmp_path, 
     ]
     first = json.loads((out / "da0.3-seed1.json").read_text())
     assert len(first["cv"]) == 2 and first["lodo_macc"], first
-    # every left-out database's recording scores, for converter.local_calibration
+    # every left-out database's recording scores, for research.local_calibration
     for db, lodo in first["lodo_scores"].items():
         assert len(lodo["records"]) == len(lodo["labels"]) == len(lodo["scores"]) > 0, db
         assert all(r.split("/")[1] == db for r in lodo["records"]) and 0 <= lodo["threshold"] <= 1

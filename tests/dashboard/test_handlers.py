@@ -64,9 +64,9 @@ def test_a_malformed_local_threshold_goes_to_the_dead_letters(ingestor, device_a
         (b'{"schema_version": 1, "result_id": ', "malformed", "not JSON"),
         (b"[1, 2, 3]", "malformed", "JSON object"),
         (
-            json.dumps({**contract.EXAMPLE_RESULT, "schema_version": 2}).encode(),
+            json.dumps({**contract.EXAMPLE_RESULT, "schema_version": 3}).encode(),  # a version not yet known
             "wrong_schema_version",
-            "schema_version 2",
+            "schema_version 3",
         ),
         (json.dumps({**contract.EXAMPLE_RESULT, "label": 7}).encode(), "invalid", "label: 7 is not of type"),
         (b" " * (contract.MAX_RESULT_BYTES + 1), "oversized", "exceeds"),

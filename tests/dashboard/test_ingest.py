@@ -87,7 +87,7 @@ def test_bad_messages_land_in_dead_letters_and_the_worker_goes_on(workers, devic
     worker = workers().wait_ready()
     topic = contract.results_topic(device_a.device_id)
     device.publish(topic, b"{not json")
-    device.publish(topic, json.dumps({**result_message(), "schema_version": 2}))
+    device.publish(topic, json.dumps({**result_message(), "schema_version": 3}))  # a version not yet known
     device.publish(topic, b"x" * (contract.MAX_RESULT_BYTES + 1))
     device.publish(contract.results_topic("ghost-7"), contract.encode("result", result_message("ghost-7")))
     device.publish(topic, contract.encode("result", result_message()))  # a good one after the bad ones

@@ -32,7 +32,7 @@ def broker(workdir: Path, port: int | None = None) -> Broker:
 
 
 def make_result(device_id: str = "pi-test", **changes: Any) -> dict[str, Any]:
-    """The contract's example result with a fresh uuid4 (valid against result.v1.json)."""
+    """The contract's example result with a fresh uuid4 (valid against the current result schema)."""
     result = copy.deepcopy(contract.EXAMPLE_RESULT)
     result.update(result_id=str(uuid.uuid4()), device_id=device_id, **changes)
     return result

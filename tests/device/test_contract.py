@@ -68,8 +68,8 @@ def test_missing_and_unknown_fields_are_reported():
 def test_decode_refuses_non_json_wrong_version_and_oversized():
     with pytest.raises(ContractError, match="not JSON"):
         contract.decode("result", b"\xff{")
-    with pytest.raises(ContractError, match="schema_version 2"):
-        contract.decode("result", json.dumps({**contract.EXAMPLE_RESULT, "schema_version": 2}))
+    with pytest.raises(ContractError, match="schema_version 3"):
+        contract.decode("result", json.dumps({**contract.EXAMPLE_RESULT, "schema_version": 3}))
     with pytest.raises(ContractError, match="exceeds"):
         contract.decode("result", b" " * (contract.MAX_RESULT_BYTES + 1))
     with pytest.raises(ContractError, match="JSON object"):

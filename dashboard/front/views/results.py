@@ -25,7 +25,9 @@ from dashboard.clinic.recordings import media_path, playback_file
 from dashboard.front.charts import Point, heart_rate_chart
 from dashboard.front.decorators import allowed
 from dashboard.front.forms import ResultFilterForm, ReviewForm
+from device.core.errors import ModelError
 from device.core.features import FeatureParams
+from device.core.inference import available_models, describe_model
 
 PAGE_SIZE = 50
 COUNT_CAP = 10_000  # results counted at most: beyond it, the filters narrow better than paging
@@ -75,9 +77,32 @@ def export_csv(request: HttpRequest) -> StreamingHttpResponse:
     return response
 
 
+@functools.cache
+def _shipped_windowing(model_name: str) -> tuple[float, float] | None:
+    """(window_s, hop_s) from the sidecar of the model of that name this dashboard ships, if it ships one."""
+    if model_name not in available_models():  # a name, never a path from a message
+        return None
+    try:
+        params = FeatureParams.from_dict(describe_model(model_name)[1]["feature_params"])
+    except (ModelError, KeyError, TypeError, ValueError):
+        return None
+    return params.window_s, params.hop_s
+
+
+def windowing(result: Result) -> tuple[float, float]:
+    """How long the result's windows are and how far apart: as its message says (schema v2); for a
+    version 1 message, which does not say, from the sidecar of the model that produced it."""
+    message = result.message if isinstance(result.message, dict) else {}
+    window_s, hop_s = message.get("window_s"), message.get("hop_s")
+    if isinstance(window_s, int | float) and isinstance(hop_s, int | float):
+        return float(window_s), float(hop_s)
+    default = FeatureParams()
+    return _shipped_windowing(result.model_name) or (default.window_s, default.hop_s)
+
+
 def _waveform_data(result: Result) -> dict[str, Any]:
     focus = "abnormal" if "abnormal" in result.probabilities else result.label
-    window_s = FeatureParams().window_s
+    window_s, _ = windowing(result)
     return {
         "audioUrl": reverse("result-audio", args=[result.result_id]),
         "duration": result.duration_s,
@@ -107,7 +132,7 @@ def _render_detail(
         "reviews": list(result.reviews.all()),
         "review_form": review_form,
         "waveform": _waveform_data(result),
-        "window_s": FeatureParams().window_s,
+        "window_s": windowing(result)[0],
         "windows_json": json.dumps(result.windows),
     }
     return render(request, "front/result.html", context, status=status)

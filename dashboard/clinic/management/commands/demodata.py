@@ -30,6 +30,7 @@ from dashboard.clinic.uploads import classifier
 from device import __version__
 from device.core.audio_io import encode_flac, read_audio
 from device.core.errors import AudioError, StethError
+from device.core.messages import result_message
 
 SAMPLES = Path(__file__).resolve().parents[4] / "device" / "samples"
 NAMESPACE = uuid.UUID("6f1c3a52-6c1e-4d8e-9a57-1d1f0b2f6e10")
@@ -124,7 +125,8 @@ class Command(BaseCommand):
         analysis = clf.analyse(audio)
         flac = path.read_bytes() if path.suffix.lower() == ".flac" else encode_flac(audio.samples, audio.sample_rate)
         recorded = timezone.now() - timedelta(hours=rng.uniform(0.2, 24 * 7))
-        message = analysis.to_result_message(
+        message = result_message(
+            analysis,
             device.device_id,
             result_id=str(result_id),
             recorded_at=recorded,
