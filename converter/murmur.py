@@ -91,7 +91,7 @@ def load_recordings(
     sites = [Site(r.patient, r.site, r.murmur) for r in crecs]
     if pascal_root is not None:
         for r in ds.load_pascal2011(pascal_root):
-            if r.label in ("normal", "murmur"):
+            if r.label in PASCAL_LABELS:
                 recs.append(
                     ds.Recording(r.dataset, r.subset, r.record_id, r.path, _pascal(r.label), r.sublabel, r.group)
                 )
@@ -99,8 +99,13 @@ def load_recordings(
     return recs, sites, {r.group for r in crecs}
 
 
+# PASCAL's classes that say whether a murmur is heard, as this model's labels (extra sounds and artifacts
+# say neither)
+PASCAL_LABELS = {"normal": "absent", "murmur": "present"}
+
+
 def _pascal(label: str | None) -> str:
-    return "present" if label == "murmur" else "absent"
+    return PASCAL_LABELS.get(label or "", "absent")
 
 
 def targets(recs: list[ds.Recording]) -> np.ndarray:
@@ -360,6 +365,7 @@ def ship(run_dir: Path, dest: Path, version: str, allow_shortfall: bool = False)
             "name": NAME,
             "version": version,
             "task": NAME,
+            "title": "Murmur model",  # the model card's section title (models are described by data)
             "labels": list(LABELS),
             "positive_label": "present",
             "result_field": "murmur",

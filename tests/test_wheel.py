@@ -51,7 +51,11 @@ def test_the_wheel_holds_only_the_product_and_its_data(wheel):
     dist_info = {t for t in tops if t.endswith(".dist-info")}
     assert tops - dist_info == PRODUCT, sorted(tops)
     assert not [n for n in names if "/tests/" in n or n.startswith(("research/", "tests/"))]
-    assert not [n for n in names if "ablations" in n or n.endswith((".h5", ".npz", ".npy"))]
+    # training artefacts never ship; the segmenter's weights (device/models/segmenter.npz) are a shipped model
+    shipped_weights = {"device/models/segmenter.npz"}
+    assert not [
+        n for n in names if "ablations" in n or (n.endswith((".h5", ".npz", ".npy")) and n not in shipped_weights)
+    ]
     # experiment modules moved out of converter/
     assert "converter/database_transfer.py" not in names and "converter/local_calibration.py" not in names
 
@@ -61,6 +65,7 @@ def test_the_wheel_ships_the_models_schemas_and_task_definitions(wheel):
     for model in ("screening", "sound_type"):
         assert {f"device/models/{model}.tflite", f"device/models/{model}.json"} <= names
         assert f"converter/task_definitions/{model}.toml" in names
+    assert {"device/models/segmenter.npz", "device/models/segmenter.json"} <= names
     assert {"device/core/schemas/result.v1.json", "device/core/schemas/result.v2.json"} <= names
     assert "device/core/schemas/status.v1.json" in names and "device/core/schemas/ack.v1.json" in names
     assert "device/samples/a0405.flac" not in names  # the demo's recordings stay in the checkout

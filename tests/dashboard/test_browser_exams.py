@@ -222,6 +222,8 @@ def test_the_recording_page_banner_never_covers_the_findings_and_frequencies_sta
             }"""
         )
 
+    # the frequency axis is drawn once the spectrogram is (after the waveform): wait for it
+    page.wait_for_selector("[data-testid=frequency-axis] span", state="attached", timeout=30_000)
     labels = axis_labels()
     assert [item["text"] for item in labels] == ["1000 Hz", "750 Hz", "500 Hz", "250 Hz", "0 Hz"]
     assert all(item["inside"] and item["height"] >= 12 and item["bg"] != "rgba(0, 0, 0, 0)" for item in labels), labels

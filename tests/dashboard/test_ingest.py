@@ -200,7 +200,7 @@ def test_two_workers_sharing_an_exams_results_and_their_repeats_make_one_exam_ea
     with all four results and an answer computed from all of them (the exam row lock serialises refreshes)."""
     from dashboard.clinic.models import Exam
 
-    first, second = workers("ingest-a").wait_ready(), workers("ingest-b").wait_ready()
+    first, second = workers("svc.ingest.a").wait_ready(), workers("svc.ingest.b").wait_ready()
     sites = ("aortic", "pulmonic", "tricuspid", "mitral")
     messages = [
         result_message(
@@ -221,7 +221,7 @@ def test_two_workers_sharing_an_exams_results_and_their_repeats_make_one_exam_ea
         wait_until(lambda: _results() == 40, timeout=60, what="40 results")
     except AssertionError as exc:
         raise AssertionError(
-            f"{exc}\n--- ingest-a:\n{first.log[-2000:]}\n--- ingest-b:\n{second.log[-2000:]}"
+            f"{exc}\n--- svc.ingest.a:\n{first.log[-2000:]}\n--- svc.ingest.b:\n{second.log[-2000:]}"
         ) from None
     a, b = first.stop(), second.stop()
     assert a.get("result_created", 0) + b.get("result_created", 0) == 40, (a, b)

@@ -33,8 +33,11 @@ def model() -> str:
 
 def steth(*args: str, stdin: str = "", cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STETH_")}  # no device configuration
-    return subprocess.run([sys.executable, "-m", "device", *args], input=stdin, capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=240, check=False)  # fmt: skip
+    # the installed `steth` itself: `python -m` would put the working folder first on the import path, and a
+    # folder holding device/samples (as a new user's checkout does) would then shadow the package
+    command = [str(Path(sys.executable).with_name("steth")), *args]
+    return subprocess.run(command, input=stdin, capture_output=True, text=True, cwd=cwd, env=env, timeout=240,
+                          check=False)  # fmt: skip
 
 
 def silent_wav(tmp_path: Path) -> Path:
