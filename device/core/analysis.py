@@ -120,7 +120,7 @@ def heart_rate(x: np.ndarray, rate: int) -> HeartRate:
             break
     periodicity = float(np.clip(ac[best], 0.0, 1.0))
     cycle = _one_cycle(env, ac, peaks, best)
-    return HeartRate(round(60.0 * ENVELOPE_RATE / _refine(ac, cycle), 1), periodicity)
+    return HeartRate(round(60.0 * ENVELOPE_RATE / dsp.refine_peak(ac, cycle), 1), periodicity)
 
 
 def heart_sounds(env: np.ndarray) -> np.ndarray:
@@ -169,16 +169,6 @@ def _one_cycle(env: np.ndarray, ac: np.ndarray, peaks: np.ndarray, lag: int) -> 
         if half:
             return max(half, key=lambda p: ac[p])
     return lag
-
-
-def _refine(ac: np.ndarray, k: int) -> float:
-    """Sub-sample peak position by parabolic interpolation."""
-    if 0 < k < len(ac) - 1:
-        a, b, c = ac[k - 1], ac[k], ac[k + 1]
-        denom = a - 2 * b + c
-        if denom != 0:
-            return float(k + 0.5 * (a - c) / denom)
-    return float(k)
 
 
 def spike_fraction(x: np.ndarray, rate: int) -> float:

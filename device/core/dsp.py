@@ -451,3 +451,13 @@ def hann_periodic(n: int) -> np.ndarray:
     for k, a in enumerate((0.5, 0.5)):
         w += a * np.cos(k * fac)
     return w[:n]
+
+
+def refine_peak(y: np.ndarray, k: int) -> float:
+    """Sub-sample position of the peak at index ``k`` of ``y`` by parabolic interpolation."""
+    if 0 < k < len(y) - 1:
+        a, b, c = y[k - 1], y[k], y[k + 1]
+        denom = a - 2 * b + c
+        if denom != 0:
+            return float(k + 0.5 * (a - c) / denom)
+    return float(k)

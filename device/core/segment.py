@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from device.core import dsp
 from device.core.errors import ModelError
 
 SAMPLE_RATE = 2000
@@ -227,7 +228,7 @@ def cycle_candidates(post: np.ndarray, n: int = 3) -> list[tuple[float, float]]:
             best = near[0]
             break
     ordered = [best] + [k for k in peaks if k != best]
-    return [(_refine(seg, k) / FRAME_RATE, float(np.clip(seg[k], 0, 1))) for k in ordered[:n]]
+    return [(dsp.refine_peak(seg, k) / FRAME_RATE, float(np.clip(seg[k], 0, 1))) for k in ordered[:n]]
 
 
 def _autocorrelation(x: np.ndarray) -> np.ndarray:
@@ -235,15 +236,6 @@ def _autocorrelation(x: np.ndarray) -> np.ndarray:
     nfft = 1 << (2 * n - 1).bit_length()
     f = np.fft.rfft(x, nfft)
     return np.fft.irfft(f * f.conj(), nfft)[:n]
-
-
-def _refine(ac: np.ndarray, k: int) -> float:
-    if 0 < k < len(ac) - 1:
-        a, b, c = ac[k - 1], ac[k], ac[k + 1]
-        denom = a - 2 * b + c
-        if denom != 0:
-            return float(k + 0.5 * (a - c) / denom)
-    return float(k)
 
 
 # -- decoding ------------------------------------------------------------------------------------------
