@@ -46,6 +46,8 @@ def test_the_shipped_segmenter_is_small_numpy_and_describes_its_data_and_scores(
     scores = meta["scores"]["test"]
     assert scores["f1_s1"] >= 0.93 and scores["f1_s2"] >= 0.93
     assert scores["heart_rate"]["median_abs_error_bpm"] <= 2.0
+    # like with like: the decoded S1s inside the annotated spans (model card, "Heart cycles")
+    assert scores["heart_rate"]["annotated_span"]["within_10pct"] >= 0.98
 
 
 def test_it_runs_without_tensorflow_or_litert():
