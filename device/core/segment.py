@@ -5,8 +5,9 @@ perceptron in numpy) gives each frame a probability per state; a duration-constr
 hidden semi-Markov model, Springer et al. 2016) then finds the most likely sequence of whole cycles
 S1 -> systole -> S2 -> diastole, with state durations that depend on the cycle length. The cycle length
 it assumes comes from the autocorrelation of the classifier's S1 and S2 probabilities, which repeat once
-per cycle and, unlike the sound envelope, not at the S1-S2 interval. The heart rate reported is the
-median S1-to-S1 interval of the decoded cycles.
+per cycle and, unlike the sound envelope, not at the S1-S2 interval; a slow one is also tried at half
+its length, and the decoder's likelihood decides. The heart rate reported is from the S1-to-S1
+intervals of the decoded cycles (their mean near the median).
 
 Runs on the preprocessed 2 kHz signal (any band-pass that keeps 25-400 Hz: the features only look
 there, each band normalised per recording). Weights and duration model: ``device/models/segmenter.npz``
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -41,6 +43,18 @@ N_FEATURES = len(BAND_EDGES)  # the bands and the total
 MIN_BPM, MAX_BPM = 30.0, 220.0
 MIN_FRAMES = 4  # no state is decoded shorter than 80 ms: the decoder fills four frames per step
 MODEL_NAME = "segmenter"
+# The cycle length is also tried at half when it reads slower than this (segment_posteriors): below
+# 50 bpm at rest is rare, two cycles read as one is not (the envelope's check, analysis.CORRECTED_BPM,
+# starts there too). On CirCor validation patients 50, 70 and 90 bpm gave the same readings; on training
+# patients 90 fixed two infants read at half their rate, but it runs a second decoding on most adults
+# (+1.1-1.8 ms per 5 s, near the 5 ms budget), so the cheaper one was kept.
+HALF_CHECK_BPM = 50.0
+# ...and when the envelope holds at least this many heart sounds per slow cycle: S1 and S2 of one beat
+# are two; e00152 has 3.1 (S1, S2, the premature beat's S1); PhysioNet's slow b0070, b0114, b0311 1.7-2.0
+MIN_SOUNDS_HALF = 2.6
+# S1-S1 intervals averaged for the rate: within this factor of their median (heart_rate_from_s1)
+RATE_BAND = (0.8, 1.25)
+MIN_NEAR_SHARE = 0.6  # fewer intervals in RATE_BAND: no one interval, the rate is beats over time
 
 
 # -- features ------------------------------------------------------------------------------------------
@@ -304,9 +318,9 @@ class Segmentation:
     states: np.ndarray  # (frames,) 0 S1, 1 systole, 2 S2, 3 diastole
     s1: list[float]  # centre of each S1, seconds
     s2: list[float]
-    heart_rate_bpm: float | None  # median S1-to-S1 interval of the decoded cycles
+    heart_rate_bpm: float | None  # from the S1-to-S1 intervals of the decoded cycles (heart_rate_from_s1)
     cycle_s: float | None  # the cycle length the decoder assumed
-    periodicity: float  # 0..1, how strongly the S1/S2 probabilities repeat at that cycle
+    periodicity: float  # 0..1, how strongly the S1/S2 probabilities repeat at their best-repeating lag
     fit: float  # 0..1, mean probability the classifier gives the decoded state: low = no heart sounds
     confident_frames: float  # share of frames where the classifier is sure (max probability >= 0.6)
     frame_fit: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per frame: probability of its state
@@ -331,8 +345,11 @@ def _centres(states: np.ndarray, state: int) -> list[float]:
     return [round(float((a + b) / 2 / FRAME_RATE), 3) for a, b in zip(starts[keep], ends[keep], strict=True)]
 
 
-def segment_posteriors(post: np.ndarray, model: SegmenterModel) -> Segmentation:
-    """Decode frame posteriors (frames, 4) into cycles."""
+def segment_posteriors(
+    post: np.ndarray, model: SegmenterModel, sounds_per_s: Callable[[], float] | None = None
+) -> Segmentation:
+    """Decode frame posteriors (frames, 4) into cycles. ``sounds_per_s``: heart sounds a second in the
+    recording's envelope (asked only for a slow cycle; without it no half-cycle check is made)."""
     n = len(post)
     if n < MIN_FRAMES * 8:
         return Segmentation(np.zeros(n, dtype=np.int8), [], [], None, None, 0.0, 0.0, 0.0)
@@ -341,8 +358,18 @@ def segment_posteriors(post: np.ndarray, model: SegmenterModel) -> Segmentation:
     candidates = cycle_candidates(post, 1)
     cycle, strength = candidates[0] if candidates else (0.8, 0.0)
     log_b = np.log(np.clip(post / model.priors, 1e-8, None))
-    durations, dmax = model.durations.frames(cycle)
-    states, _ = decode(log_b, durations, dmax)
+    states, score = _decode_at(log_b, model, cycle)
+    # Two cycles can repeat better than one when every other beat sounds different (a premature beat
+    # with a soft S1 and no S2 after a normal one: e00152 repeats every 1.7 s). The autocorrelation
+    # cannot tell; the decoder's likelihood at half the length can, but only where more than S1 and S2
+    # are heard per slow cycle: it also preferred half the length where a slow heart's S1-S2 pairs
+    # stand 1 s of silence apart (PhysioNet b0070, b0114, b0311). Never double: at double the length
+    # the score rose for correctly read fast infants too (CirCor patients).
+    slow = sounds_per_s is not None and 60 / cycle < HALF_CHECK_BPM and cycle / 2 >= 60 / MAX_BPM
+    if slow and sounds_per_s is not None and sounds_per_s() * cycle >= MIN_SOUNDS_HALF:
+        half_states, half_score = _decode_at(log_b, model, cycle / 2)
+        if half_score > score:
+            states, cycle = half_states, cycle / 2
     s1, s2 = _centres(states, 0), _centres(states, 2)
     bpm = heart_rate_from_s1(s1)
     frame_fit = post[np.arange(n), states]
@@ -360,18 +387,43 @@ def segment_posteriors(post: np.ndarray, model: SegmenterModel) -> Segmentation:
     )
 
 
+def _decode_at(log_b: np.ndarray, model: SegmenterModel, cycle_s: float) -> tuple[np.ndarray, float]:
+    durations, dmax = model.durations.frames(cycle_s)
+    return decode(log_b, durations, dmax)
+
+
 def heart_rate_from_s1(s1: list[float]) -> float | None:
-    """60 / the median S1-to-S1 interval (intervals outside 30-220 bpm, gaps in the decoding, ignored)."""
+    """60 / the mean S1-to-S1 interval, over the intervals near their median.
+
+    Intervals outside 30-220 bpm (gaps in the decoding) are ignored. Near is 0.8-1.25x the median,
+    which leaves out the missed and extra beats the median would also ignore; the mean, not the median
+    itself, because S1 centres fall on a 10 ms grid (2.5 % of a cycle at 150 bpm) and the median of
+    such intervals is one of a few grid values. When under 60 % of the intervals are near the median,
+    the rhythm has no one interval (every other beat premature, as in e00152, or irregular): the rate
+    is then the beats over the time they take, the mean of the intervals within 0.5-1.75x the median.
+    """
     if len(s1) < 3:
         return None
     iv = np.diff(np.asarray(s1))
     iv = iv[(iv >= 60 / MAX_BPM) & (iv <= 60 / MIN_BPM)]
     if len(iv) < 2:
         return None
-    return round(60.0 / float(np.median(iv)), 1)
+    median = float(np.median(iv))
+    near = (iv >= RATE_BAND[0] * median) & (iv <= RATE_BAND[1] * median)
+    if np.mean(near) < MIN_NEAR_SHARE:
+        near = (iv >= 0.5 * median) & (iv <= 1.75 * median)
+    return round(60.0 / float(np.mean(iv[near])), 1)
 
 
 def segment(x: np.ndarray, model: SegmenterModel | None = None) -> Segmentation:
     """Segment a preprocessed 2 kHz signal."""
     m = model or load_default()
-    return segment_posteriors(m.posteriors(frame_features(x)), m)
+    return segment_posteriors(m.posteriors(frame_features(x)), m, lambda: sound_rate(x))
+
+
+def sound_rate(x: np.ndarray) -> float:
+    """Heart sounds a second in a preprocessed 2 kHz signal's envelope (analysis.heart_sounds)."""
+    from device.core import analysis  # imported here: analysis builds on this module
+
+    env = analysis.envelope(x, SAMPLE_RATE)
+    return len(analysis.heart_sounds(env)) * analysis.ENVELOPE_RATE / max(len(env), 1)
