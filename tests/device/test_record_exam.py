@@ -84,7 +84,7 @@ def test_an_exam_goes_site_by_site_records_again_only_that_site_and_gives_one_an
     # each site's answer at once, the unsure one with its reason in words and the model's leaning
     site_lines = re.findall(r"^(Aortic|Pulmonic|Mitral) +(.*)$", out, re.MULTILINE)
     assert [s for s, _ in site_lines] == ["Aortic", "Aortic", "Pulmonic", "Mitral", "Mitral"]
-    assert re.match(r"UNSURE — poor signal: silent .*\(model: \d+% (normal|abnormal)\) · ", site_lines[-1][1])
+    assert re.match(r"Unsure — poor signal: silent .*\. Model: \d+% (normal|abnormal) · ", site_lines[-1][1])
     assert "confidence" not in out
 
     # every attempt kept in the outbox, with the exam id, the patient and the site, valid against the contract
@@ -101,7 +101,7 @@ def test_an_exam_goes_site_by_site_records_again_only_that_site_and_gives_one_an
     combined = combine_exam(list(latest.values()))
     assert combined["n_usable"] == 2
     result_line = re.search(r"^Exam result: +(.*)$", out, re.MULTILINE)
-    assert result_line and result_line.group(1).startswith(combined["label"].upper() + " (model: "), out
+    assert result_line and result_line.group(1).startswith(combined["label"].capitalize() + " — model: "), out
     assert out.rstrip().endswith("Screening support, not a diagnosis: a clinician decides.")
 
 
