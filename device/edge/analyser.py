@@ -132,10 +132,10 @@ def answer(analysis: Analysis) -> str:
     if not analysis.quality.ok:
         advice = wording.rerecord_advice(quality_dict)
         lines.append(f"Record again:    {advice or 'keep the patient and the stethoscope still'}")
-    for name, value in analysis.fields.items():  # companion models' answers (e.g. murmur)
-        p = value.get("probability")
-        said = wording.murmur(value) if name == "murmur" else value["label"] + (f" (model: {p:.0%})" if p else "")
-        lines.append(f"{name.capitalize() + ':':<17}{said}")
+    for name, value in analysis.fields.items():
+        # companion models' answers, in the contract's shape of its one such field (murmur): present or
+        # absent with P(present), unknown when the signal is unfit
+        lines.append(f"{name.capitalize() + ':':<17}{wording.murmur(value)}")
     if analysis.label == "unsure" and analysis.probabilities:
         # what the model said, for the clinician: the recording, not the heart, made it unsure
         said = ", ".join(f"{k} {v:.0%}" for k, v in analysis.probabilities.items())

@@ -172,9 +172,9 @@ def exam_summary(exam: Exam) -> list[str]:
             lines.append(f"  {site:<10} not recorded" + (" (skipped)" if site in exam.skipped else ""))
     combined = exam.combined()
     if combined["n_usable"] == 0:
-        result = "UNSURE — no site gave a usable recording: examine the patient again"
+        result = "Unsure — no site gave a usable recording: examine the patient again"
     elif combined["label"] == "unsure":
-        result = f"UNSURE ({combined['n_usable']} usable recording(s))"
+        result = f"Unsure ({combined['n_usable']} usable recording(s))"
     else:
         result = wording.summary(combined["label"], combined["probabilities"], {})
     lines.append(f"Exam result:     {result}")

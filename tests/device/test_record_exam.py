@@ -128,7 +128,7 @@ def test_a_site_can_be_skipped_and_the_exam_ended_early(tmp_path, samples_dir):
                  "--replay", str(samples_dir / "a0405.flac"), "--out", str(tmp_path / "r"), stdin="s\nq\n")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "aortic     not recorded (skipped)" in proc.stdout and "mitral     not recorded\n" in proc.stdout
-    assert "Exam result:     UNSURE — no site gave a usable recording" in proc.stdout
+    assert "Exam result:     Unsure — no site gave a usable recording" in proc.stdout
     assert "Recording" not in proc.stderr and not (tmp_path / "r").exists()
 
 
