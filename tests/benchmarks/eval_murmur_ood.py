@@ -16,7 +16,7 @@ import argparse
 import csv
 import os
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +65,10 @@ def rows_table(rows: list[dict[str, str]]) -> list[str]:
             continue
         auc = roc_auc(y, np.array([float(r["p_present"]) for r in scored]))
         out.append(f"| {db} | {auc:.3f} | {len(scored)} |")
+    # what a clinician sees together: the screening answer beside the murmur answer
+    pairs = Counter((r["screening"], r["murmur"]) for r in rows if r["label"] == "normal")
+    out += ["", "| normal recordings: screening answer | murmur answer | n |", "| --- | --- | --- |"]
+    out += [f"| {s} | {m} | {n} |" for (s, m), n in sorted(pairs.items())]
     return out
 
 
