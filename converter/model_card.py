@@ -332,9 +332,9 @@ def murmur_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
         "- Intended use: a prompt to listen again or refer when a murmur is likely; **not a diagnosis**, and not "
         "a judgement of whether a murmur is innocent or pathological.",
         "- Limits: one stethoscope family dominates (CirCor's Littmann 3200, mostly children in Brazil; PASCAL's "
-        "recordings are few and mostly too short for a 5 s window). On adults and other stethoscopes see the "
-        "out-of-domain check below; not measured on the held-back CirCor patients. Recordings shorter than 5 s "
-        "get no answer.",
+        "recordings are few and mostly too short for a 5 s window). Not measured on adults, other stethoscopes, "
+        "or the held-back CirCor patients; expect lower figures there. Recordings shorter than 5 s get no "
+        "answer.",
         "",
     ]
     return out
