@@ -107,8 +107,7 @@ def convert(
         if len(dev) < 50
         else featurestore.build(dev, params, name=f"{task.name}-dev-rep")
     )
-    rng = np.random.default_rng(0)
-    rep = dev_fs.features[rng.permutation(len(dev_fs.features))[:REPRESENTATIVE_WINDOWS]]
+    rep = representative_windows(dev_fs.features)
 
     from converter import models
 
@@ -119,32 +118,74 @@ def convert(
         meta = sidecar(report, task, name, version, tflite, tf_version, params)
         # `steth evaluate` warns when it scores recordings the model was trained on
         meta["training_recordings"] = sorted(k.rsplit("/", 1)[-1] for k in split["dev"])
-        meta_path = tflite.with_suffix(".json")
-        meta_path.write_text(json.dumps(meta, indent=1))
-        clf = Classifier(tflite, meta)
-        parity = parity_check(keras_model, clf, test, task.labels, task.positive, float(report["threshold"]))
-        known = check_known_signals(clf)
-        meta["parity"] = parity
-        meta["known_signals"] = known
-        meta_path.write_text(json.dumps(meta, indent=1))
-        failures = []
-        if parity["agreement"] < MIN_AGREEMENT:
-            failures.append(f"int8 and float agree on {parity['agreement']:.1%} of held-out recordings (< 99%)")
-        if parity.get("macc_delta", 0.0) > MAX_MACC_DELTA:
-            failures.append(f"MAcc differs by {parity['macc_delta']:.3f} (> {MAX_MACC_DELTA})")
-        failures += [f"{k}: confident '{v['label']}' ({v['confidence']})" for k, v in known.items() if not v["passed"]]
-        meta["checks_passed"] = not failures
-        meta["check_failures"] = failures
-        meta_path.write_text(json.dumps(meta, indent=1))
-        if failures and not allow_shortfall:
-            raise ParityError("int8 model refused: " + "; ".join(failures), "nothing was written to the package")
-        dest.mkdir(parents=True, exist_ok=True)
-        shutil.copy(tflite, dest / f"{name}.tflite")
-        shutil.copy(meta_path, dest / f"{name}.json")
+        check_and_ship(
+            keras_model, tflite, meta, test, float(report["threshold"]), dest, allow_shortfall=allow_shortfall
+        )
     figures = dest / "figures"
     figures.mkdir(exist_ok=True)
     if (run_dir / "boxplot.png").exists():
         shutil.copy(run_dir / "boxplot.png", figures / f"{name}_boxplot.png")
+    return meta
+
+
+def representative_windows(features: np.ndarray) -> np.ndarray:
+    """The int8 calibration windows: a fixed random sample of the development windows."""
+    rng = np.random.default_rng(0)
+    return features[rng.permutation(len(features))[:REPRESENTATIVE_WINDOWS]]
+
+
+def model_file_fields(tflite: Path, tf_version: str, params: FeatureParams) -> dict[str, Any]:
+    """The sidecar fields every converted model has: its features, its file and how it was made."""
+    return {
+        "feature_params": params.to_dict(),
+        "feature_params_fingerprint": params.fingerprint(),
+        "sha256": sha256_file(tflite),
+        "size_bytes": tflite.stat().st_size,
+        "quantization": "full integer int8 (weights and activations), int8 input and output",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "converter": tf_version,
+    }
+
+
+def check_and_ship(
+    keras_model: Any,
+    tflite: Path,
+    meta: dict[str, Any],
+    held_out: list[ds.Recording],
+    threshold: float,
+    dest: Path,
+    *,
+    allow_shortfall: bool = False,
+) -> dict[str, Any]:
+    """Check the int8 ``tflite`` (described by ``meta``, written beside it) against the float model on the
+    held-out recordings and on known non-heart signals, record the results in ``meta``, and copy both
+    files into ``dest``; ParityError, with nothing copied, when a check fails (unless ``allow_shortfall``:
+    then the failures are recorded in the sidecar, ``checks_passed: false``, for everyone to see)."""
+    meta_path = tflite.with_suffix(".json")
+    meta_path.write_text(json.dumps(meta, indent=1))
+    clf = Classifier(tflite, meta)
+    labels = tuple(meta["labels"])
+    parity = parity_check(keras_model, clf, held_out, labels, meta.get("positive_label"), threshold)
+    known = check_known_signals(clf)
+    meta["parity"] = parity
+    meta["known_signals"] = known
+    meta_path.write_text(json.dumps(meta, indent=1))
+    failures = []
+    if parity["agreement"] < MIN_AGREEMENT:
+        failures.append(f"int8 and float agree on {parity['agreement']:.1%} of held-out recordings (< 99%)")
+    if parity.get("macc_delta", 0.0) > MAX_MACC_DELTA:
+        failures.append(f"MAcc differs by {parity['macc_delta']:.3f} (> {MAX_MACC_DELTA})")
+    failures += [f"{k}: confident '{v['label']}' ({v['confidence']})" for k, v in known.items() if not v["passed"]]
+    meta["checks_passed"] = not failures
+    meta["check_failures"] = failures
+    meta_path.write_text(json.dumps(meta, indent=1))
+    if failures and not allow_shortfall:
+        raise ParityError(
+            f"int8 {meta['name']} model refused: " + "; ".join(failures), "nothing was written to the package"
+        )
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(tflite, dest / tflite.name)
+    shutil.copy(meta_path, dest / meta_path.name)
     return meta
 
 
@@ -166,13 +207,7 @@ def sidecar(
         "held-out split); reported probabilities are shifted in log-odds so that 0.5 is this threshold",
         "aggregation": "mean of window probabilities",
         "architecture": report["chosen_arch"],
-        "feature_params": params.to_dict(),
-        "feature_params_fingerprint": params.fingerprint(),
-        "sha256": sha256_file(tflite),
-        "size_bytes": tflite.stat().st_size,
-        "quantization": "full integer int8 (weights and activations), int8 input and output",
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "converter": tf_version,
+        **model_file_fields(tflite, tf_version, params),
         "training_data": t.description,
         "task_definition": t.to_dict(),  # how data sets' labels map onto this model's (steth evaluate)
         "metrics": {k: report.get(k) for k in ("cv_headline_means", "test", *(c.name for c in t.checks))},

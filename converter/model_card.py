@@ -48,6 +48,9 @@ def section_headers(dest: Path | None = None) -> dict[str, str]:
 SECTION_HEADERS = section_headers()
 # written by hand from `steth train-segmenter` and tests/benchmarks/eval_quality.py; kept as it is
 SEGMENTER_HEADER = "## Heart cycles and signal quality (`segmenter`)"
+# written by hand from tests/benchmarks/eval_murmur_ood.py (no training report holds it): kept when the
+# murmur section is rewritten from a new run, to be measured again for that model
+MURMUR_OOD_HEADER = "### Out of domain: PhysioNet 2016 (adults, other stethoscopes)"
 
 
 def _f(v: Any) -> str:
@@ -338,14 +341,21 @@ def murmur_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
 
 
 def _kept_section(card: Path, header: str) -> list[str]:
-    """``header``'s section of an existing card (up to the next ``## ``), or nothing."""
+    """``header``'s section of an existing card (up to the next header of its level or above: ``## `` for a
+    ``## `` section, ``## `` or ``### `` for a ``### `` one), or nothing."""
     if not card.exists():
         return []
     lines = card.read_text().splitlines()
     if header not in lines:
         return []
+    level = len(header) - len(header.lstrip("#"))
     start = lines.index(header)
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+
+    def ends(line: str) -> bool:
+        hashes = len(line) - len(line.lstrip("#"))
+        return 0 < hashes <= level and line[hashes : hashes + 1] == " "
+
+    end = next((i for i in range(start + 1, len(lines)) if ends(lines[i])), len(lines))
     return lines[start:end]
 
 
@@ -595,6 +605,8 @@ def write(
         else:
             section = binary_section if meta.get("positive_label") is not None else multiclass_section
         lines += section(report, meta)
+        if section is murmur_section:
+            lines += _kept_section(card, MURMUR_OOD_HEADER)
         if meta is default and ablation and any(ablation.glob("da*-seed*.json")):
             from converter.ablation import summarise
 

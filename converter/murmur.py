@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -330,16 +329,8 @@ def ship(run_dir: Path, dest: Path, version: str, allow_shortfall: bool = False)
     """Convert the run's model to int8, check it against the float model on the test recordings and on
     known non-heart signals, and write murmur.tflite/.json into ``dest`` (ParityError when a check fails)."""
     from converter import models
-    from converter.convert import (
-        MAX_MACC_DELTA,
-        MIN_AGREEMENT,
-        REPRESENTATIVE_WINDOWS,
-        ParityError,
-        check_known_signals,
-        convert_in_subprocess,
-        parity_check,
-    )
-    from device.core.inference import Classifier, sha256_file
+    from converter.convert import check_and_ship, convert_in_subprocess, representative_windows
+    from device.core.inference import sha256_file
 
     report = json.loads((run_dir / "report.json").read_text())
     split = json.loads((run_dir / "split.json").read_text())
@@ -353,8 +344,7 @@ def ship(run_dir: Path, dest: Path, version: str, allow_shortfall: bool = False)
     train_keys = [k for k in split["dev"] + split["pascal"] if k in by_key]
     test = [by_key[k] for k in split["test"] if k in by_key and by_key[k].label in LABELS]
     dev_fs = featurestore.build([by_key[k] for k in train_keys], PARAMS, name="murmur-rep", workers=cfg["workers"])
-    rng = np.random.default_rng(0)
-    rep = dev_fs.features[rng.permutation(len(dev_fs.features))[:REPRESENTATIVE_WINDOWS]]
+    rep = representative_windows(dev_fs.features)
     keras_model = models.keras().models.load_model(run_dir / "model.h5", compile=False)
     threshold = float(report["threshold"])
     cand = report["results"]["candidate"]
@@ -399,27 +389,7 @@ def ship(run_dir: Path, dest: Path, version: str, allow_shortfall: bool = False)
             },
             "intended_use": "murmur screening support beside the screening label; not a diagnosis",
         }
-        meta_path = tflite.with_suffix(".json")
-        meta_path.write_text(json.dumps(meta, indent=1))
-        clf = Classifier(tflite, meta)
-        parity = parity_check(keras_model, clf, test, LABELS, "present", threshold)
-        known = check_known_signals(clf)
-        meta["parity"], meta["known_signals"] = parity, known
-        failures = []
-        if parity["agreement"] < MIN_AGREEMENT:
-            failures.append(f"int8 and float agree on {parity['agreement']:.1%} of test recordings (< 99%)")
-        if parity.get("macc_delta", 0.0) > MAX_MACC_DELTA:
-            failures.append(f"MAcc differs by {parity['macc_delta']:.3f} (> {MAX_MACC_DELTA})")
-        failures += [f"{k}: confident '{v['label']}' ({v['confidence']})" for k, v in known.items() if not v["passed"]]
-        meta["checks_passed"] = not failures
-        meta["check_failures"] = failures
-        meta_path.write_text(json.dumps(meta, indent=1))
-        if failures and not allow_shortfall:
-            raise ParityError("int8 murmur model refused: " + "; ".join(failures), "nothing was written")
-        dest.mkdir(parents=True, exist_ok=True)
-        shutil.copy(tflite, dest / f"{NAME}.tflite")
-        shutil.copy(meta_path, dest / f"{NAME}.json")
-    return meta
+        return check_and_ship(keras_model, tflite, meta, test, threshold, dest, allow_shortfall=allow_shortfall)
 
 
 def register(sub: Any) -> None:

@@ -59,25 +59,24 @@ def can_manage(user: Any) -> bool:
     return has_role(user, ADMIN)
 
 
-def visible_results(user: Any) -> QuerySet[Result]:
-    """Physicians see everything; a nurse sees their clinic's results (none without a clinic)."""
-    qs = Result.objects.select_related("device", "clinic")
-    if has_role(user, PHYSICIAN):
+def _by_clinic(qs: QuerySet[Any], user: Any, *see_all: str) -> QuerySet[Any]:
+    """All of ``qs`` for the roles in ``see_all``; a nurse's clinic's rows (none without a clinic); else none."""
+    if has_role(user, *see_all):
         return qs
     if has_role(user, NURSE):
         clinic = user_clinic(user)
         return qs.filter(clinic=clinic) if clinic is not None else qs.none()
     return qs.none()
+
+
+def visible_results(user: Any) -> QuerySet[Result]:
+    """Physicians see everything; a nurse sees their clinic's results (none without a clinic)."""
+    return _by_clinic(Result.objects.select_related("device", "clinic"), user, PHYSICIAN)
 
 
 def visible_devices(user: Any) -> QuerySet[Device]:
-    qs = Device.objects.select_related("clinic")
-    if has_role(user, PHYSICIAN, ADMIN):
-        return qs
-    if has_role(user, NURSE):
-        clinic = user_clinic(user)
-        return qs.filter(clinic=clinic) if clinic is not None else qs.none()
-    return qs.none()
+    """Physicians and admins see every device; a nurse their clinic's."""
+    return _by_clinic(Device.objects.select_related("clinic"), user, PHYSICIAN, ADMIN)
 
 
 def visible_refusals(user: Any) -> QuerySet[RefusedRecording]:

@@ -135,7 +135,7 @@ def answer_reason(answer: Mapping[str, Any], results: Sequence[Mapping[str, Any]
     parts: list[str] = []
     if label == wording.UNSURE:
         reasons = list(dict.fromkeys(wording.unsure_reason(r.get("quality") or {}) for r in results))
-        leaning = wording.model_leaning(_max_probabilities(results))
+        leaning = wording.model_leaning(_max_probabilities(results)).capitalize()
         parts.append(f"Unsure — {'; '.join(reasons) or 'no usable recording'}. {leaning}")
     elif label:
         found = [r for r in results if r.get("label") == label]

@@ -21,11 +21,11 @@ from typing import Any
 from django.utils import timezone
 
 from dashboard.clinic.models import Exam, ExamReview, Result
+from device.core.wording import NOTICE
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
 CODES = "https://stethoscope-edge.org/fhir/CodeSystem"
-NOTICE = "Screening support, not a diagnosis: a prompt for a clinician's judgement."
 LABEL_DISPLAY = {
     "normal": "Normal heart sounds (screening)",
     "abnormal": "Abnormal heart sounds (screening)",

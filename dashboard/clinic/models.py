@@ -250,6 +250,11 @@ class Result(models.Model):
         return value if isinstance(value, dict) else None
 
     @property
+    def murmur_text(self) -> str:
+        """The murmur answer in words with the model's probability ("present (model: 81% present)")."""
+        return wording.murmur(self.murmur)
+
+    @property
     def cycles(self) -> dict[str, list[float]]:
         value = self.message.get("cycles") if isinstance(self.message, dict) else None
         if not isinstance(value, dict):

@@ -227,7 +227,7 @@ def cycle_candidates(post: np.ndarray, n: int = 3) -> list[tuple[float, float]]:
     ac = np.zeros(len(post))
     for j in (0, 2):
         s = post[:, j] - post[:, j].mean()
-        a = _autocorrelation(s)
+        a = dsp.autocorrelation(s)
         ac += a / a[0] if a[0] > 0 else a
     ac /= 2
     seg = ac[: hi + 1]
@@ -243,13 +243,6 @@ def cycle_candidates(post: np.ndarray, n: int = 3) -> list[tuple[float, float]]:
             break
     ordered = [best] + [k for k in peaks if k != best]
     return [(dsp.refine_peak(seg, k) / FRAME_RATE, float(np.clip(seg[k], 0, 1))) for k in ordered[:n]]
-
-
-def _autocorrelation(x: np.ndarray) -> np.ndarray:
-    n = len(x)
-    nfft = 1 << (2 * n - 1).bit_length()
-    f = np.fft.rfft(x, nfft)
-    return np.fft.irfft(f * f.conj(), nfft)[:n]
 
 
 # -- decoding ------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from device import __version__
-from device.core.answer_text import headline, rerecord_advice
+from device.core import wording
 from device.core.audio_io import Audio, encode_flac
 from device.core.messages import result_message
 from device.edge.outbox import Entry
@@ -117,28 +117,25 @@ def make_entries(
     return entries
 
 
-NOTICE = "Screening support, not a diagnosis: a clinician decides."
-
-
 def answer(analysis: Analysis) -> str:
     """The bedside answer: the label with what the model leaned to (an unsure one with its reason in
     words), heart rate, signal quality, and, when the signal was poor, what to change before recording
-    again (said once: device/core/answer_text.py)."""
-    issues = list(analysis.quality.issues) if not analysis.quality.ok else []
+    again (said once: device/core/wording.py)."""
+    quality_dict = analysis.quality_dict()
     hr = f"{analysis.heart_rate_bpm:.0f} bpm" if analysis.heart_rate_bpm else "not found"
     quality = "good" if analysis.quality.ok else "POOR"
     lines = [
-        f"Result:          {headline(analysis.label, analysis.probabilities, issues)}",
+        f"Result:          {wording.summary(analysis.label, analysis.probabilities, quality_dict)}",
         f"Heart rate:      {hr}",
         f"Signal quality:  {quality} ({analysis.quality.score:.2f})",
     ]
     if not analysis.quality.ok:
-        advice = rerecord_advice(issues)
+        advice = wording.rerecord_advice(quality_dict)
         lines.append(f"Record again:    {advice or 'keep the patient and the stethoscope still'}")
-    for name, value in analysis.fields.items():  # companion models' answers (e.g. murmur)
-        p = value.get("probability")
-        shown = f"  (probability {p:.0%})" if p is not None else ""
-        lines.append(f"{name.capitalize() + ':':<17}{value['label']}{shown}")
+    for name, value in analysis.fields.items():
+        # companion models' answers, in the contract's shape of its one such field (murmur): present or
+        # absent with P(present), unknown when the signal is unfit
+        lines.append(f"{name.capitalize() + ':':<17}{wording.murmur(value)}")
     if analysis.label == "unsure" and analysis.probabilities:
         # what the model said, for the clinician: the recording, not the heart, made it unsure
         said = ", ".join(f"{k} {v:.0%}" for k, v in analysis.probabilities.items())

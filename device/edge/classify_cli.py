@@ -41,7 +41,8 @@ def expand(paths: list[Path]) -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     from device.core.inference import load_model
-    from device.edge.analyser import NOTICE, answer
+    from device.core.wording import NOTICE
+    from device.edge.analyser import answer
 
     try:
         clf = load_model(args.model, threshold_dir=args.threshold_dir)

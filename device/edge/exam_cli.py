@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from device.core import wording
 from device.core.errors import AudioError, ConfigError, ModelError
 
 # CirCor's and clinicians' short names for the auscultation sites, as the result message spells them
@@ -87,19 +88,17 @@ def exam_result(clf: Any, rows: list[Row]) -> dict[str, Any]:
 
 
 def describe(exam: dict[str, Any]) -> str:
-    m = exam["murmur"]
-    murmur = m["label"] + (f" at {', '.join(m['sites'])}" if m.get("sites") else "")
-    if m["probability"] is not None:
-        murmur += f" (probability {m['probability']:.0%})"
+    # an exam is unsure only when none of its recordings was usable: said as that, not as a signal issue
+    quality = {} if exam["n_usable"] else {"ok": False, "reason": "no usable recording"}
     lines = [
-        f"Exam {exam['exam_id']}: {exam['label'].upper()}  "
+        f"Exam {exam['exam_id']}: {wording.summary(exam['label'], exam['probabilities'], quality)}  "
         f"({exam['n_usable']} of {exam['n_recordings']} recordings usable)",
-        f"  Murmur:  {murmur}",
+        f"  Murmur:  {wording.murmur(exam['murmur'])}",
     ]
     for r in exam["recordings"]:
-        rm = r.get("murmur")
-        extra = f", murmur {rm['label']}" if rm else ""
-        lines.append(f"  {r.get('site') or '-':<10} {r['file']}: {r['label']}{extra}")
+        said = wording.summary(r["label"], r["probabilities"], r.get("quality") or {})
+        extra = f", murmur {wording.murmur(r['murmur'])}" if r.get("murmur") else ""
+        lines.append(f"  {r.get('site') or '-':<10} {r['file']}: {said}{extra}")
     lines += [f"  failed     {e['file']}: {e['error']}" for e in exam["errors"]]
     return "\n".join(lines)
 
@@ -114,7 +113,6 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from device.core.inference import load_model
-    from device.edge.analyser import NOTICE
 
     exams = read_manifest(args.manifest)  # ConfigError: reported by the CLI with its fix
     try:
@@ -130,5 +128,5 @@ def run(args: argparse.Namespace) -> int:
             print(f"steth: {e['file']}: {e['error']}", file=sys.stderr)
         print(json.dumps(exam) if args.json else describe(exam) + "\n", flush=True)
     if not args.json:
-        print(NOTICE)
+        print(wording.NOTICE)
     return 1 if failed else 0

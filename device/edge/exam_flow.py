@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from device.core.answer_text import headline, rerecord_advice
+from device.core import wording
 from device.core.exam import combine_exam
 from device.edge.bedside import Attempt, Bedside
 
@@ -97,14 +97,12 @@ def site_answer(attempt: Attempt) -> str:
     if attempt.error is not None:
         return f"could not analyse the recording: {attempt.error.message}"
     a = attempt.analyses[0]
-    issues = list(a.quality.issues) if not a.quality.ok else []
     hr = f"{a.heart_rate_bpm:.0f} bpm" if a.heart_rate_bpm else "heart rate not found"
     quality = f"signal {'good' if a.quality.ok else 'POOR'} ({a.quality.score:.2f})"
-    line = f"{headline(a.label, a.probabilities, issues)} · {hr} · {quality}"
+    line = f"{wording.summary(a.label, a.probabilities, a.quality_dict())} · {hr} · {quality}"
     murmur = (attempt.result or {}).get("murmur")  # a murmur model's answer, when one runs beside screening
     if isinstance(murmur, dict) and murmur.get("label") not in (None, "unknown"):
-        p = murmur.get("probability")
-        line += f" · murmur {murmur['label']}" + (f" (model: {p:.0%} present)" if p is not None else "")
+        line += f" · murmur {wording.murmur(murmur)}"
     return line
 
 
@@ -112,7 +110,7 @@ def advice(attempt: Attempt) -> str:
     if attempt.error is not None:
         return attempt.error.hint or "check the stethoscope"
     a = attempt.analyses[0]
-    return rerecord_advice(a.quality.issues) or "keep the patient and the stethoscope still"
+    return wording.rerecord_advice(a.quality_dict()) or "keep the patient and the stethoscope still"
 
 
 def run_exam(
@@ -174,11 +172,11 @@ def exam_summary(exam: Exam) -> list[str]:
             lines.append(f"  {site:<10} not recorded" + (" (skipped)" if site in exam.skipped else ""))
     combined = exam.combined()
     if combined["n_usable"] == 0:
-        result = "UNSURE — no site gave a usable recording: examine the patient again"
+        result = "Unsure — no site gave a usable recording: examine the patient again"
     elif combined["label"] == "unsure":
-        result = f"UNSURE ({combined['n_usable']} usable recording(s))"
+        result = f"Unsure ({combined['n_usable']} usable recording(s))"
     else:
-        result = headline(combined["label"], combined["probabilities"])
+        result = wording.summary(combined["label"], combined["probabilities"], {})
     lines.append(f"Exam result:     {result}")
     lines.append(
         f"                 from {combined['n_usable']} usable of {combined['n_recordings']} site recording(s); "
@@ -186,8 +184,7 @@ def exam_summary(exam: Exam) -> list[str]:
     )
     murmur = combined["murmur"]
     if murmur["label"] != "unknown":
-        where = f" at {', '.join(murmur['sites'])}" if murmur["sites"] else ""
-        lines.append(f"Murmur:          {murmur['label'].upper()}{where} (model: {murmur['probability']:.0%} present)")
+        lines.append(f"Murmur:          {wording.murmur(murmur)}")
     return lines
 
 

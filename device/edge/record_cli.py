@@ -20,8 +20,9 @@ from typing import Any
 
 from device.core.contract import REF_RE, SITES
 from device.core.errors import ConfigError
+from device.core.wording import NOTICE
 from device.edge import config as device_config
-from device.edge.analyser import NOTICE, Analyser, answer
+from device.edge.analyser import Analyser, answer
 from device.edge.bedside import Bedside, FolderSink, OutboxSink, Sink, attempt_json, dumps
 from device.edge.exam_flow import Prompter, exam_json, exam_summary, run_exam
 

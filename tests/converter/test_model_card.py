@@ -49,3 +49,28 @@ def test_ablation_summary_is_the_mean_and_sd_over_seeds(tmp_path):
     assert lines[2].startswith("| none | 2 | 0.620 ± 0.028 |")
     assert lines[3].startswith("| 0.3 | 1 | 0.700 ± 0.000 |")
     assert lines[0].endswith("| LODO a | LODO b |")
+
+
+def test_the_hand_written_out_of_domain_check_survives_a_rewrite_of_the_murmur_section(tmp_path):
+    card = tmp_path / "MODEL_CARD.md"
+    card.write_text(
+        "\n".join(
+            [
+                model_card.SECTION_HEADERS["murmur"],
+                "- from the run",
+                model_card.MURMUR_OOD_HEADER,
+                "| measured | by hand |",
+                "### Next subsection",
+                "not part of it",
+                "## Screening model",
+            ]
+        )
+    )
+    kept = model_card._kept_section(card, model_card.MURMUR_OOD_HEADER)
+    assert kept == [model_card.MURMUR_OOD_HEADER, "| measured | by hand |"]
+    # the whole murmur section (kept when no murmur run is given) still holds its subsections
+    whole = model_card._kept_section(card, model_card.SECTION_HEADERS["murmur"])
+    assert whole[-1] == "not part of it" and model_card.MURMUR_OOD_HEADER in whole
+    # the shipped card has it, so a regenerated card keeps it
+    shipped = (models_dir() / "MODEL_CARD.md").read_text().splitlines()
+    assert model_card.MURMUR_OOD_HEADER in shipped

@@ -22,12 +22,14 @@ from django.contrib.auth.models import Group, User  # noqa: E402
 from django.test import Client  # noqa: E402
 
 from dashboard.clinic.models import Clinic, Device, Profile  # noqa: E402
+from dashboard.ingest.handlers import Ingestor  # noqa: E402
 from device.core import contract  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "device" / "samples"
 ARTIFACTS = REPO / "artifacts" / "screenshots"
 PASSWORD = "a-long-test-password-1"
+INGESTOR_ID = "test-worker"  # the client id the ``ingestor`` fixture stores results under
 
 
 def make_user(username: str, *roles: str, clinic: Clinic | None = None) -> User:
@@ -52,6 +54,13 @@ def result_message(device_id: str = "clinic-a-pi-01", **changes: Any) -> dict[st
     msg.update(changes)
     contract.validate("result", msg)
     return msg
+
+
+@pytest.fixture
+def ingestor(settings: Any, tmp_path: Path) -> Ingestor:
+    """The ingest worker's message handling, without the broker; audio stored under ``tmp_path``."""
+    settings.MEDIA_ROOT = tmp_path
+    return Ingestor(client_id=INGESTOR_ID, auto_register=False, max_audio_bytes=contract.MAX_AUDIO_BYTES)
 
 
 @pytest.fixture

@@ -17,19 +17,12 @@ from django.urls import reverse
 
 from dashboard.clinic.models import DeadLetter, Result
 from dashboard.ingest import decoding
-from dashboard.ingest.handlers import Ingestor
 from device.core import contract
 from device.core.inference import load_model
 from device.core.messages import result_message as build_result
 from tests.dashboard.conftest import result_message
 
 V1_EXAMPLE = Path(__file__).resolve().parents[1] / "contract_examples" / "result.v1.json"
-
-
-@pytest.fixture
-def ingestor(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path
-    return Ingestor(client_id="test-worker", auto_register=False, max_audio_bytes=contract.MAX_AUDIO_BYTES)
 
 
 @pytest.fixture

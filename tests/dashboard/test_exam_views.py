@@ -205,3 +205,19 @@ def test_an_exam_exports_as_a_valid_fhir_bundle_whose_status_follows_the_review(
     ExamReview.objects.create(exam=exam, reviewer=physician, agrees=False, label="normal", note="innocent murmur")
     report, _ = bundle()
     assert report["status"] == "amended" and "innocent murmur" in report["conclusion"]
+
+
+def test_each_sites_murmur_is_said_with_its_probability_and_the_exams_as_the_mean(doc, device_a, make_result):
+    for site, p in (("aortic", 0.1), ("pulmonic", 0.3)):
+        make_result(device_a, exam_id="EX-M", patient_ref="P-M", site=site, label="normal", probabilities=NORMAL,
+                    murmur={"label": "absent", "probability": p})  # fmt: skip
+    make_result(device_a, exam_id="EX-M", patient_ref="P-M", site="mitral", label="unsure", probabilities=UNSURE_P,
+                quality=POOR, murmur={"label": "unknown", "probability": 0.9})  # fmt: skip
+    page = doc.get(reverse("exam", args=[Exam.objects.get().pk])).content.decode()
+    # the exam's murmur is the mean over usable recordings (device/core/exam.py), not a maximum
+    assert "No murmur found (model: 20% present, the mean over the usable recordings)." in page
+    assert "at most" not in page
+    assert "Murmur: absent (model: 10% present)" in page and "Murmur: absent (model: 30% present)" in page
+    # an unfit signal's murmur is not an answer: no probability that would read as one
+    assert "Murmur: not assessed (poor signal)" in page and "90% present" not in page
+    assert "Screening support, not a diagnosis" in page

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from dashboard.clinic.models import Exam, ExamReview, Result, Review
-from dashboard.ingest.handlers import Ingestor
 from device.core import contract
 from tests.dashboard.conftest import result_message
 
@@ -13,12 +12,6 @@ pytestmark = pytest.mark.django_db
 
 TOPIC = contract.results_topic("clinic-a-pi-01")
 RHYTHM = "no clear heartbeat rhythm: hold still, reduce noise, place the stethoscope firmly"
-
-
-@pytest.fixture
-def ingestor(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path
-    return Ingestor(client_id="exam-worker", auto_register=False, max_audio_bytes=contract.MAX_AUDIO_BYTES)
 
 
 def site_result(site: str, label: str, exam_id: str = "EX-1", **changes):

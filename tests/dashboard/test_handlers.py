@@ -9,19 +9,12 @@ import uuid
 import pytest
 
 from dashboard.clinic.models import DeadLetter, Device, Recording, Result
-from dashboard.ingest.handlers import Ingestor
 from device.core import contract
-from tests.dashboard.conftest import result_message
+from tests.dashboard.conftest import INGESTOR_ID, result_message
 
 pytestmark = pytest.mark.django_db
 
 TOPIC = contract.results_topic("clinic-a-pi-01")
-
-
-@pytest.fixture
-def ingestor(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path
-    return Ingestor(client_id="test-worker", auto_register=False, max_audio_bytes=contract.MAX_AUDIO_BYTES)
 
 
 def _only_letter():
@@ -33,7 +26,7 @@ def test_a_valid_result_lands_and_marks_the_device_seen(ingestor, device_a):
     msg = result_message()
     assert ingestor.handle(TOPIC, contract.encode("result", msg)) == "result_created"
     assert ingestor.handle(TOPIC, contract.encode("result", msg)) == "result_duplicate"
-    assert Result.objects.get().ingested_by == "test-worker"
+    assert Result.objects.get().ingested_by == INGESTOR_ID
     assert Device.objects.get().last_seen is not None and DeadLetter.objects.count() == 0
 
 

@@ -157,13 +157,18 @@ def test_the_worker_acknowledges_rows_duplicates_and_dead_letters_after_storing_
             worker.stop()
 
 
+def outbox_of(device_id: str, folder: Path, n: int) -> Outbox:
+    """A device's outbox holding ``n`` results waiting to be sent."""
+    box = Outbox(folder / "outbox.sqlite", folder / "audio", 16 * 1024 * 1024)
+    box.add([Entry(result_message(device_id, patient_ref=f"P-{i}")) for i in range(n)])
+    return box
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.slow
 def test_a_device_outbox_empties_only_through_ingest_acks(broker, device_a, tmp_path):
     """The real device publisher and the real worker: PUBACK marks sent, ingest's ack deletes."""
-    box = Outbox(tmp_path / "outbox.sqlite", tmp_path / "audio", 16 * 1024 * 1024)
-    results = [result_message(device_a.device_id, patient_ref=f"P-{i}") for i in range(20)]
-    box.add([Entry(r) for r in results])
+    box = outbox_of(device_a.device_id, tmp_path, 20)
     config = BrokerConfig(url=broker.url, reconnect_min_s=0.1, reconnect_max_s=0.5, ack_timeout_s=30)
     publisher = DevicePublisher(config, device_a.device_id, box)
     worker: Worker | None = None
@@ -196,9 +201,7 @@ def test_a_device_outbox_empties_only_through_ingest_acks(broker, device_a, tmp_
 def test_a_running_device_sends_again_at_once_when_ingest_announces_itself(broker, device_a, tmp_path):
     """What the broker dropped while no worker was subscribed (Mosquitto 2.0.11's shared-subscription hole)
     goes again as soon as a worker says it is online, not after the device's ack timeout (60 s here)."""
-    box = Outbox(tmp_path / "outbox.sqlite", tmp_path / "audio", 16 * 1024 * 1024)
-    results = [result_message(device_a.device_id, patient_ref=f"P-{i}") for i in range(20)]
-    box.add([Entry(r) for r in results])
+    box = outbox_of(device_a.device_id, tmp_path, 20)
     config = BrokerConfig(url=broker.url, reconnect_min_s=0.1, reconnect_max_s=0.5, ack_timeout_s=60)
     publisher = DevicePublisher(config, device_a.device_id, box)
     worker: Worker | None = None

@@ -10,19 +10,12 @@ from django.db import connection
 
 from dashboard.clinic.models import DeadLetter, Device, Result
 from dashboard.clinic.records import insert_new
-from dashboard.ingest.handlers import Ingestor
 from device.core import contract
-from tests.dashboard.conftest import result_message
+from tests.dashboard.conftest import INGESTOR_ID, result_message
 
 pytestmark = pytest.mark.django_db
 
 TOPIC = contract.results_topic("clinic-a-pi-01")
-
-
-@pytest.fixture
-def ingestor(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path
-    return Ingestor(client_id="batch-worker", auto_register=False, max_audio_bytes=contract.MAX_AUDIO_BYTES)
 
 
 def _encode(msg):
@@ -37,7 +30,7 @@ def test_a_batch_stores_every_result_once_and_marks_the_device_seen(ingestor, de
     assert set(stored) == {m["result_id"] for m in messages}
     for m in messages:
         row = stored[m["result_id"]]
-        assert row.message == m and row.patient_ref == m["patient_ref"] and row.ingested_by == "batch-worker"
+        assert row.message == m and row.patient_ref == m["patient_ref"] and row.ingested_by == INGESTOR_ID
         assert row.device == device_a and row.clinic == device_a.clinic and row.windows == m["windows"]
     assert Device.objects.get().last_seen is not None
     assert ingestor.stats == {"result_created": 10}

@@ -261,3 +261,12 @@ def test_an_upload_is_classified_like_on_a_device(doc, physician, clinic_a, sett
         physician,
     )
     assert result.recording.sha256 and doc.get(reverse("result", args=[result.result_id])).status_code == 200
+
+
+def test_the_recording_page_says_its_murmur_answer_with_the_models_probability(doc, device_a, make_result):
+    result = make_result(device_a, murmur={"label": "present", "probability": 0.83})
+    page = doc.get(reverse("result", args=[result.result_id])).content.decode()
+    assert 'id="murmur">Murmur: present (model: 83% present)</p>' in page
+    assert "Screening support, not a diagnosis" in page
+    plain = make_result(device_a)
+    assert 'id="murmur"' not in doc.get(reverse("result", args=[plain.result_id])).content.decode()

@@ -30,6 +30,16 @@ def make_certs(folder: Path, *names: str) -> None:
     subprocess.run(["bash", str(MAKE_CERTS), str(folder), *names], check=True, capture_output=True, text=True)
 
 
+def psql(db: str, sql: str) -> str:
+    """One SQL statement on the test PostgreSQL (127.0.0.1, user postgres), its rows as psql -At prints them."""
+    return subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-At", "-c", sql],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
 def render_config(text: str, broker_dir: Path, workdir: Path, tls_port: int, plain_port: int) -> str:
     out = text.replace("/etc/mosquitto/steth/", f"{broker_dir}/")
     replacements = {

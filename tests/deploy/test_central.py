@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.conftest import DEPLOY, REPO
+from tests.deploy.conftest import DEPLOY, REPO, psql
 from tests.support.broker import free_port, wait_for_port
 
 CENTRAL = DEPLOY / "central"
@@ -78,15 +78,6 @@ def database():
     yield name
     for db in (name, f"{name}_restored"):
         subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", db], check=False)
-
-
-def psql(db: str, sql: str) -> str:
-    return subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-At", "-c", sql],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
 
 
 def run_script(name: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from device.fleet import provision
-from tests.deploy.conftest import REPO, SecureBroker, start_secure_broker
+from tests.deploy.conftest import REPO, SecureBroker, psql, start_secure_broker
 from tests.support.broker import free_port, wait_for_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -42,15 +42,6 @@ SCREENSHOTS = REPO / "artifacts" / "screenshots"
 needs_model = pytest.mark.skipif(
     not any((REPO / "device" / "models").glob("*.tflite")), reason="no shipped model in device/models yet"
 )
-
-
-def psql(db: str, sql: str) -> str:
-    return subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-At", "-c", sql],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
 
 
 @pytest.fixture

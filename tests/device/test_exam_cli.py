@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -88,3 +89,17 @@ def test_the_human_output_names_each_exam_and_its_murmur_answer(samples_dir, tmp
     assert main(["exam", "--manifest", str(manifest)]) == 0
     out = capsys.readouterr().out
     assert "Exam bed-3:" in out and "Murmur:" in out and "aortic" in out
+
+
+def test_the_human_output_says_each_recordings_answer_and_murmur_with_the_models_probability(
+    samples_dir, tmp_path, capsys
+):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"bed-3,{samples_dir / 'a0405.flac'},aortic\n")
+    assert main(["exam", "--manifest", str(manifest)]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if "a0405.flac" in x)
+    # a bare label or murmur word would read as a finding: each carries what the model said
+    assert re.search(r": (Normal|Abnormal|Unsure) — .*model: \d+% (normal|abnormal)", line, re.IGNORECASE), line
+    assert re.search(r"murmur (present|absent) \(model: \d+% present\)|murmur not assessed", line), line
+    assert "Screening support, not a diagnosis" in out

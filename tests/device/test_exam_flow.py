@@ -50,7 +50,7 @@ def test_a_site_that_stays_poor_is_given_up_after_the_last_attempt_and_the_exam_
     latest = exam.latest()
     assert exam.combined() == combine_exam([latest["mitral"].result, latest["aortic"].result])
     summary = "\n".join(exam_summary(exam))
-    assert "mitral     UNSURE — poor signal: silent" in summary
+    assert "mitral     Unsure — poor signal: silent" in summary
     assert "from 1 usable of 2 site recording(s)" in summary
 
 

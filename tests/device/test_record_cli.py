@@ -81,7 +81,8 @@ def test_record_prints_a_clear_answer_for_the_nurse(samples_dir, tmp_path, model
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     # the label with what the model leaned to, said the same way for every label (never "confidence")
-    assert re.search(r"^Result: +(NORMAL|ABNORMAL) \(model: \d+% (normal|abnormal)\)$", out, re.MULTILINE), out
+    said = r"^Result: +(Normal — model: \d+% normal|Abnormal — model: \d+% abnormal)$"
+    assert re.search(said, out, re.MULTILINE), out
     assert "confidence" not in out
     assert "Heart rate:" in out and "Signal quality:" in out
     assert "Saved:" in out and "Screening support, not a diagnosis" in out
@@ -113,7 +114,7 @@ def test_a_silent_stethoscope_gets_unsure_and_a_reason_to_record_again(tmp_path,
     proc = steth(home, "record", "--patient", "P-1", "--site", "aortic", "--seconds", "10", "--config", str(config))
     assert proc.returncode == 0, proc.stderr
     # the reason in words and the model's leaning; what to do said once, without a trailing "record again"
-    assert re.search(r"^Result: +UNSURE — poor signal: silent \(RMS -\d+ dBFS\) \(model: \d+% (normal|abnormal)\)$",
+    assert re.search(r"^Result: +Unsure — poor signal: silent \(RMS -\d+ dBFS\)\. Model: \d+% (normal|abnormal)$",
                      proc.stdout, re.MULTILINE), proc.stdout  # fmt: skip
     assert "Record again:    check that the stethoscope is on the chest, connected and not muted;" in proc.stdout
     assert "confidence" not in proc.stdout and proc.stdout.lower().count("record again") == 1

@@ -84,7 +84,7 @@ def test_an_exam_goes_site_by_site_records_again_only_that_site_and_gives_one_an
     # each site's answer at once, the unsure one with its reason in words and the model's leaning
     site_lines = re.findall(r"^(Aortic|Pulmonic|Mitral) +(.*)$", out, re.MULTILINE)
     assert [s for s, _ in site_lines] == ["Aortic", "Aortic", "Pulmonic", "Mitral", "Mitral"]
-    assert re.match(r"UNSURE — poor signal: silent .*\(model: \d+% (normal|abnormal)\) · ", site_lines[-1][1])
+    assert re.match(r"Unsure — poor signal: silent .*\. Model: \d+% (normal|abnormal) · ", site_lines[-1][1])
     assert "confidence" not in out
 
     # every attempt kept in the outbox, with the exam id, the patient and the site, valid against the contract
@@ -101,7 +101,7 @@ def test_an_exam_goes_site_by_site_records_again_only_that_site_and_gives_one_an
     combined = combine_exam(list(latest.values()))
     assert combined["n_usable"] == 2
     result_line = re.search(r"^Exam result: +(.*)$", out, re.MULTILINE)
-    assert result_line and result_line.group(1).startswith(combined["label"].upper() + " (model: "), out
+    assert result_line and result_line.group(1).startswith(combined["label"].capitalize() + " — model: "), out
     assert out.rstrip().endswith("Screening support, not a diagnosis: a clinician decides.")
 
 
@@ -128,7 +128,7 @@ def test_a_site_can_be_skipped_and_the_exam_ended_early(tmp_path, samples_dir):
                  "--replay", str(samples_dir / "a0405.flac"), "--out", str(tmp_path / "r"), stdin="s\nq\n")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "aortic     not recorded (skipped)" in proc.stdout and "mitral     not recorded\n" in proc.stdout
-    assert "Exam result:     UNSURE — no site gave a usable recording" in proc.stdout
+    assert "Exam result:     Unsure — no site gave a usable recording" in proc.stdout
     assert "Recording" not in proc.stderr and not (tmp_path / "r").exists()
 
 
