@@ -125,10 +125,12 @@ def test_conversion_checks_the_int8_model_and_writes_a_companion_sidecar(run_dir
     card = "\n".join(model_card.murmur_section(json.loads((run_dir / "report.json").read_text()), meta))
     assert card.startswith(model_card.SECTION_HEADERS["murmur"]) and f"{p['agreement']:.1%}" in card
     assert "Test split" in card and "baseline" in card
+    report = json.loads((run_dir / "report.json").read_text())
+    assert "PhysioNet 2016 test split" in card and f"Outcome: **{report['chosen']}**" in card
+    assert meta["recipe"] == report["chosen"] and "all" in meta["metrics"]["test_physionet_first_seed"]
     split = json.loads((run_dir / "split.json").read_text())
     trained = set(meta["training_recordings"])
     assert not trained & {k.rsplit("/", 1)[-1] for k in split["test"]}
-    report = json.loads((run_dir / "report.json").read_text())
     recipe = murmur.RECIPES[report["chosen"]]
     normals = {k for k in split["physionet_dev"] if k in _physionet_normals(run_dir)}
     expected = (
