@@ -284,7 +284,8 @@ def murmur_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
         ),
         f"- Test split: **{c['test_patients']} CirCor development patients** ({c['test_recordings']} recordings; "
         f"`converter.circor.split_patients`, fraction {cfg['test_fraction']}, seed {cfg['test_seed']}; linked "
-        "patients together), set aside before anything else"
+        "patients together), set aside before anything else and scored once by each run that ships a version "
+        "(0.1.0's run was the first; a version's choices are made on CV before its run scores them)"
         + (
             f"; and **{c['physionet_test_recordings']} PhysioNet 2016 recordings**, the screening model's test split "
             f"(fold 0 of `converter.datasets.split_folds` over all labelled PhysioNet recordings, "
