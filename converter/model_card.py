@@ -245,14 +245,25 @@ def _row(name: str, s: dict[str, Any]) -> str:
     return f"| {name} | {_f(s['sensitivity'])} | {_f(s['specificity'])} | **{_f(s['macc'])}** | {_f(s['auc'])} |"
 
 
+def _physionet_rows(name: str, by_db: dict[str, Any]) -> list[str]:
+    return [
+        f"| {name} | {db} | {v['n_normal']} | {v['n_abnormal']} | **{_f(v['false_alarm'])}** | {_f(v['auc'])} |"
+        for db, v in by_db.items()
+    ]
+
+
 def murmur_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
-    """The murmur model: CV and test-split figures per recording and per patient, its baseline, parity."""
+    """The murmur model: CV and test-split figures per recording and per patient, its baseline, parity; with
+    PhysioNet 2016 in the run, the recipe decision and false alarms on PhysioNet normals (CV and test)."""
     c = report["counts"]
     cfg = report["config"]
     rule = report["rule"]
-    cand, base = report["results"]["candidate"], report["results"]["baseline"]
-    recipe = report["recipes"]["candidate"]
+    chosen = report.get("chosen", "candidate")
+    results = report["results"]
+    cand, base = results[chosen], results["baseline"]
+    recipe = report["recipes"][chosen]
     seeds = ", ".join(str(s) for s in cfg["seeds"])
+    physionet = "cv_physionet" in cand
     out = [
         section_header(meta),
         "",
@@ -260,17 +271,31 @@ def murmur_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
         "is unfit (the screening model's quality check), with P(present) shifted so that 0.5 is the threshold "
         f"({meta['threshold']:.2f} on the raw mean window probability). Version {meta['version']}, int8 file "
         f"{meta['size_bytes']:,} bytes, sha256 `{meta['sha256']}`.",
-        f"- Architecture **{recipe['arch']}** ({DESCRIPTIONS.get(recipe['arch'], '?')}), class weights "
-        f"{'on' if recipe['class_weights'] else 'off'}, {recipe['epochs']} epochs, no early stopping.",
+        f"- Recipe **{chosen}**: architecture **{recipe['arch']}** ({DESCRIPTIONS.get(recipe['arch'], '?')}), "
+        f"class weights {'on' if recipe['class_weights'] else 'off'}, {recipe['epochs']} epochs, no early stopping.",
         _features_line(report["feature_params"]),
         f"- Sources: CirCor DigiScope 2022 development patients ({c['dev_patients']} patients, {c['dev_recordings']} "
         f"recordings outside the test split; present = recordings at the sites where the murmur is heard, absent = "
         f"patients without one; Unknown patients and other sites of Present patients do not train) and PASCAL 2011 "
         f"murmur vs normal ({c['pascal_recordings']} recordings; {c['skipped']} recordings in all refused by the "
-        "pipeline, nearly all PASCAL clips shorter than one 5 s window).",
+        "pipeline, nearly all PASCAL clips shorter than one 5 s window)"
+        + (
+            f"; PhysioNet 2016 normal recordings outside its test split as absent ({c['physionet_dev_normals']} "
+            "recordings, adults, other stethoscopes; abnormal ones never train: their murmur status is unknown)."
+            if recipe.get("physionet_normals")
+            else "."
+        ),
         f"- Test split: **{c['test_patients']} CirCor development patients** ({c['test_recordings']} recordings; "
         f"`converter.circor.split_patients`, fraction {cfg['test_fraction']}, seed {cfg['test_seed']}; linked "
-        "patients together), set aside before anything else and scored once. PhysioNet normals were not used.",
+        "patients together), set aside before anything else and scored once by each run that ships a version "
+        "(0.1.0's run was the first; a version's choices are made on CV before its run scores them)"
+        + (
+            f"; and **{c['physionet_test_recordings']} PhysioNet 2016 recordings**, the screening model's test split "
+            f"(fold 0 of `converter.datasets.split_folds` over all labelled PhysioNet recordings, "
+            f"{cfg['physionet_test']['folds']} folds, seed {cfg['physionet_test']['seed']}), never trained on."
+            if physionet
+            else ". PhysioNet normals were not used."
+        ),
         f"- Exam rule (`device/core/exam.py`, docs/exam.md): **{rule}** of P(present) over a patient's usable "
         "sites; the threshold was chosen on the development patients' out-of-fold scores for per-patient MAcc "
         "under this rule.",
@@ -281,60 +306,120 @@ def murmur_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
         "| recipe, rule, level | Se | Sp | MAcc | AUC |",
         "|---|---|---|---|---|",
     ]
-    for name, r in (("candidate", cand), ("baseline", base)):
+    cv_names = [n for n, r in results.items() if "cv" in r]
+    for name in cv_names:
         for rl in ("mean", "max"):
             for level in ("patient", "recording"):
                 if level == "recording" and rl != rule:
                     continue
-                out.append(_row(f"{name}, {rl}, per {level}", r["cv"][rl][level]))
+                out.append(_row(f"{name}, {rl}, per {level}", results[name]["cv"][rl][level]))
+    if physionet:
+        out += [
+            "",
+            f"The same CV folds on PhysioNet 2016's development recordings ({c['physionet_dev_recordings']}; blocks "
+            "of consecutive records kept together, stratified by database and label): false alarms = share of "
+            "normal recordings at or above the fold's threshold; AUC = P(present) abnormal vs normal. "
+            f"Per fold, then per database on the pooled out-of-fold scores ({rule} rule threshold of all folds):",
+            "",
+            "| recipe | database | normal | abnormal | false alarms | AUC |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name in cv_names:
+            pn = results[name]["cv_physionet"]
+            out.append(f"| {name} | mean of folds | | | **{_f(pn['false_alarm'])}** | {_f(pn['auc'])} |")
+            out += _physionet_rows(name, pn["pooled"])
+        out += [
+            "",
+            f"- Decision rule, fixed before the run: {report['decision_rule']}. Outcome: **{chosen}** "
+            f"({report['decision']}). Only the chosen recipe and the baseline then trained final models and met "
+            "the test splits.",
+        ]
+    base_note = "" if "cv" in base else f", threshold {base['threshold']:.2f}: not cross-validated in this run"
     out += [
         "",
-        f"Test split, mean over seeds {seeds} (the candidate's first seed is the shipped model), float model:",
+        f"Test split, mean over seeds {seeds} (the chosen recipe's first seed is the shipped model), float model:",
         "",
         "| model | level | Se | Sp | MAcc | AUC |",
         "|---|---|---|---|---|---|",
     ]
-    for name, r in (("candidate", cand), ("baseline (no class weights, CirCor only)", base)):
+    for name, r in ((chosen, cand), (f"baseline (no class weights, CirCor only{base_note})", base)):
         for level in ("patient", "recording"):
             s = r["test_mean"][level]
             out.append(
                 f"| {name} | per {level} | {_f(s['sensitivity'])} | {_f(s['specificity'])} | **{_f(s['macc'])}** "
                 f"| {_f(s['auc'])} |"
             )
+    if physionet:
+        out += [
+            "",
+            "PhysioNet 2016 test split (first seed, float model; scored once):",
+            "",
+            "| model | database | normal | abnormal | false alarms | AUC |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, r in ((chosen, cand), ("baseline", base)):
+            out += _physionet_rows(name, r["test_physionet_per_seed"][0])
+        if recipe.get("physionet_normals"):
+            out += [
+                "",
+                "- PhysioNet's normal recordings trained as absent and its abnormal ones did not, so P(present) there "
+                "also rises for whatever sounds unlike those normals, murmur or not: read its AUC abnormal vs normal "
+                "as distance from the trained normals (highest in training-e, which holds most of them), not as "
+                "murmur detection. The false-alarm rate on normals is the figure this recipe was chosen for.",
+            ]
     target = cand["test_mean"]["patient"]["macc"]
     first = cand["test_per_seed"][0]
     gap = cand["test_mean"]["patient"]["macc"] - base["test_mean"]["patient"]["macc"]
     gap_auc = cand["test_mean"]["patient"]["auc"] - base["test_mean"]["patient"]["auc"]
+    cv_gap = (
+        f" (CV: {cand['cv'][rule]['patient']['macc'] - base['cv'][rule]['patient']['macc']:+.3f})"
+        if "cv" in base
+        else ""
+    )
     p = meta.get("parity", {})
     checks = "passed" if meta.get("checks_passed") else "FAILED: " + "; ".join(meta.get("check_failures", []))
     out += [
         "",
         f"- Target per-patient MAcc >= 0.80 on the test split: **{'met' if target >= 0.80 else 'MISSED'}** "
         f"({target:.3f}).",
-        f"- Against the baseline on the test split: per-patient MAcc {gap:+.3f}, AUC {gap_auc:+.3f} "
-        f"(CV: {cand['cv'][rule]['patient']['macc'] - base['cv'][rule]['patient']['macc']:+.3f}). The candidate's "
-        "recipe was fixed on CV before the test split was scored; on the test split the class weights and PASCAL "
-        f"did not show a clear gain over the plain recipe ({len(cand['test_per_seed'])} seeds, "
-        "one run each; the test split holds "
-        f"{first['patient']['n_abnormal']} Present patients, so one patient moves Se by "
+        f"- Against the baseline on the test split: per-patient MAcc {gap:+.3f}, AUC {gap_auc:+.3f}{cv_gap}. The "
+        f"recipe was fixed on CV before the test split was scored ({len(cand['test_per_seed'])} seed(s), one run "
+        f"each; the test split holds {first['patient']['n_abnormal']} Present patients, so one patient moves Se by "
         f"{1 / max(first['patient']['n_abnormal'], 1):.3f}).",
+        *(
+            [
+                f"- The plain baseline scored higher on CirCor in CV (per-patient MAcc "
+                f"{base['cv'][rule]['patient']['macc']:.3f} vs {cand['cv'][rule]['patient']['macc']:.3f}) but false-"
+                f"alarmed on {base['cv_physionet']['false_alarm']:.1%} of PhysioNet's normal recordings in CV (the "
+                f"chosen recipe {cand['cv_physionet']['false_alarm']:.1%}); the rule weighs the PhysioNet normals "
+                "against the candidate recipe only: a baseline trained with them was not run."
+            ]
+            if physionet and "cv" in base and base["cv"][rule]["patient"]["macc"] > cand["cv"][rule]["patient"]["macc"]
+            else []
+        ),
         f"- The shipped model (seed {cfg['seeds'][0]}) on the test split: per patient Se "
         f"{first['patient']['sensitivity']:.3f}, Sp {first['patient']['specificity']:.3f}, MAcc "
         f"{first['patient']['macc']:.3f}, AUC {first['patient']['auc']:.3f} (float); per recording int8 MAcc "
         f"{p.get('int8', {}).get('macc', float('nan')):.3f}, AUC {p.get('int8', {}).get('auc', float('nan')):.3f}.",
         f"- Conversion: int8 agrees with float on {p.get('agreement', float('nan')):.1%} of "
-        f"{p.get('n_recordings', 0)} test recordings, MAcc delta {p.get('macc_delta', float('nan')):.3f}; "
-        f"known signals: "
+        f"{p.get('n_recordings', 0)} test recordings"
+        + (" (CirCor test patients and PhysioNet test normals)" if physionet else "")
+        + f", MAcc delta {p.get('macc_delta', float('nan')):.3f}; known signals: "
         + ", ".join(f"{k} {v['label']}" for k, v in meta.get("known_signals", {}).items())
         + f"; checks {checks}.",
         f"- Training time: the whole run (CV, final models and baseline) took {report['seconds'] / 60:.0f} min on "
         "this shared 2-core machine.",
         "- Intended use: a prompt to listen again or refer when a murmur is likely; **not a diagnosis**, and not "
         "a judgement of whether a murmur is innocent or pathological.",
-        "- Limits: one stethoscope family dominates (CirCor's Littmann 3200, mostly children in Brazil; PASCAL's "
-        "recordings are few and mostly too short for a 5 s window). Not measured on adults, other stethoscopes, "
-        "or the held-back CirCor patients; expect lower figures there. Recordings shorter than 5 s get no "
-        "answer.",
+        "- Limits: the murmur labels come from one stethoscope family (CirCor's Littmann 3200, mostly children in "
+        "Brazil; PASCAL's recordings are few and mostly too short for a 5 s window)"
+        + (
+            "; PhysioNet's adults from other stethoscopes only teach it what *absent* sounds like there (no adult "
+            "murmur labels exist in the project's data)"
+            if recipe.get("physionet_normals")
+            else "; not trained on adults or other stethoscopes"
+        )
+        + ". Not measured on the held-back CirCor patients. Recordings shorter than 5 s get no answer.",
         "",
     ]
     return out

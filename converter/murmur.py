@@ -1,14 +1,22 @@
 """`steth murmur train` / `steth murmur convert`: the murmur model (present / absent), trained on CirCor
-development patients and PASCAL, scored per recording and per patient, shipped as a companion model.
+development patients, PASCAL and (recipe option) PhysioNet 2016 normal recordings, scored per recording
+and per patient, shipped as a companion model.
 
 1. A test split of CirCor patients (linked patients together, converter.circor.split_patients) is set
    aside first and scored once, at the end. PASCAL recordings only ever train.
 2. Grouped k-fold CV on the other patients gives out-of-fold P(present) per recording; from it the
    site-combination rule (max or mean over a patient's sites) and the threshold are chosen, for
    per-patient balanced accuracy. Each fold's figure uses a threshold chosen on the other folds.
-3. The final models (one per seed) train on all development recordings; the same is done for a plain
-   baseline (LSTM(64), no class weights, CirCor only) in the same run, and both are scored on the test
-   split. The first seed's candidate model is the one converted and shipped.
+3. The final models (one per seed) of the chosen recipe train on all development recordings; the same is
+   done for a plain baseline (no class weights, CirCor only) in the same run, and both are scored on the
+   test split. The first seed's model of the chosen recipe is the one converted and shipped.
+4. With PhysioNet 2016 (``--physionet``): its test split is the screening model's (fold 0 of
+   ``split_folds`` over all labelled PhysioNet recordings, seed 2323: ``physionet_test_keys``) and never
+   trains. Its development recordings get CV folds by block, so every recipe's out-of-fold P(present) on
+   PhysioNet normals gives a false-alarm rate (adults, other stethoscopes: a "present" there is most likely
+   wrong). The ``physionet`` recipe also trains on those normals as absent; abnormal ones never train (their
+   murmur status is unknown: training-e's coronary cases have none). ``choose_recipe`` picks the shipped
+   recipe from the CV figures alone; only it and the baseline train final models and meet the test splits.
 Labels per recording: present where the patient's murmur is heard, absent for patients without one;
 Unknown patients and the other sites of Present patients do not train (the murmur may be faint there).
 """
@@ -52,6 +60,7 @@ class Recipe:
     arch: str = "conv_lstm"
     class_weights: bool = True
     pascal: bool = True
+    physionet_normals: bool = False  # PhysioNet 2016 development normals train as absent
     epochs: int = 6
     learning_rate: float = 2e-3
     batch_size: int = 64
@@ -59,10 +68,32 @@ class Recipe:
 
 RECIPES = {
     "candidate": Recipe(),
+    # the candidate plus adult normals from other stethoscopes as absent (issue 23: 0.1.0 called 45% of
+    # PhysioNet's normal recordings murmur present)
+    "physionet": Recipe(physionet_normals=True),
     # the same network without the murmur-specific choices: no class weights, CirCor only. (An LSTM(64)
     # over all 201 frames took 8.5 min per fold on this shared machine: too slow to run beside it.)
     "baseline": Recipe(class_weights=False, pascal=False),
 }
+
+
+# The rule that picks the shipped recipe, fixed before the first run that compared them: "physionet"
+# replaces "candidate" only if its CV per-patient MAcc on CirCor (exam rule) stays within MACC_TOLERANCE
+# of the candidate's and its CV false-alarm rate on PhysioNet normals is at least MIN_FALSE_ALARM_CUT lower.
+MACC_TOLERANCE = 0.01
+MIN_FALSE_ALARM_CUT = 0.10
+
+# The PhysioNet test split shared with the screening model (converter/task_definitions/screening.toml:
+# rule "blocks", fraction 0.2 -> 5 folds, seed 2323; converter.tasks.Split.held_out takes fold 0).
+PHYSIONET_TEST_FOLDS = 5
+PHYSIONET_TEST_SEED = 2323
+
+
+def physionet_test_keys(recordings: list[ds.Recording]) -> set[str]:
+    """Keys of the PhysioNet test split; ``recordings``: all labelled PhysioNet recordings as
+    ``load_physionet2016`` returns them (the split depends on the whole list and its order)."""
+    folds = ds.split_folds(recordings, PHYSIONET_TEST_FOLDS, PHYSIONET_TEST_SEED)
+    return {r.key for r, f in zip(recordings, folds, strict=True) if f == 0}
 
 
 @dataclass(frozen=True)
@@ -79,9 +110,10 @@ def murmur_label(r: cc.CircorRecording) -> str:
 
 
 def load_recordings(
-    circor_root: Path, patients: Path | None, pascal_root: Path | None
+    circor_root: Path, patients: Path | None, pascal_root: Path | None, physionet_root: Path | None = None
 ) -> tuple[list[ds.Recording], list[Site], set[str]]:
-    """(recordings, their site info, groups of the CirCor patients); PASCAL normal -> absent, murmur -> present."""
+    """(recordings, their site info, groups of the CirCor patients); PASCAL normal -> absent, murmur -> present;
+    PhysioNet normal -> absent, abnormal -> "abnormal" (never trains; its reference label is the sublabel)."""
     crecs = cc.load_circor2022(circor_root, patients)
     recs = [
         ds.Recording(cc.CIRCOR, "training_data", r.record_id, r.path, murmur_label(r), r.murmur.lower(), r.group)
@@ -95,6 +127,11 @@ def load_recordings(
                     ds.Recording(r.dataset, r.subset, r.record_id, r.path, _pascal(r.label), r.sublabel, r.group)
                 )
                 sites.append(Site("", "", ""))
+    if physionet_root is not None:
+        for r in ds.load_physionet2016(physionet_root):
+            label = "absent" if r.label == "normal" else "abnormal"
+            recs.append(ds.Recording(r.dataset, r.subset, r.record_id, r.path, label, r.label or "", r.group))
+            sites.append(Site("", "", ""))
     return recs, sites, {r.group for r in crecs}
 
 
@@ -145,6 +182,20 @@ def train_model(x: np.ndarray, t: np.ndarray, recipe: Recipe, seed: int) -> Any:
         class_weight=weights, callbacks=[schedule],
     )  # fmt: skip
     return model
+
+
+def training_set(
+    recipe: Recipe, y: np.ndarray, circor: np.ndarray, pascal: np.ndarray, physionet: np.ndarray
+) -> np.ndarray:
+    """The recordings (sorted indices) that ``recipe`` trains on, out of the given CirCor, PASCAL and PhysioNet
+    development recordings: those with a target (PhysioNet: its normals; abnormal ones have none)."""
+    parts = [circor]
+    if recipe.pascal:
+        parts.append(pascal)
+    if recipe.physionet_normals:
+        parts.append(physionet)
+    idx = np.sort(np.concatenate(parts)).astype(int)
+    return idx[y[idx] >= 0]
 
 
 def windows(fs: FeatureSet, idx: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -229,6 +280,10 @@ class RunConfig:
     test_seed: int = 23
     epochs: int = 6
     workers: int = 1
+    physionet: str | None = None  # data folder holding physionet2016/ (or training-a/ ...)
+    # recipes that are cross-validated (default: every recipe the data allows); a recipe left out is
+    # scored on the test split at threshold 0.5 when it trains a final model (only the baseline may be)
+    cv_recipes: tuple[str, ...] | None = None
 
 
 def _mean(values: list[dict[str, Any]], level: str) -> dict[str, float]:
@@ -236,88 +291,212 @@ def _mean(values: list[dict[str, Any]], level: str) -> dict[str, float]:
     return {k: float(np.nanmean([v[level][k] for v in values])) for k in keys}
 
 
+def physionet_scores(recs: list[ds.Recording], idx: np.ndarray, p: np.ndarray, t: float) -> dict[str, Any]:
+    """PhysioNet recordings ``idx`` with P(present) ``p``: per database and pooled, the false-alarm rate (share
+    of normal recordings at or above threshold ``t``, of those the pipeline assessed) and the AUC of
+    P(present) abnormal vs normal (NaN where a database has one class)."""
+    ok = ~np.isnan(p)
+    subsets = np.array([recs[i].subset for i in idx])
+    normal = np.array([recs[i].sublabel == "normal" for i in idx])
+    out: dict[str, Any] = {}
+    for name in [*sorted(set(subsets)), "all"]:
+        m = ok & ((subsets == name) if name != "all" else True)
+        n = m & normal
+        out[name] = {
+            "n_normal": int(n.sum()),
+            "n_abnormal": int((m & ~normal).sum()),
+            "false_alarm": float(np.mean(p[n] >= t)) if n.any() else float("nan"),
+            "auc": roc_auc((~normal[m]).astype(int), p[m]) if len(set(normal[m])) == 2 else float("nan"),
+        }
+    return out
+
+
+def cv_figures(
+    recs: list[ds.Recording],
+    sites: list[Site],
+    circor: tuple[np.ndarray, np.ndarray, np.ndarray],
+    physionet: tuple[np.ndarray, np.ndarray, np.ndarray],
+    n_folds: int,
+) -> dict[str, Any]:
+    """CV figures from out-of-fold scores, each ``(recording indices, fold per recording, P(present))``: per
+    rule, the CirCor scores with each fold's threshold chosen on the other folds; the PhysioNet false-alarm rate
+    and AUC per fold at that threshold (exam rule), and per database on the pooled scores; the threshold."""
+    dev, folds, oof = circor
+    p_dev, p_folds, p_oof = physionet
+    cv: dict[str, Any] = {}
+    p_cv = []
+    for rule in RULES:
+        per_fold = []
+        for k in range(n_folds):
+            t = choose_threshold(sites, dev[folds != k], oof[folds != k], rule)
+            per_fold.append(scores(recs, sites, dev[folds == k], oof[folds == k], rule, t))
+            if rule == MURMUR_RULE and len(p_dev):
+                p_cv.append(physionet_scores(recs, p_dev[p_folds == k], p_oof[p_folds == k], t)["all"])
+        cv[rule] = {"recording": _mean(per_fold, "recording"), "patient": _mean(per_fold, "patient")}
+    threshold = choose_threshold(sites, dev, oof, MURMUR_RULE)
+    out: dict[str, Any] = {"cv": cv, "threshold": threshold}
+    if len(p_dev):
+        out["cv_physionet"] = {
+            "false_alarm": float(np.nanmean([f["false_alarm"] for f in p_cv])),
+            "auc": float(np.nanmean([f["auc"] for f in p_cv])),
+            "pooled": physionet_scores(recs, p_dev, p_oof, threshold),
+        }
+    return out
+
+
+def choose_recipe(results: dict[str, Any], rule: str) -> tuple[str, str]:
+    """(recipe to ship, why) by MACC_TOLERANCE and MIN_FALSE_ALARM_CUT on the CV figures alone."""
+    cand = results.get("candidate", {})
+    alt = results.get("physionet", {})
+    if "cv" not in alt or "cv_physionet" not in cand:
+        return "candidate", "no PhysioNet CV figures: the candidate stays"
+    dm = alt["cv"][rule]["patient"]["macc"] - cand["cv"][rule]["patient"]["macc"]
+    cut = cand["cv_physionet"]["false_alarm"] - alt["cv_physionet"]["false_alarm"]
+    ok = dm >= -MACC_TOLERANCE and cut >= MIN_FALSE_ALARM_CUT
+    why = (
+        f"CirCor CV per-patient MAcc {dm:+.3f} (allowed >= {-MACC_TOLERANCE:+.2f}), PhysioNet-normal CV false "
+        f"alarms cut by {cut:.3f} (needed >= {MIN_FALSE_ALARM_CUT:.2f})"
+    )
+    return ("physionet" if ok else "candidate"), why
+
+
+def _features(recs: list[ds.Recording], workers: int) -> FeatureSet:
+    """One FeatureSet over ``recs``, cached per source so adding PhysioNet leaves the CirCor cache valid."""
+    parts = []
+    for names in ((cc.CIRCOR, ds.PASCAL), (ds.PHYSIONET,)):
+        sub = [r for r in recs if r.dataset in names]
+        if sub:
+            parts.append((sub, featurestore.build(sub, PARAMS, name="murmur", workers=workers)))
+    position = {r.key: i for i, r in enumerate(recs)}
+    feats, owners, skipped = [], [], []
+    for sub, fs in parts:
+        feats.append(fs.features)
+        owners.append(np.array([position[sub[o].key] for o in fs.owner], dtype=np.int32))
+        skipped += fs.skipped
+    return FeatureSet(np.concatenate(feats), np.concatenate(owners), list(recs), skipped)
+
+
+def split_indices(
+    recs: list[ds.Recording], sites: list[Site], test_fraction: float, test_seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of (CirCor development, CirCor test, PASCAL, PhysioNet development, PhysioNet test)."""
+    is_circor = np.array([r.dataset == cc.CIRCOR for r in recs])
+    is_physionet = np.array([r.dataset == ds.PHYSIONET for r in recs])
+    crecs = [(r, s) for r, s in zip(recs, sites, strict=True) if r.dataset == cc.CIRCOR]
+    _, test_c = cc.split_patients(
+        [cc.CircorRecording(r.path, s.patient, s.site, r.record_id, s.patient_murmur, (), "", "", r.group, ())
+         for r, s in crecs],
+        test_fraction, test_seed,
+    )  # fmt: skip
+    test_groups = {r.group for r in test_c}
+    in_test = np.array([r.dataset == cc.CIRCOR and r.group in test_groups for r in recs])
+    # PhysioNet in the order load_physionet2016 returns it, as the screening model's split needs
+    p_test_keys = physionet_test_keys([r for r in recs if r.dataset == ds.PHYSIONET])
+    p_in_test = np.array([r.key in p_test_keys for r in recs])
+    return (
+        np.flatnonzero(is_circor & ~in_test),
+        np.flatnonzero(in_test),
+        np.flatnonzero(np.array([r.dataset == ds.PASCAL for r in recs])),
+        np.flatnonzero(is_physionet & ~p_in_test),
+        np.flatnonzero(p_in_test),
+    )
+
+
 def run(cfg: RunConfig, out: Path) -> dict[str, Any]:
     """The whole run (see the module docstring); writes report.json, split.json and model.h5 into ``out``."""
     t0 = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
     recs, sites, _ = load_recordings(
-        Path(cfg.circor), Path(cfg.patients) if cfg.patients else None, Path(cfg.pascal) if cfg.pascal else None
+        Path(cfg.circor),
+        Path(cfg.patients) if cfg.patients else None,
+        Path(cfg.pascal) if cfg.pascal else None,
+        Path(cfg.physionet) if cfg.physionet else None,
     )
-    is_circor = np.array([r.dataset == cc.CIRCOR for r in recs])
-    crecs = [r for r in recs if r.dataset == cc.CIRCOR]
-    _, test_c = cc.split_patients(
-        [cc.CircorRecording(r.path, s.patient, s.site, r.record_id, s.patient_murmur, (), "", "", r.group, ())
-         for r, s in zip(crecs, sites, strict=False)],
-        cfg.test_fraction, cfg.test_seed,
-    )  # fmt: skip
-    test_groups = {r.group for r in test_c}
-    in_test = np.array([r.dataset == cc.CIRCOR and r.group in test_groups for r in recs])
-    dev = np.flatnonzero(is_circor & ~in_test)
-    test = np.flatnonzero(in_test)
-    pascal_idx = np.flatnonzero(~is_circor)
-    fs = featurestore.build(recs, PARAMS, name="murmur", workers=cfg.workers)
+    dev, test, pascal_idx, p_dev, p_test = split_indices(recs, sites, cfg.test_fraction, cfg.test_seed)
+    fs = _features(recs, cfg.workers)
     y = targets(recs)
     folds = patient_folds(recs, dev, cfg.folds, 1)
+    # PhysioNet blocks into the same number of folds (stratified by database and label)
+    p_folds = np.array(ds.split_folds([recs[i] for i in p_dev], cfg.folds, 1)) if len(p_dev) else np.array([])
+    recipes = {k: v for k, v in RECIPES.items() if len(p_dev) or not v.physionet_normals}
+    cv_names = [k for k in recipes if cfg.cv_recipes is None or k in cfg.cv_recipes]
     report: dict[str, Any] = {
         "task": NAME,
         "feature_params": PARAMS.to_dict(),
-        "config": {**asdict(cfg), "seeds": list(cfg.seeds)},
-        "recipes": {k: asdict(v) | {"epochs": cfg.epochs} for k, v in RECIPES.items()},
+        "config": {
+            **asdict(cfg),
+            "seeds": list(cfg.seeds),
+            "cv_recipes": cv_names,
+            "physionet_test": {"folds": PHYSIONET_TEST_FOLDS, "seed": PHYSIONET_TEST_SEED, "fold": 0},
+        },
+        "recipes": {k: asdict(v) | {"epochs": cfg.epochs} for k, v in recipes.items()},
+        "decision_rule": f"physionet replaces candidate if its CV per-patient MAcc (exam rule) >= candidate's - "
+        f"{MACC_TOLERANCE} and its CV PhysioNet-normal false-alarm rate <= candidate's - {MIN_FALSE_ALARM_CUT}",
         "counts": {
             "dev_patients": len({sites[i].patient for i in dev}),
             "test_patients": len({sites[i].patient for i in test}),
             "dev_recordings": len(dev),
             "test_recordings": len(test),
             "pascal_recordings": len(pascal_idx),
+            "physionet_dev_recordings": len(p_dev),
+            "physionet_dev_normals": int(sum(recs[i].label == "absent" for i in p_dev)),
+            "physionet_test_recordings": len(p_test),
             "skipped": len(fs.skipped),
         },
     }
-    results: dict[str, Any] = {}
-    for name, base in RECIPES.items():
-        recipe = Recipe(**{**asdict(base), "epochs": cfg.epochs})
-        extra = windows(fs, pascal_idx, y) if recipe.pascal and len(pascal_idx) else None
 
-        def fit(idx: np.ndarray, seed: int, recipe: Recipe = recipe, extra: Any = extra) -> Any:
-            x, t = windows(fs, idx, y)
-            if extra is not None:
-                x, t = np.concatenate([x, extra[0]]), np.concatenate([t, extra[1]])
-            return train_model(x, t, recipe, seed)
+    def fit(name: str, idx: np.ndarray, p_idx: np.ndarray, seed: int) -> Any:
+        recipe = Recipe(**{**asdict(recipes[name]), "epochs": cfg.epochs})
+        x, t = windows(fs, training_set(recipe, y, idx, pascal_idx, p_idx), y)
+        return train_model(x, t, recipe, seed)
 
+    results: dict[str, Any] = {name: {} for name in recipes}
+    for name in cv_names:
         # cross-validation (first seed): out-of-fold scores choose the rule and the threshold
         oof = np.full(len(dev), np.nan)
+        p_oof = np.full(len(p_dev), np.nan)
         for k in range(cfg.folds):
-            model = fit(dev[folds != k], cfg.seeds[0])
+            model = fit(name, dev[folds != k], p_dev[p_folds != k] if len(p_dev) else p_dev, cfg.seeds[0])
             oof[folds == k] = record_scores(model, fs, dev[folds == k])
+            if len(p_dev):
+                p_oof[p_folds == k] = record_scores(model, fs, p_dev[p_folds == k])
             log.info("%s fold %d done (%.0f s)", name, k, time.monotonic() - t0)
-        cv: dict[str, Any] = {}
-        for rule in RULES:
-            per_fold = []
-            for k in range(cfg.folds):
-                t = choose_threshold(sites, dev[folds != k], oof[folds != k], rule)
-                per_fold.append(scores(recs, sites, dev[folds == k], oof[folds == k], rule, t))
-            cv[rule] = {"recording": _mean(per_fold, "recording"), "patient": _mean(per_fold, "patient")}
-        threshold = choose_threshold(sites, dev, oof, MURMUR_RULE)
-        tests = []
+        results[name] = cv_figures(recs, sites, (dev, folds, oof), (p_dev, p_folds, p_oof), cfg.folds)
+    chosen, why = choose_recipe(results, MURMUR_RULE)
+    log.info("chosen recipe: %s (%s)", chosen, why)
+    # final models and the test splits: the chosen recipe and the plain baseline only
+    for name in dict.fromkeys((chosen, "baseline")):
+        threshold = results[name].get("threshold", 0.5)
+        results[name]["threshold"] = threshold
+        tests, p_tests = [], []
         for seed in cfg.seeds:
-            model = fit(dev, seed)
+            model = fit(name, dev, p_dev, seed)
             tests.append(scores(recs, sites, test, record_scores(model, fs, test), MURMUR_RULE, threshold))
-            if name == "candidate" and seed == cfg.seeds[0]:
+            if len(p_test):
+                p_tests.append(physionet_scores(recs, p_test, record_scores(model, fs, p_test), threshold))
+            if name == chosen and seed == cfg.seeds[0]:
                 model.save(out / "model.h5")
-            log.info("%s seed %d trained on all development patients (%.0f s)", name, seed, time.monotonic() - t0)
-        results[name] = {
-            "cv": cv,
-            "threshold": threshold,
+            log.info("%s seed %d trained on all development data (%.0f s)", name, seed, time.monotonic() - t0)
+        results[name] |= {
             "test_per_seed": tests,
             "test_mean": {"recording": _mean(tests, "recording"), "patient": _mean(tests, "patient")},
         }
-    report["rule"] = MURMUR_RULE
-    report["threshold"] = results["candidate"]["threshold"]
-    report["results"] = results
-    report["seconds"] = round(time.monotonic() - t0)
+        if p_tests:
+            results[name]["test_physionet_per_seed"] = p_tests
+    report |= {
+        "rule": MURMUR_RULE,
+        "chosen": chosen,
+        "decision": why,
+        "threshold": results[chosen]["threshold"],
+        "results": results,
+        "seconds": round(time.monotonic() - t0),
+    }
     split = {
         "dev": [recs[i].key for i in dev],
         "test": [recs[i].key for i in test],
         "pascal": [recs[i].key for i in pascal_idx],
+        "physionet_dev": [recs[i].key for i in p_dev],
+        "physionet_test": [recs[i].key for i in p_test],
         "test_patients": sorted({sites[i].patient for i in test}),
     }
     (out / "split.json").write_text(json.dumps(split, indent=1))
@@ -335,19 +514,29 @@ def ship(run_dir: Path, dest: Path, version: str, allow_shortfall: bool = False)
     report = json.loads((run_dir / "report.json").read_text())
     split = json.loads((run_dir / "split.json").read_text())
     cfg = report["config"]
+    chosen = report.get("chosen", "candidate")
+    recipe = Recipe(**{k: v for k, v in report["recipes"][chosen].items() if k in Recipe.__dataclass_fields__})
     recs, _, _ = load_recordings(
         Path(cfg["circor"]),
         Path(cfg["patients"]) if cfg["patients"] else None,
         Path(cfg["pascal"]) if cfg["pascal"] else None,
+        Path(cfg["physionet"]) if cfg.get("physionet") else None,
     )
     by_key = {r.key: r for r in recs}
-    train_keys = [k for k in split["dev"] + split["pascal"] if k in by_key]
-    test = [by_key[k] for k in split["test"] if k in by_key and by_key[k].label in LABELS]
+    trained = split["dev"] + (split["pascal"] if recipe.pascal else [])
+    if recipe.physionet_normals:
+        trained += [k for k in split.get("physionet_dev", []) if k in by_key and by_key[k].label == "absent"]
+    train_keys = [k for k in trained if k in by_key]
+    # parity on both test splits: CirCor test patients and PhysioNet test normals (abnormal ones have no
+    # murmur label to score MAcc with)
+    test = [
+        by_key[k] for k in split["test"] + split.get("physionet_test", []) if k in by_key and by_key[k].label in LABELS
+    ]
     dev_fs = featurestore.build([by_key[k] for k in train_keys], PARAMS, name="murmur-rep", workers=cfg["workers"])
     rep = representative_windows(dev_fs.features)
     keras_model = models.keras().models.load_model(run_dir / "model.h5", compile=False)
     threshold = float(report["threshold"])
-    cand = report["results"]["candidate"]
+    cand = report["results"][chosen]
     with tempfile.TemporaryDirectory() as tmp:
         tflite = Path(tmp) / f"{NAME}.tflite"
         tf_version = convert_in_subprocess(run_dir / "model.h5", rep, tflite)
@@ -365,7 +554,8 @@ def ship(run_dir: Path, dest: Path, version: str, allow_shortfall: bool = False)
             "probabilities are shifted in log-odds so that 0.5 is this threshold",
             "exam_rule": report["rule"],
             "aggregation": "mean of window probabilities",
-            "architecture": RECIPES["candidate"].arch,
+            "architecture": recipe.arch,
+            "recipe": chosen,
             "feature_params": PARAMS.to_dict(),
             "feature_params_fingerprint": PARAMS.fingerprint(),
             "sha256": sha256_file(tflite),
@@ -375,7 +565,13 @@ def ship(run_dir: Path, dest: Path, version: str, allow_shortfall: bool = False)
             "converter": tf_version,
             "training_data": "murmur present (at the sites where it is heard) vs absent: CirCor DigiScope 2022 "
             f"development patients ({report['counts']['dev_patients']} patients outside the test split) and PASCAL "
-            "2011 murmur vs normal recordings",
+            "2011 murmur vs normal recordings"
+            + (
+                f"; PhysioNet 2016 normal recordings outside its test split as absent "
+                f"({report['counts'].get('physionet_dev_normals', 0)} recordings)"
+                if recipe.physionet_normals
+                else ""
+            ),
             # `steth evaluate` warns when it scores recordings the model was trained on
             "training_recordings": sorted(k.rsplit("/", 1)[-1] for k in train_keys),
             "test_patients": split["test_patients"],
@@ -386,6 +582,17 @@ def ship(run_dir: Path, dest: Path, version: str, allow_shortfall: bool = False)
                 "seeds": cfg["seeds"],
                 "test_split": f"{report['counts']['test_patients']} CirCor development patients "
                 f"(converter.circor.split_patients, fraction {cfg['test_fraction']}, seed {cfg['test_seed']})",
+                **(
+                    {
+                        "cv_physionet": cand["cv_physionet"],
+                        "test_physionet_first_seed": cand["test_physionet_per_seed"][0],
+                        "physionet_test_split": f"{report['counts']['physionet_test_recordings']} PhysioNet 2016 "
+                        f"recordings (fold 0 of converter.datasets.split_folds, {PHYSIONET_TEST_FOLDS} folds, seed "
+                        f"{PHYSIONET_TEST_SEED}: the screening model's test split)",
+                    }
+                    if "test_physionet_per_seed" in cand
+                    else {}
+                ),
             },
             "intended_use": "murmur screening support beside the screening label; not a diagnosis",
         }
@@ -393,13 +600,19 @@ def ship(run_dir: Path, dest: Path, version: str, allow_shortfall: bool = False)
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("murmur", help="train / convert the murmur model (CirCor + PASCAL)")
+    p = sub.add_parser("murmur", help="train / convert the murmur model (CirCor + PASCAL + PhysioNet normals)")
     cmds = p.add_subparsers(dest="murmur_command", metavar="STEP")
     cmds.required = True
     t = cmds.add_parser("train", help="CV, final models, baseline and test split scores into a run folder")
     t.add_argument("--circor", required=True, help="CirCor folder (training_data/, training_data.csv)")
     t.add_argument("--patients", help="file of patient ids to use (default: development_patients.txt there)")
     t.add_argument("--pascal", help="PASCAL 2011 folder (normal and murmur recordings train too)")
+    t.add_argument(
+        "--physionet",
+        help="data folder with physionet2016/: false alarms on its normals, and they train as absent "
+        "in the physionet recipe (its test split, the screening model's, never trains)",
+    )
+    t.add_argument("--cv-recipes", help="comma-separated recipes to cross-validate (default: all)")
     t.add_argument("--out", type=Path, default=Path("artifacts") / "train" / NAME)
     t.add_argument("--seeds", default="0,1", help="comma-separated seeds of the final models")
     t.add_argument("--folds", type=int, default=5)
@@ -417,16 +630,32 @@ def register(sub: Any) -> None:
 def _train(args: argparse.Namespace) -> int:
     cfg = RunConfig(
         args.circor, args.patients, args.pascal, tuple(int(s) for s in args.seeds.split(",")),
-        args.folds, epochs=args.epochs, workers=args.workers,
+        args.folds, epochs=args.epochs, workers=args.workers, physionet=args.physionet,
+        cv_recipes=tuple(args.cv_recipes.split(",")) if args.cv_recipes else None,
     )  # fmt: skip
     report = run(cfg, args.out)
     for name, r in report["results"].items():
+        if "cv" in r:
+            pn = r.get("cv_physionet", {})
+            print(
+                f"{name}: CV per patient MAcc {r['cv'][report['rule']]['patient']['macc']:.3f}"
+                + (f", PhysioNet-normal false alarms {pn['false_alarm']:.3f}, AUC {pn['auc']:.3f}" if pn else "")
+            )
+    print(f"chosen: {report['chosen']} ({report['decision']})")
+    for name, r in report["results"].items():
+        if "test_mean" not in r:
+            continue
         m = r["test_mean"]
         print(
             f"{name}: test per patient MAcc {m['patient']['macc']:.3f} AUC {m['patient']['auc']:.3f}, "
             f"per recording MAcc {m['recording']['macc']:.3f} AUC {m['recording']['auc']:.3f} "
-            f"(mean of {len(cfg.seeds)} seeds; CV per patient MAcc {r['cv'][report['rule']]['patient']['macc']:.3f})"
+            f"(mean of {len(cfg.seeds)} seeds)"
         )
+        for pt in r.get("test_physionet_per_seed", [])[:1]:
+            print(
+                f"{name}: PhysioNet test (first seed) "
+                + ", ".join(f"{db} false alarms {v['false_alarm']:.3f} AUC {v['auc']:.3f}" for db, v in pt.items())
+            )
     print(f"run folder: {args.out} ({report['seconds']} s)")
     return 0
 

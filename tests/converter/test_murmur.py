@@ -1,5 +1,6 @@
-"""The murmur model's training run, conversion and parity on real slices (CirCor's shared slice and a few
-PASCAL files), in seconds of training; and the result field it adds through the shipped pipeline."""
+"""The murmur model's training run, conversion and parity on real slices (CirCor's shared slice, a few
+PASCAL and PhysioNet files), in seconds of training; and the result field it adds through the shipped
+pipeline. The PhysioNet test split is checked on the whole shared PhysioNet listing."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from converter import datasets as ds
 from converter import model_card, murmur
 from device.core import contract
 from device.core.exam import MURMUR_RULE
@@ -19,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def slices(tmp_path_factory) -> tuple[Path, Path]:
+def slices(tmp_path_factory) -> tuple[Path, Path, Path]:
     from tests.conftest import _data_dir
 
     data = _data_dir()
@@ -30,14 +32,26 @@ def slices(tmp_path_factory) -> tuple[Path, Path]:
     for label in ("murmur", "normal"):
         for f in sorted((data / "pascal2011" / "set_a").glob(f"{label}__*.flac"))[:3]:
             shutil.copy(f, pascal)
-    return data / "circor2022", pascal.parent
+    # PhysioNet: normal and abnormal records of two databases (with their block structure kept)
+    physionet = tmp_path_factory.mktemp("physionet") / "physionet2016"
+    for subset, wanted in (("training-a", {"1": 3, "-1": 4}), ("training-e", {"1": 2, "-1": 5})):
+        (physionet / subset).mkdir(parents=True)
+        rows = []
+        for line in (data / "physionet2016" / subset / "REFERENCE.csv").read_text().split():
+            stem, label = line.split(",")
+            if wanted[label] > 0:
+                wanted[label] -= 1
+                rows.append(line)
+                shutil.copy(data / "physionet2016" / subset / f"{stem}.flac", physionet / subset)
+        (physionet / subset / "REFERENCE.csv").write_text("\n".join(rows) + "\n")
+    return data / "circor2022", pascal.parent, physionet.parent
 
 
 @pytest.fixture(scope="module")
 def run_dir(slices, tmp_path_factory) -> Path:
-    circor, pascal = slices
+    circor, pascal, physionet = slices
     out = tmp_path_factory.mktemp("murmur-run")
-    cfg = murmur.RunConfig(str(circor), None, str(pascal), seeds=(0,), folds=2, epochs=1)
+    cfg = murmur.RunConfig(str(circor), None, str(pascal), seeds=(0,), folds=2, epochs=1, physionet=str(physionet))
     murmur.run(cfg, out)
     return out
 
@@ -46,15 +60,53 @@ def test_the_run_keeps_test_patients_apart_and_reports_both_recipes(run_dir, sli
     report = json.loads((run_dir / "report.json").read_text())
     split = json.loads((run_dir / "split.json").read_text())
     assert report["rule"] == MURMUR_RULE and 0 < report["threshold"] < 1
-    assert set(report["results"]) == {"candidate", "baseline"}
+    assert set(report["results"]) == {"candidate", "physionet", "baseline"}
     # no patient (or linked group) on both sides; PASCAL only trains
     dev_patients = {k.rsplit("/", 1)[-1].split("_")[0] for k in split["dev"]}
     assert not dev_patients & set(split["test_patients"]) and split["test"]
     assert all(k.startswith("pascal2011/") for k in split["pascal"]) and len(split["pascal"]) == 6
     for r in report["results"].values():
-        assert set(r["cv"]) == {"max", "mean"}
-        assert len(r["test_per_seed"]) == 1 and 0 <= r["test_mean"]["patient"]["macc"] <= 1
+        assert set(r["cv"]) == {"max", "mean"} and 0 <= r["cv_physionet"]["false_alarm"] <= 1
+    # the recipe was chosen on CV figures alone; only it and the baseline met the test splits
+    chosen = report["chosen"]
+    assert (chosen, report["decision"]) == murmur.choose_recipe(report["results"], MURMUR_RULE)
+    for name, r in report["results"].items():
+        assert ("test_per_seed" in r) == (name in (chosen, "baseline"))
+        if "test_per_seed" in r:
+            assert len(r["test_per_seed"]) == 1 and 0 <= r["test_mean"]["patient"]["macc"] <= 1
+            pn = r["test_physionet_per_seed"][0]
+            assert pn["all"]["n_normal"] + pn["all"]["n_abnormal"] == len(split["physionet_test"])
+    # PhysioNet: its test split is the screening model's fold, computed on the whole listing given
+    _, _, physionet = slices
+    listed = ds.load_physionet2016(physionet)
+    assert set(split["physionet_test"]) == murmur.physionet_test_keys(listed)
+    assert set(split["physionet_dev"]) == {r.key for r in listed} - set(split["physionet_test"])
+    assert report["counts"]["physionet_dev_normals"] == sum(
+        r.label == "normal" for r in listed if r.key in split["physionet_dev"]
+    )
     assert (run_dir / "model.h5").exists()
+
+
+def test_only_the_physionet_recipe_trains_on_physionet_and_only_on_development_normals(slices):
+    circor, _, _ = slices
+    from tests.conftest import _data_dir
+
+    data = _data_dir()
+    assert data is not None
+    # the whole PhysioNet listing (file names only: nothing is decoded), as the screening model splits it
+    recs, sites, _ = murmur.load_recordings(circor, None, None, data)
+    _, _, pascal, p_dev, p_test = murmur.split_indices(recs, sites, 0.2, 23)
+    physionet = [r for r in recs if r.dataset == ds.PHYSIONET]
+    expected_test = {r.key for r in ds.train_test_split(physionet, 0.2, 2323)[1]}
+    assert {recs[i].key for i in p_test} == expected_test == murmur.physionet_test_keys(physionet)
+    assert 0.18 < len(p_test) / len(physionet) < 0.22
+    y = murmur.targets(recs)
+    with_normals = murmur.training_set(murmur.RECIPES["physionet"], y, np.array([], int), pascal, p_dev)
+    trained = {recs[i].key for i in with_normals if recs[i].dataset == ds.PHYSIONET}
+    normals = {recs[i].key for i in p_dev if recs[i].sublabel == "normal"}
+    assert trained == normals and not trained & expected_test and len(normals) > 1000
+    without = murmur.training_set(murmur.RECIPES["candidate"], y, np.array([], int), pascal, p_dev)
+    assert not any(recs[i].dataset == ds.PHYSIONET for i in without)
 
 
 def test_conversion_checks_the_int8_model_and_writes_a_companion_sidecar(run_dir, tmp_path):
@@ -73,10 +125,19 @@ def test_conversion_checks_the_int8_model_and_writes_a_companion_sidecar(run_dir
     card = "\n".join(model_card.murmur_section(json.loads((run_dir / "report.json").read_text()), meta))
     assert card.startswith(model_card.SECTION_HEADERS["murmur"]) and f"{p['agreement']:.1%}" in card
     assert "Test split" in card and "baseline" in card
+    report = json.loads((run_dir / "report.json").read_text())
+    assert "PhysioNet 2016 test split" in card and f"Outcome: **{report['chosen']}**" in card
+    assert meta["recipe"] == report["chosen"] and "all" in meta["metrics"]["test_physionet_first_seed"]
     split = json.loads((run_dir / "split.json").read_text())
     trained = set(meta["training_recordings"])
     assert not trained & {k.rsplit("/", 1)[-1] for k in split["test"]}
-    assert {k.rsplit("/", 1)[-1] for k in split["dev"] + split["pascal"]} == trained
+    recipe = murmur.RECIPES[report["chosen"]]
+    normals = {k for k in split["physionet_dev"] if k in _physionet_normals(run_dir)}
+    expected = (
+        split["dev"] + (split["pascal"] if recipe.pascal else []) + sorted(normals if recipe.physionet_normals else [])
+    )
+    assert {k.rsplit("/", 1)[-1] for k in expected} == trained
+    assert not trained & {k.rsplit("/", 1)[-1] for k in split["physionet_test"]}
     # the screening model beside it now answers with a murmur field, valid in a result message
     for name in ("screening.tflite", "screening.json"):
         shutil.copy(models_dir() / name, tmp_path)
@@ -86,6 +147,11 @@ def test_conversion_checks_the_int8_model_and_writes_a_companion_sidecar(run_dir
     field = analysis.to_json()["murmur"]
     assert field["label"] in ("present", "absent", "unknown") and 0 <= field["probability"] <= 1
     contract.validate("result", analysis.to_result_message("kit-1"))
+
+
+def _physionet_normals(run_dir: Path) -> set[str]:
+    cfg = json.loads((run_dir / "report.json").read_text())["config"]
+    return {r.key for r in ds.load_physionet2016(cfg["physionet"]) if r.label == "normal"}
 
 
 def _a_test_file(run_dir: Path) -> Path:
