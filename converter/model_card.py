@@ -419,7 +419,9 @@ def murmur_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
             if recipe.get("physionet_normals")
             else "; not trained on adults or other stethoscopes"
         )
-        + ". Not measured on the held-back CirCor patients. Recordings shorter than 5 s get no answer.",
+        + ". Not measured on the held-back CirCor patients. A recording of 2-5 s is repeated to one 5 s window "
+        "(as for screening) and answered; it trained on 5 s windows only, so such answers are less steady; "
+        "under 2 s there is no answer.",
         "",
     ]
     return out
