@@ -89,8 +89,13 @@ def binary_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
         f"{meta['size_bytes']:,} bytes, sha256 `{meta['sha256']}`.",
         _features_line(report["feature_params"]),
         f"- Data: {report['n_recordings']} {_data_name(report)} recordings: {report['n_dev']} for development "
-        f"(cross-validation, training), {report['n_test']} held out (blocks of consecutive records, never "
-        "seen in training or model selection, scored once).",
+        f"(cross-validation, training), {report['n_test']} held out ("
+        + (
+            "the task's test split, per source below"
+            if report.get("n_test_per_source") and len(report["n_test_per_source"]) > 1
+            else "blocks of consecutive records"
+        )
+        + ", never seen in training or model selection, scored once).",
         f"- Training: {report['config']['settings']['epochs']} epochs of "
         f"{report['config']['settings']['windows_per_epoch']} windows drawn evenly over label within database; "
         f"{report['config']['augment_copies']} augmented copy (gain, EQ, tilt, noise, shift); "
@@ -145,7 +150,11 @@ def binary_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
         "| scope | n | " + " | ".join(METRICS) + " |",
         "|---" * (len(METRICS) + 2) + "|",
     ]
-    rows = [("all databases", t["all"])] + ([("without training-e", t["not_e"])] if "not_e" in t else [])
+    # several sources: "not_e" pools CirCor and PASCAL with PhysioNet's other databases, so the per-source
+    # table (sources_section) gives PhysioNet outside training-e instead
+    rows = [("all databases", t["all"])] + (
+        [("without training-e", t["not_e"])] if "not_e" in t and "sources" not in t else []
+    )
     rows += [(db, v) for db, v in t["per_db"].items()]
     for name, s in rows:
         out.append(f"| {name} | {s['n']} | " + " | ".join(_f(s[m]) for m in METRICS) + " |")

@@ -161,3 +161,30 @@ def test_a_run_on_a_slice_of_all_three_sources_trains_end_to_end(slice_root, tmp
     assert {"physionet2016/not_e", "circor2022/patient", "pascal2011/all"} <= set(report["cv_source_means"]["lstm"])
     assert "physionet2016" in report["test"]["sources"]
     assert report["n_test_per_source"]["pascal2011"] == 0
+
+
+def test_the_model_card_gives_cv_cross_source_and_test_figures_per_source():
+    from converter.model_card import sources_section
+
+    def s(macc: float) -> dict[str, float]:
+        return {"macc": macc, "sensitivity": macc, "specificity": macc, "auc": macc, "n": 10}
+
+    scores = {
+        "sources": {
+            "physionet2016": {"all": s(0.8), "not_e": s(0.7)},
+            "circor2022": {"all": s(0.75), "patient": s(0.65)},
+        }
+    }
+    report = {
+        "chosen_arch": "lstm",
+        "cv": [{"arch": "lstm", "fold": f, "scores": scores} for f in range(2)],
+        "comparator": {"trained_without": "circor2022", "cv": [{"scores": scores}]},
+        "ship_decision": ship_decision({}, {}, 0.02),
+        "cross_source": [{"trained_without": "circor2022", "test": scores}],
+        "test": scores,
+        "task_definition": TASKS["screening"].to_dict(),
+    }
+    text = "\n".join(sources_section(report))
+    assert "| lstm without circor2022 | CirCor, per patient (any recording abnormal) | 0.650 ± 0.000 |" in text
+    assert "| circor2022 | PhysioNet, outside training-e | 10 | 0.700 |" in text
+    assert "Outcome: **do not ship**" in text and "seed 2323" in text
