@@ -71,7 +71,7 @@ def run_one(
     overrides = overrides or {}
     cfg = configure(cfg, value, overrides)
     data = load_data(task, root, cfg)
-    dev_idx, _, cv_folds = splits(data, cfg, split_seed=SPLIT_SEED)
+    dev_idx, _, cv_folds = splits(data, cfg, split_seed=SPLIT_SEED, root=root)
     dbs = lodo_databases(data, dev_idx)
     base = 1000 * seed
     jobs = [Job(arch, dev_idx[cv_folds != f], dev_idx[cv_folds == f], base + f) for f in range(cfg.folds)]

@@ -15,10 +15,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from converter import datasets as ds
 from device.core.errors import DatasetError
 
 CIRCOR = "circor2022"
 PATIENTS_FILE = "development_patients.txt"
+SUBSET = "training_data"  # every recording's subset (one stethoscope, one database for the sampler)
 SITES = ("AV", "PV", "TV", "MV", "Phc")
 # .tsv states: 0 is "not annotated" (noise, unclear), the others the heart cycle in order
 UNANNOTATED, S1, SYSTOLE, S2, DIASTOLE = 0, 1, 2, 3, 4
@@ -188,6 +190,29 @@ def load_circor2022(
     if not out:
         raise DatasetError(f"no CirCor recordings of the wanted patients under {base / 'training_data'}")
     return out
+
+
+def murmur_label(r: CircorRecording) -> str:
+    """A recording's murmur label: present where the patient's murmur is heard, absent for patients
+    without one, unknown otherwise (Unknown patients, and the other sites of Present patients, where the
+    murmur may be faint)."""
+    if r.murmur == "Absent":
+        return "absent"
+    return "present" if r.murmur_here else "unknown"
+
+
+def load_task_recordings(root: str | Path) -> list[ds.Recording]:
+    """CirCor as a training source for tasks (converter/tasks.py LOADERS): one Recording per recording,
+    labelled by ``murmur_label``, the patient's murmur as its sublabel, linked patients as its group."""
+    return [
+        ds.Recording(CIRCOR, SUBSET, r.record_id, r.path, murmur_label(r), r.murmur.lower(), r.group)
+        for r in load_circor2022(root)
+    ]
+
+
+def patient_of(record_id: str) -> str:
+    """The patient id in a CirCor record id ("50103_AV_2" -> "50103")."""
+    return record_id.split("_", 1)[0]
 
 
 def split_patients(

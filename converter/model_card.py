@@ -92,8 +92,13 @@ def binary_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
         f"{meta['size_bytes']:,} bytes, sha256 `{meta['sha256']}`.",
         _features_line(report["feature_params"]),
         f"- Data: {report['n_recordings']} {_data_name(report)} recordings: {report['n_dev']} for development "
-        f"(cross-validation, training), {report['n_test']} held out (blocks of consecutive records, never "
-        "seen in training or model selection, scored once).",
+        f"(cross-validation, training), {report['n_test']} held out ("
+        + (
+            "the task's test split, per source below"
+            if report.get("n_test_per_source") and len(report["n_test_per_source"]) > 1
+            else "blocks of consecutive records"
+        )
+        + ", never seen in training or model selection, scored once).",
         f"- Training: {report['config']['settings']['epochs']} epochs of "
         f"{report['config']['settings']['windows_per_epoch']} windows drawn evenly over label within database; "
         f"{report['config']['augment_copies']} augmented copy (gain, EQ, tilt, noise, shift); "
@@ -102,7 +107,8 @@ def binary_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
         "",
     ]
     out += [
-        "### Cross-validation (5 folds, blocks of consecutive records kept together), mean ± sd over folds",
+        f"### Cross-validation ({report['config']['folds']} folds, blocks of consecutive records and linked "
+        "patients kept together), mean ± sd over folds",
         "",
         "| architecture | scope | " + " | ".join(METRICS) + " |",
         "|---" * (len(METRICS) + 2) + "|",
@@ -119,11 +125,13 @@ def binary_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
             )
     out += [
         "",
-        f"Chosen by the mean MAcc outside training-e: {json.dumps(report['cv_headline_means'])}.",
+        f"Chosen by {_headline_name(report)}: {json.dumps(report['cv_headline_means'])}.",
         "",
         f"![Cross-validation box plot](figures/{meta['name']}_boxplot.png)",
         "",
     ]
+    if report.get("cv_source_means"):
+        out += sources_section(report)
     out += threshold_section(report)
     if report.get("lodo"):
         out += [
@@ -145,7 +153,11 @@ def binary_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
         "| scope | n | " + " | ".join(METRICS) + " |",
         "|---" * (len(METRICS) + 2) + "|",
     ]
-    rows = [("all databases", t["all"])] + ([("without training-e", t["not_e"])] if "not_e" in t else [])
+    # several sources: "not_e" pools CirCor and PASCAL with PhysioNet's other databases, so the per-source
+    # table (sources_section) gives PhysioNet outside training-e instead
+    rows = [("all databases", t["all"])] + (
+        [("without training-e", t["not_e"])] if "not_e" in t and "sources" not in t else []
+    )
     rows += [(db, v) for db, v in t["per_db"].items()]
     for name, s in rows:
         out.append(f"| {name} | {s['n']} | " + " | ".join(_f(s[m]) for m in METRICS) + " |")
@@ -179,6 +191,107 @@ def binary_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     ]
     out += [f"| {k} | {v['label']} | {v['confidence']:.2f} |" for k, v in ks.items()]
     return [*out, ""]
+
+
+SOURCE_SCOPES = (
+    ("physionet2016/all", "PhysioNet, all databases"),
+    ("physionet2016/not_e", "PhysioNet, outside training-e"),
+    ("circor2022/all", "CirCor, per recording"),
+    ("circor2022/patient", "CirCor, per patient (any recording abnormal)"),
+    ("pascal2011/all", "PASCAL (trains only; CV folds)"),
+)
+
+
+def _headline_name(report: dict[str, Any]) -> str:
+    if report.get("cv_source_means"):
+        return "the mean of PhysioNet MAcc outside training-e and CirCor MAcc per patient (CV)"
+    return "the mean MAcc outside training-e"
+
+
+def _source_rows(scores: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    sources = scores.get("sources", {})
+    rows = []
+    for scope, name in SOURCE_SCOPES:
+        src, part = scope.split("/")
+        if part in sources.get(src, {}):
+            rows.append((name, sources[src][part]))
+    return rows
+
+
+def sources_section(report: dict[str, Any]) -> list[str]:
+    """A model trained on several sources: CV per source (every architecture and the comparator trained
+    without CirCor), the ship decision, cross-source transfer and the test split per source."""
+    keys = ("macc", "sensitivity", "specificity", "auc")
+    out = [
+        "### Cross-validation per source, mean ± sd over folds",
+        "",
+        "| model | scope | " + " | ".join(keys) + " |",
+        "|---" * (len(keys) + 2) + "|",
+    ]
+    comp = report.get("comparator", {})
+    entries = [(a, [c for c in report["cv"] if c["arch"] == a]) for a in dict.fromkeys(c["arch"] for c in report["cv"])]
+    if comp.get("cv"):
+        entries.append((f"{report['chosen_arch']} without {comp['trained_without']}", comp["cv"]))
+    for name, cvs in entries:
+        for scope, label in SOURCE_SCOPES:
+            src, part = scope.split("/")
+            vals = [c["scores"].get("sources", {}).get(src, {}).get(part) for c in cvs]
+            if vals and all(v is not None for v in vals):
+                out.append(f"| {name} | {label} | " + " | ".join(_ms([v[k] for v in vals]) for k in keys) + " |")
+    out += [
+        "",
+        "CirCor per recording and per patient count the recordings that carry a label: every site of an Absent "
+        "patient, the sites where a Present patient's murmur is heard (Unknown patients and the other sites "
+        "of Present patients do not train and are not scored).",
+        "",
+    ]
+    if report.get("ship_decision"):
+        d = report["ship_decision"]
+        out += [
+            "**Ship decision** (rule fixed before the test split was scored, from CV figures only): "
+            + d["rule"]
+            + ". "
+            + "; ".join(
+                f"{k}: {_f(v['candidate'])} vs comparator {_f(v['comparator'])}" for k, v in d["figures"].items()
+            )
+            + f". Outcome: **{'ship' if d['ship'] else 'do not ship'}**.",
+            "",
+        ]
+    if report.get("cross_source"):
+        out += [
+            "### Cross-source transfer (test split; reported, nothing chosen with it)",
+            "",
+            "| trained without | scored on | n | " + " | ".join(keys) + " |",
+            "|---" * (len(keys) + 3) + "|",
+        ]
+        for row in report["cross_source"]:
+            for name, v in _source_rows(row["test"]):
+                out.append(
+                    f"| {row['trained_without']} | {name} | {v['n']} | " + " | ".join(_f(v[k]) for k in keys) + " |"
+                )
+        out.append("")
+    t = report.get("test", {})
+    if t.get("sources"):
+        out += [
+            "### Test split per source (final model, float; scored once)",
+            "",
+            "| scope | n | " + " | ".join(keys) + " |",
+            "|---" * (len(keys) + 2) + "|",
+        ]
+        out += [f"| {name} | {v['n']} | " + " | ".join(_f(v[k]) for k in keys) + " |" for name, v in _source_rows(t)]
+        split = (report.get("task_definition") or {}).get("split", {})
+        out += [
+            "",
+            "Test split: "
+            + "; ".join(
+                f"{d}: {r['rule']}"
+                + (f" (fraction {r['fraction']}, seed {r['seed']})" if r["rule"] != "train_only" else "")
+                for d, r in split.items()
+            )
+            + ". CirCor's test patients are the murmur model's.",
+            "",
+        ]
+    return out
 
 
 def threshold_section(report: dict[str, Any]) -> list[str]:
@@ -580,6 +693,8 @@ def status_section(
         ("model file", "<= 100 KB", f"{meta['size_bytes'] / 1024:.0f} KB", meta["size_bytes"] <= 100 * 1024),
         ("whole `steth train` run", "<= 30 min", took, minutes <= 30),
     ]
+    if t.get("sources"):
+        rows = multi_source_targets(screening, meta, lodo_mean, lodo_min, cv_all, took, minutes)
     missed = [a for a, _, _, met in rows if met is False]
     verdict = (
         f"**This model misses {len(missed)} of {sum(met is not None for *_, met in rows)} targets "
@@ -606,6 +721,42 @@ def status_section(
     if rerun:
         out += ["", *rerun_section(screening, rerun)]
     return [*out, ""]
+
+
+def multi_source_targets(
+    report: dict[str, Any],
+    meta: dict[str, Any],
+    lodo_mean: float | None,
+    lodo_min: float | None,
+    cv_all: list[float],
+    took: str,
+    minutes: float,
+) -> list[tuple[str, str, str, bool | None]]:
+    """Issue 23's targets for a model trained on several sources (test split per source, float model)."""
+    src = report["test"]["sources"]
+    physio, not_e = src.get("physionet2016", {}).get("all", {}), src.get("physionet2016", {}).get("not_e", {})
+    patient = src.get("circor2022", {}).get("patient", {})
+    p = meta["parity"]
+    # what the screening kit runs per recording: the screening model and the murmur model beside it
+    dest = models_dir()
+    total = sum(
+        (dest / f"{n}.tflite").stat().st_size for n in ("screening", "murmur") if (dest / f"{n}.tflite").exists()
+    )
+
+    def at_least(v: dict[str, Any], bar: float) -> bool | None:
+        return None if not v else bool(v["macc"] >= bar)
+
+    return [
+        ("test split PhysioNet MAcc", ">= 0.90", _f(physio.get("macc")), at_least(physio, 0.90)),
+        ("test split PhysioNet MAcc outside training-e", ">= 0.80", _f(not_e.get("macc")), at_least(not_e, 0.80)),
+        ("test split CirCor MAcc per patient", ">= 0.80", _f(patient.get("macc")), at_least(patient, 0.80)),
+        ("leave-one-database-out MAcc", "reported", f"mean {_f(lodo_mean)}, lowest {_f(lodo_min)}", None),
+        ("CV MAcc (all sources), chosen architecture", "mean ± sd reported", _ms(cv_all), None),
+        ("int8 agrees with float", ">= 99% of recordings", f"{p['agreement']:.1%}", p["agreement"] >= 0.99),
+        ("int8 vs float MAcc", "differ <= 0.01", f"{p['macc_delta']:.3f}", p["macc_delta"] <= 0.01),
+        ("screening + murmur models (int8)", "<= 1 MB together", f"{total / 1024:.0f} KB", total <= 1024 * 1024),
+        ("whole `steth train` run", "<= 60 min on 2 cores", took, minutes <= 60),
+    ]
 
 
 def _took(report: dict[str, Any]) -> str:

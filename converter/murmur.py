@@ -103,10 +103,7 @@ class Site:
     patient_murmur: str  # Present / Absent / Unknown; "" for PASCAL
 
 
-def murmur_label(r: cc.CircorRecording) -> str:
-    if r.murmur == "Absent":
-        return "absent"
-    return "present" if r.murmur_here else "unknown"
+murmur_label = cc.murmur_label  # one rule for the murmur model and the tasks that train on CirCor
 
 
 def load_recordings(
@@ -116,7 +113,7 @@ def load_recordings(
     PhysioNet normal -> absent, abnormal -> "abnormal" (never trains; its reference label is the sublabel)."""
     crecs = cc.load_circor2022(circor_root, patients)
     recs = [
-        ds.Recording(cc.CIRCOR, "training_data", r.record_id, r.path, murmur_label(r), r.murmur.lower(), r.group)
+        ds.Recording(cc.CIRCOR, cc.SUBSET, r.record_id, r.path, murmur_label(r), r.murmur.lower(), r.group)
         for r in crecs
     ]
     sites = [Site(r.patient, r.site, r.murmur) for r in crecs]

@@ -23,6 +23,13 @@ class RunConfig:
     limit_per_stratum: int | None = None  # for quick runs on a slice of the data
     jobs: int = 1  # models trained at once, each in its own process with one thread
     settings: TrainSettings = field(default_factory=TrainSettings)
+    # multi-source tasks: the chosen architecture trained once without each of these sources and scored
+    # on the test split (cross-source transfer, reported only)
+    cross_source: tuple[str, ...] = ("circor2022", "physionet2016")
+    # multi-source tasks: the source left out of the comparator's CV (the plain model of the ship
+    # decision, train.ship_decision); "" runs none
+    comparator_without: str = "circor2022"
+    ship_margin: float = 0.02  # how far below the comparator's PhysioNet CV MAcc the candidate may be
     # FeatureParams fields that differ from the task's (`steth ablate --set features.X=...` only: a
     # shipped model's features are the task's, which the device reads from the sidecar)
     features: dict[str, Any] = field(default_factory=dict)

@@ -16,6 +16,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from converter import circor as cc
 from converter import datasets as ds
 from device.core.errors import ConfigError
 from device.core.features import FeatureParams
@@ -24,6 +27,7 @@ from device.core.features import FeatureParams
 LOADERS: dict[str, Callable[[Path], list[ds.Recording]]] = {
     ds.PHYSIONET: ds.load_physionet2016,
     ds.PASCAL: ds.load_pascal2011,
+    cc.CIRCOR: cc.load_task_recordings,
 }
 DEFINITIONS = "task_definitions"
 
@@ -35,6 +39,65 @@ class Check:
     name: str
     dataset: str
     subsets: tuple[str, ...] = ()
+
+
+# How a data set's recordings are split off for the test split (`[split.<data set>]` of a task):
+# "blocks": converter.datasets.split_folds on that data set alone (blocks of consecutive records, strata
+#   database and label), fold 0 of round(1/fraction) held out, with the rule's own seed;
+# "patients": converter.circor.split_patients over every development patient (linked patients together,
+#   stratified by the patient's murmur), the same call the murmur model's test split comes from;
+# "train_only": never held out.
+SPLIT_RULES = ("blocks", "patients", "train_only")
+
+
+@dataclass(frozen=True)
+class SplitRule:
+    rule: str
+    fraction: float = 0.2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Split:
+    """A task's own test split, fixed per data set, so it does not move with the run's seed or with which
+    other data sets are loaded (a run with one source left out holds out the same recordings)."""
+
+    rules: Mapping[str, SplitRule]
+
+    def held_out(self, recordings: list[ds.Recording], root: Path) -> np.ndarray:
+        """True for each recording in the test split."""
+        out = np.zeros(len(recordings), dtype=bool)
+        for name, rule in self.rules.items():
+            idx = [i for i, r in enumerate(recordings) if r.dataset == name]
+            if not idx or rule.rule == "train_only":
+                continue
+            if rule.rule == "blocks":
+                k = max(2, round(1 / rule.fraction))
+                folds = ds.split_folds([recordings[i] for i in idx], k, seed=rule.seed)
+                out[[i for i, f in zip(idx, folds, strict=True) if f == 0]] = True
+            else:
+                groups = self.test_groups(name, root)
+                out[[i for i in idx if recordings[i].group in groups]] = True
+        return out
+
+    def test_groups(self, name: str, root: Path) -> set[str]:
+        """The held-out groups of a "patients" data set, from all its development patients (also those
+        this task leaves out, e.g. Unknown murmur), so the split is the murmur model's."""
+        rule = self.rules[name]
+        _, test = cc.split_patients(cc.load_circor2022(root), rule.fraction, rule.seed)
+        return {r.group for r in test}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: {"rule": v.rule, "fraction": v.fraction, "seed": v.seed} for k, v in self.rules.items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Split:
+        return cls(
+            {
+                str(k): SplitRule(str(v["rule"]), float(v.get("fraction", 0.2)), int(v.get("seed", 0)))
+                for k, v in data.items()
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -54,6 +117,9 @@ class Task:
     checks: tuple[Check, ...] = ()
     # the model families `steth train` compares by cross-validation (converter/models.py)
     architectures: tuple[str, ...] = ("simplernn", "lstm", "conv_lstm")
+    # the task's own test split per data set; None: `steth train` holds out blocks of all data sets with
+    # the run's seed (the tasks before issue 23)
+    split: Split | None = None
 
     def label_of(self, rec: ds.Recording) -> str | None:
         """This task's label for a recording, None when the task leaves it out."""
@@ -98,6 +164,7 @@ class Task:
             "label_map": {k: dict(v) for k, v in self.label_map.items()},
             "checks": [{"name": c.name, "dataset": c.dataset, "subsets": list(c.subsets)} for c in self.checks],
             "architectures": list(self.architectures),
+            **({"split": self.split.to_dict()} if self.split is not None else {}),
         }
 
     @classmethod
@@ -122,6 +189,7 @@ class Task:
                     for c in data.get("checks", ())
                 ),
                 **({"architectures": tuple(str(a) for a in data["architectures"])} if "architectures" in data else {}),
+                split=Split.from_dict(data["split"]) if data.get("split") else None,
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ConfigError(
@@ -138,6 +206,24 @@ class Task:
             if b not in labels
         ]
         problems += [f"no label map for {d}" for d in task.train_on if d not in task.label_map]
+        if task.split is not None:
+            problems += [f"split: unknown data set {d!r}" for d in task.split.rules if d not in LOADERS]
+            problems += [f"split: no rule for {d}" for d in task.train_on if d not in task.split.rules]
+            problems += [
+                f"split.{d}: rule {r.rule!r} is not one of {', '.join(SPLIT_RULES)}"
+                for d, r in task.split.rules.items()
+                if r.rule not in SPLIT_RULES
+            ]
+            problems += [
+                f"split.{d}: fraction {r.fraction} is not between 0 and 1"
+                for d, r in task.split.rules.items()
+                if not 0 < r.fraction < 1
+            ]
+            problems += [
+                f"split.{d}: the patients rule is CirCor's"
+                for d, r in task.split.rules.items()
+                if r.rule == "patients" and d != cc.CIRCOR
+            ]
         if task.positive is not None and len(labels) != 2:
             problems.append("a positive label needs exactly two labels")
         if problems:

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from converter import circor as cc
 from converter import datasets as ds
 from converter import featurestore, thresholds
 from converter.metrics import best_threshold, binary_scores, confusion, pascal_scores
@@ -96,8 +97,16 @@ def inner_split(records: np.ndarray, data: Data, fraction: float, seed: int) -> 
     return fit_part, val_part
 
 
-def score(task: Task, y: np.ndarray, probs: np.ndarray, strata: np.ndarray, threshold: float) -> dict[str, Any]:
-    """Overall, per database, and (screening) over every database except training-e."""
+def score(
+    task: Task,
+    y: np.ndarray,
+    probs: np.ndarray,
+    strata: np.ndarray,
+    threshold: float,
+    recordings: list[ds.Recording] | None = None,
+) -> dict[str, Any]:
+    """Overall, per database, and (screening) over every database except training-e; with ``recordings``
+    of several data sets (binary tasks) also per source (``source_scores``)."""
     if task.positive is not None:
         s = probs[:, task.labels.index(task.positive)]
         out: dict[str, Any] = {"all": binary_scores(y, s, threshold), "per_db": {}}
@@ -106,6 +115,8 @@ def score(task: Task, y: np.ndarray, probs: np.ndarray, strata: np.ndarray, thre
         not_e = strata != "training-e"
         if not_e.any() and (~not_e).any():
             out["not_e"] = binary_scores(y[not_e], s[not_e], threshold)
+        if recordings is not None and len(task.train_on) > 1:
+            out["sources"] = source_scores(task, recordings, y, s, threshold)
         return out
     pred = probs.argmax(1)
     labels = list(task.labels)
@@ -114,6 +125,37 @@ def score(task: Task, y: np.ndarray, probs: np.ndarray, strata: np.ndarray, thre
         cm = confusion([labels[i] for i in y[m]], [labels[i] for i in pred[m]], labels)
         res[name] = {**pascal_scores(cm, labels), "confusion": cm.tolist()}
     return {"all": res["all"], "per_db": {g: res[g] for g in sorted(set(strata))}}
+
+
+def source_scores(
+    task: Task, recordings: list[ds.Recording], y: np.ndarray, s: np.ndarray, threshold: float
+) -> dict[str, dict[str, Any]]:
+    """Per data set: all its recordings; PhysioNet also outside training-e ("not_e"); CirCor also per
+    patient ("patient": abnormal if any of the patient's scored recordings is, i.e. the highest score of
+    the patient's recordings against the threshold, and the patient abnormal if any recording is)."""
+    pos = task.labels.index(task.positive or "")
+    y = (np.asarray(y) == pos).astype(int)
+    names = np.array([r.dataset for r in recordings])
+    out: dict[str, dict[str, Any]] = {}
+    for name in sorted(set(names)):
+        m = names == name
+        entry = {"all": binary_scores(y[m], s[m], threshold)}
+        if name == ds.PHYSIONET:
+            not_e = m & np.array([r.subset != "training-e" for r in recordings])
+            entry["not_e"] = binary_scores(y[not_e], s[not_e], threshold)
+        if name == cc.CIRCOR:
+            by: dict[str, list[int]] = {}
+            for i in np.flatnonzero(m):
+                by.setdefault(cc.patient_of(recordings[i].record_id), []).append(int(i))
+            yp = np.array([y[v].max() for v in by.values()])
+            sp = np.array([s[v].max() for v in by.values()])
+            entry["patient"] = binary_scores(yp, sp, threshold)
+        out[name] = entry
+    return out
+
+
+# The figures of a source that make up a multi-source task's headline (see `headline`).
+HEADLINE_PARTS = ((ds.PHYSIONET, "not_e"), (cc.CIRCOR, "patient"))
 
 
 def train_and_score(
@@ -137,7 +179,9 @@ def train_and_score(
         pos = data.task.labels.index(data.task.positive)
         threshold = best_threshold(data.y[val_recs], val_probs[:, pos], data.strata[val_recs])
     probs = record_probabilities(model, data.eval_set, test_recs, len(data.task.labels))
-    return model, threshold, score(data.task, data.y[test_recs], probs, data.strata[test_recs], threshold), probs
+    recs = [data.recordings[i] for i in test_recs]
+    s = score(data.task, data.y[test_recs], probs, data.strata[test_recs], threshold, recs)
+    return model, threshold, s, probs
 
 
 @dataclass(frozen=True)
@@ -208,20 +252,34 @@ class Runner:
             self.pool.shutdown()
 
 
-def splits(data: Data, cfg: RunConfig, split_seed: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(development indices, held-out indices, CV fold of each development recording)."""
+def splits(
+    data: Data, cfg: RunConfig, split_seed: int | None = None, root: Path | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(development indices, held-out indices, CV fold of each development recording).
+
+    A task with its own ``[split]`` (and ``root``, where a "patients" rule reads its data set) holds out
+    what that names, whatever the run's seed; otherwise blocks of every data set with the run's seed."""
     seed = cfg.settings.seed if split_seed is None else split_seed
     all_idx = np.arange(len(data.recordings))
-    folds_all = np.array(ds.split_folds(data.recordings, max(2, round(1 / cfg.test_fraction)), seed=seed))
-    dev_idx, test_idx = all_idx[folds_all != 0], all_idx[folds_all == 0]
+    if data.task.split is not None and root is not None:
+        held = data.task.split.held_out(data.recordings, root)
+        dev_idx, test_idx = all_idx[~held], all_idx[held]
+    else:
+        folds_all = np.array(ds.split_folds(data.recordings, max(2, round(1 / cfg.test_fraction)), seed=seed))
+        dev_idx, test_idx = all_idx[folds_all != 0], all_idx[folds_all == 0]
     dev_recs = [data.recordings[i] for i in dev_idx]
     return dev_idx, test_idx, np.array(ds.split_folds(dev_recs, cfg.folds, seed=seed + 1))
 
 
 def lodo_databases(data: Data, dev_idx: np.ndarray) -> list[str]:
-    """Databases that can be left out: (binary tasks) the other databases still hold both labels."""
+    """Databases that can be left out: (binary tasks) the other databases still hold both labels; not
+    those of a data set the task's split only trains on (PASCAL in screening)."""
+    train_only = {d for d, r in data.task.split.rules.items() if r.rule == "train_only"} if data.task.split else set()
+    skip = {r.subset for r in data.recordings if r.dataset in train_only}
     dbs = []
-    for db in sorted(set(data.strata[dev_idx])):
+    # the largest databases first (their figures say the most; a run cut short keeps them)
+    sizes = {db: int(np.sum(data.strata[dev_idx] == db)) for db in set(data.strata[dev_idx]) - skip}
+    for db in sorted(sizes, key=lambda d: (-sizes[d], d)):
         rest = dev_idx[data.strata[dev_idx] != db]
         if data.task.positive is not None and len(set(data.y[rest])) < len(data.task.labels):
             continue
@@ -230,7 +288,21 @@ def lodo_databases(data: Data, dev_idx: np.ndarray) -> list[str]:
 
 
 def headline(task: Task, s: dict[str, Any]) -> float:
-    """The number the architectures are ranked by: MAcc outside training-e (screening), accuracy otherwise."""
+    """The number the architectures are ranked by.
+
+    A binary task trained on several sources: the mean of PhysioNet's MAcc outside training-e (the
+    databases unlike training-e, where 0.4.0 fell short) and CirCor's MAcc per patient (a nurse's exam:
+    the patient is abnormal if any recording is), the two things the kit must get right on stethoscopes
+    it was not tuned on; whichever of the two the scores hold. One source (screening before issue 23):
+    MAcc outside training-e. Multi-class tasks: mean recall per class."""
+    parts = [
+        float(s["sources"][name][part]["macc"])
+        for name, part in HEADLINE_PARTS
+        if name in s.get("sources", {}) and part in s["sources"][name]
+    ]
+    parts = [p for p in parts if not np.isnan(p)]
+    if parts:
+        return float(np.mean(parts))
     if task.positive is not None:
         return float(s.get("not_e", s["all"])["macc"])
     return float(np.mean([v["sensitivity"] for v in s["all"]["per_class"].values() if not np.isnan(v["sensitivity"])]))
@@ -242,7 +314,7 @@ def run(root: Path, out: Path, cfg: RunConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     data = load_data(task, root, cfg)  # builds the feature cache that worker processes then load
     runner = Runner(task, root, cfg, data)
-    dev_idx, test_idx, cv_folds = splits(data, cfg)
+    dev_idx, test_idx, cv_folds = splits(data, cfg, root=root)
     log.info("%d recordings: %d development, %d held out", len(data.recordings), len(dev_idx), len(test_idx))
     report: dict[str, Any] = {
         "task": task.name,
@@ -253,6 +325,9 @@ def run(root: Path, out: Path, cfg: RunConfig) -> dict[str, Any]:
         "n_recordings": len(data.recordings),
         "n_dev": len(dev_idx),
         "n_test": len(test_idx),
+        "n_test_per_source": {
+            d: int(sum(data.recordings[i].dataset == d for i in test_idx)) for d in sorted(set(task.train_on))
+        },
         "cv": [],
         "lodo": [],
     }
@@ -280,26 +355,18 @@ def run(root: Path, out: Path, cfg: RunConfig) -> dict[str, Any]:
     report["chosen_arch"] = chosen
     log.info("chosen architecture: %s (%s)", chosen, means)
 
-    # 2. leave one database out (screening: six PhysioNet databases; sound type: set A vs set B) and
-    # 3. the final model on all development data, scored once on the held-out split: independent
-    # trainings, so they run side by side.
-    lodo_dbs = lodo_databases(data, dev_idx) if cfg.lodo else []
-    final = Job(chosen, dev_idx, test_idx, cfg.settings.seed + 1000, save_to=str(out / "model.h5"))
-    jobs = [final] + [
-        Job(chosen, dev_idx[data.strata[dev_idx] != db], dev_idx[data.strata[dev_idx] == db], cfg.settings.seed + 100)
-        for db in lodo_dbs
-    ]
-    results = list(runner.map(jobs))
-    runner.close()
-    for db, (thr, s, _) in zip(lodo_dbs, results[1:], strict=True):
-        report["lodo"].append({"held_out_db": db, "threshold": thr, "scores": s})
-        log.info("LODO %s: %s", db, json.dumps(s["all"], default=float)[:200])
-    val_thr, test_scores, test_probs = results[0]
+    # 2. leave one database out (screening: PhysioNet's six databases and CirCor; sound type: set A vs
+    # set B), 3. the final model on all development data, scored once on the held-out split, and (several
+    # sources) 4. the cross-source models and 5. the comparator's CV: independent trainings, side by side.
+    (val_thr, test_scores, test_probs), lodo = _final_and_reported(
+        runner, data, cfg, report, dev_idx, test_idx, cv_folds, out
+    )
     thr = val_thr
     if task.positive is not None:
         thr = _threshold_from_cv(report, data, dev_idx, cv_folds, oof[chosen], val_thr)
         # scored once more only because the threshold may differ from the one the job applied
-        test_scores = score(task, data.y[test_idx], test_probs, data.strata[test_idx], thr)
+        test_recs = [data.recordings[i] for i in test_idx]
+        test_scores = score(task, data.y[test_idx], test_probs, data.strata[test_idx], thr, test_recs)
     report["threshold"] = thr
     report["test"] = test_scores
     _write_oof(out / "oof.json", data, dev_idx, cv_folds, oof)
@@ -310,12 +377,114 @@ def run(root: Path, out: Path, cfg: RunConfig) -> dict[str, Any]:
     (out / "split.json").write_text(json.dumps(split))
     for check in task.checks if task.positive is not None else ():
         report[check.name] = _out_of_domain_check(model, task, check, root, thr, cfg)
-    report["seconds"] = round(time.monotonic() - t0, 1)
+    report["seconds"] = report["seconds_before_lodo"] = round(time.monotonic() - t0, 1)
     (out / "report.json").write_text(json.dumps(report, indent=1, default=_jsonable))
+    for db, (db_thr, s, _) in lodo:
+        report["lodo"].append({"held_out_db": db, "threshold": db_thr, "scores": s})
+        log.info("LODO %s: %s", db, json.dumps(s["all"], default=float)[:200])
+        report["seconds"] = round(time.monotonic() - t0, 1)
+        (out / "report.json").write_text(json.dumps(report, indent=1, default=_jsonable))
+    runner.close()
     from converter.report import boxplot
 
     boxplot(rows, out / "boxplot.png", task.name)
     return report
+
+
+def cv_source_means(entries: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean over CV folds of each per-source figure ("physionet2016/not_e" -> {"macc": ..., ...})."""
+    acc: dict[str, dict[str, list[float]]] = {}
+    for e in entries:
+        for name, parts in e["scores"].get("sources", {}).items():
+            for part, v in parts.items():
+                for k in ("macc", "sensitivity", "specificity", "auc"):
+                    acc.setdefault(f"{name}/{part}", {}).setdefault(k, []).append(float(v[k]))
+    return {scope: {k: float(np.nanmean(v)) for k, v in m.items()} for scope, m in acc.items()}
+
+
+def ship_decision(
+    candidate: dict[str, dict[str, float]], comparator: dict[str, dict[str, float]], margin: float
+) -> dict[str, Any]:
+    """The rule fixed before the test split is scored (issue 23): ship the all-sources model only if, in
+    this run's CV, its PhysioNet MAcc (all databases and outside training-e) is no more than ``margin``
+    below the model trained without CirCor, and its CirCor MAcc per patient is higher."""
+
+    def get(m: dict[str, dict[str, float]], scope: str) -> float:
+        return float(m.get(scope, {}).get("macc", float("nan")))
+
+    checks = {
+        scope: {"candidate": get(candidate, scope), "comparator": get(comparator, scope)}
+        for scope in (f"{ds.PHYSIONET}/all", f"{ds.PHYSIONET}/not_e", f"{cc.CIRCOR}/patient")
+    }
+    ok_physionet = all(
+        checks[s]["candidate"] >= checks[s]["comparator"] - margin
+        for s in (f"{ds.PHYSIONET}/all", f"{ds.PHYSIONET}/not_e")
+    )
+    ok_circor = checks[f"{cc.CIRCOR}/patient"]["candidate"] > checks[f"{cc.CIRCOR}/patient"]["comparator"]
+    return {
+        "rule": f"PhysioNet CV MAcc (all, not_e) >= comparator - {margin}; CirCor CV per-patient MAcc > comparator",
+        "margin": margin,
+        "figures": checks,
+        "physionet_within_margin": ok_physionet,
+        "circor_better": ok_circor,
+        "ship": bool(ok_physionet and ok_circor),
+    }
+
+
+def _final_and_reported(
+    runner: Runner,
+    data: Data,
+    cfg: RunConfig,
+    report: dict[str, Any],
+    dev_idx: np.ndarray,
+    test_idx: np.ndarray,
+    cv_folds: np.ndarray,
+    out: Path,
+) -> tuple[JobResult, Iterator[tuple[str, JobResult]]]:
+    """The trainings after CV, side by side: the final model (its result returned), the cross-source
+    models and the comparator's CV (these into ``report``), and leave-one-database-out (its results
+    returned as they come)."""
+    task, chosen = data.task, report["chosen_arch"]
+    lodo_dbs = lodo_databases(data, dev_idx) if cfg.lodo else []
+    final = Job(chosen, dev_idx, test_idx, cfg.settings.seed + 1000, save_to=str(out / "model.h5"))
+    source = np.array([r.dataset for r in data.recordings])
+    # 4. cross-source models: the chosen architecture trained without one source, scored on the test split
+    # (report only: nothing is chosen with them). Without CirCor it is also the plain comparison.
+    without = [d for d in cfg.cross_source if d in task.train_on and len(task.train_on) > 1]
+    cross = [Job(chosen, dev_idx[source[dev_idx] != d], test_idx, cfg.settings.seed + 1000) for d in without]
+    # 5. the comparator's CV (the same folds, the source left out of each training part) for the ship decision
+    comp = cfg.comparator_without if cfg.comparator_without in task.train_on and len(task.train_on) > 1 else ""
+    comp_cv = [
+        Job(chosen, dev_idx[(cv_folds != f) & (source[dev_idx] != comp)], dev_idx[cv_folds == f], cfg.settings.seed + f)
+        for f in range(cfg.folds)
+        if comp
+    ]
+    lodo_jobs = [
+        Job(chosen, dev_idx[data.strata[dev_idx] != db], dev_idx[data.strata[dev_idx] == db], cfg.settings.seed + 100)
+        for db in lodo_dbs
+    ]
+    # LODO last: the run's report is complete (and written) before it, each LODO figure added as it comes
+    results_in_order = runner.map([final, *cross, *comp_cv, *lodo_jobs])
+    n_cross, n_comp = len(cross), len(comp_cv)
+    results = [next(results_in_order) for _ in range(1 + n_cross + n_comp)]
+    report["cross_source"] = [
+        {"trained_without": d, "threshold": thr, "test": s}
+        for d, (thr, s, _) in zip(without, results[1 : 1 + n_cross], strict=True)
+    ]
+    report["comparator"] = {
+        "trained_without": comp,
+        "cv": [
+            {"arch": chosen, "fold": f, "threshold": thr, "scores": s}
+            for f, (thr, s, _) in enumerate(results[1 + n_cross : 1 + n_cross + n_comp])
+        ],
+    }
+    report["cv_source_means"] = {a: cv_source_means([c for c in report["cv"] if c["arch"] == a]) for a in cfg.archs}
+    if comp:
+        report["comparator"]["cv_source_means"] = cv_source_means(report["comparator"]["cv"])
+        report["ship_decision"] = ship_decision(
+            report["cv_source_means"][chosen], report["comparator"]["cv_source_means"], cfg.ship_margin
+        )
+    return results[0], zip(lodo_dbs, results_in_order, strict=True)
 
 
 def _threshold_from_cv(
@@ -370,6 +539,7 @@ def _out_of_domain_check(
 def _rows(arch: str, fold: int, s: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     scopes = {"all": s["all"], **({"not_e": s["not_e"]} if "not_e" in s else {}), **s.get("per_db", {})}
+    scopes |= {f"{name}/{part}": v for name, parts in s.get("sources", {}).items() for part, v in parts.items()}
     for scope, v in scopes.items():
         flat = {k: v[k] for k in ("sensitivity", "specificity", "macc", "accuracy", "auc", "n") if k in v}
         if "per_class" in v:
@@ -463,5 +633,7 @@ def _main(args: argparse.Namespace) -> int:
     report = run(root, out, cfg)
     print(f"chosen: {report['chosen_arch']}  CV means: {report['cv_headline_means']}")
     print(f"held-out test: {json.dumps(report['test']['all'], default=_jsonable)}")
+    if "ship_decision" in report:
+        print(f"ship decision (CV only): {json.dumps(report['ship_decision'], default=_jsonable)}")
     print(f"run folder: {out}")
     return 0

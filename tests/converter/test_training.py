@@ -11,6 +11,7 @@ import pytest
 
 from converter import convert as conv
 from converter import models
+from converter.tasks import TASKS
 from converter.train import RunConfig, run
 from converter.trainer import TrainSettings
 from device.core.inference import Classifier
@@ -35,10 +36,33 @@ def tiny_data(tmp_path_factory, samples_dir) -> Path:
     return root.parent
 
 
+PHYSIONET_ONLY = """# the screening recipe on PhysioNet alone: the tiny slice holds no CirCor or PASCAL
+name = "screening"
+labels = ["normal", "abnormal"]
+positive = "abnormal"
+train_on = ["physionet2016"]
+domain_adversarial = 0.3
+[features]
+{features}
+[label_map.physionet2016]
+normal = "normal"
+abnormal = "abnormal"
+"""
+
+
 @pytest.fixture(scope="module")
-def tiny_run(tiny_data, tmp_path_factory) -> Path:
+def physionet_task(tiny_data) -> str:
+    features = TASKS["screening"].to_dict()["features"]
+    path = tiny_data / "screening-physionet.toml"
+    path.write_text(PHYSIONET_ONLY.format(features="\n".join(f"{k} = {json.dumps(v)}" for k, v in features.items())))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_data, physionet_task, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run")
     cfg = RunConfig(
+        task=physionet_task,
         archs=("lstm", "conv_lstm"),
         folds=2,
         test_fraction=0.5,
@@ -176,11 +200,11 @@ def test_the_database_head_can_read_the_convolutional_features_and_the_label_bra
         models.build("lstm", (201, 16), 2, domains=5, domain_from="conv")
 
 
-def test_ablation_compares_settings_over_seeds_and_resumes(tiny_data, tmp_path, capsys):
+def test_ablation_compares_settings_over_seeds_and_resumes(tiny_data, physionet_task, tmp_path, capsys):
     from device.cli import build_parser
 
     out = tmp_path / "ablation"
-    argv = ["ablate", str(tiny_data), "--out", str(out), "--folds", "2", "--epochs", "1"]
+    argv = ["ablate", str(tiny_data), "--task", physionet_task, "--out", str(out), "--folds", "2", "--epochs", "1"]
     argv += ["--windows-per-epoch", "32", "--jobs", "1", "--seeds", "0,1", "--domain-adversarial", "0,0.3"]
     args = build_parser().parse_args(argv)
     assert args.func(args) == 0

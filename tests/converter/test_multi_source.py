@@ -1,0 +1,190 @@
+"""Screening on every development source (issue 23): CirCor as a task source, the task's own test split,
+and a run on a tiny real slice of PhysioNet, CirCor and PASCAL."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from converter import circor as cc
+from converter import datasets as ds
+from converter import murmur
+from converter.run_config import RunConfig
+from converter.tasks import LOADERS, TASKS, Task
+from converter.train import headline, run, ship_decision
+from converter.trainer import TrainSettings
+from device.core.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def slice_root(data_dir: Path) -> Path:
+    if not (data_dir / "circor2022" / "training_data").is_dir():
+        pytest.skip(f"CirCor slice not found under {data_dir}")
+    return data_dir
+
+
+def test_it_loads_circor_recordings_with_the_murmur_models_labels(slice_root):
+    recs = LOADERS[cc.CIRCOR](slice_root)
+    raw = {r.record_id: r for r in cc.load_circor2022(slice_root)}
+    assert len(recs) == len(raw) and {r.dataset for r in recs} == {cc.CIRCOR}
+    for r in recs:
+        assert r.label == murmur.murmur_label(raw[r.record_id]) and r.group == raw[r.record_id].group
+    assert {r.label for r in recs} == {"present", "absent", "unknown"}
+    screening = TASKS["screening"]
+    kept = screening.relabel(recs)
+    by_id = {r.record_id: r for r in recs}
+    # heard here -> abnormal, absent patient -> normal, unknown (other sites, Unknown patients) left out
+    assert {(by_id[r.record_id].label, r.label) for r in kept} == {("present", "abnormal"), ("absent", "normal")}
+    assert len(kept) == sum(r.label != "unknown" for r in recs)
+
+
+def test_the_test_split_keeps_every_group_on_one_side(slice_root):
+    task = TASKS["screening"]
+    recs = task.loader(slice_root)
+    held = task.split.held_out(recs, slice_root)
+    sides: dict[str, set[bool]] = {}
+    for r, h in zip(recs, held, strict=True):
+        sides.setdefault(r.group, set()).add(bool(h))
+    assert all(len(s) == 1 for s in sides.values())
+    assert not any(h for r, h in zip(recs, held, strict=True) if r.dataset == ds.PASCAL)  # PASCAL only trains
+    physio = [r for r, h in zip(recs, held, strict=True) if r.dataset == ds.PHYSIONET and h]
+    assert 0.15 < len(physio) / sum(r.dataset == ds.PHYSIONET for r in recs) < 0.25
+    # fixed per data set: loading PhysioNet alone holds out the same records
+    alone = [r for r in recs if r.dataset == ds.PHYSIONET]
+    assert [r.key for r, h in zip(alone, task.split.held_out(alone, slice_root), strict=True) if h] == [
+        r.key for r in physio
+    ]
+    # a new seed: not the split of 0.1.0-0.4.0 (seed 0 over PhysioNet)
+    _, old = ds.train_test_split(alone, 0.2, seed=0)
+    assert {r.key for r in old} != {r.key for r in physio}
+
+
+def test_circor_test_patients_are_the_murmur_models(slice_root):
+    task = TASKS["screening"]
+    rule, defaults = task.split.rules[cc.CIRCOR], murmur.RunConfig("", None, None)
+    assert (rule.rule, rule.fraction, rule.seed) == ("patients", defaults.test_fraction, defaults.test_seed)
+    everyone = cc.load_circor2022(slice_root)
+    _, murmur_test = cc.split_patients(everyone, defaults.test_fraction, defaults.test_seed)
+    recs = task.loader(slice_root)
+    held = task.split.held_out(recs, slice_root)
+    ours = {cc.patient_of(r.record_id) for r, h in zip(recs, held, strict=True) if r.dataset == cc.CIRCOR and h}
+    # Unknown patients do not train screening, so compare on the patients screening has
+    labelled = {cc.patient_of(r.record_id) for r in recs if r.dataset == cc.CIRCOR}
+    assert ours == {r.patient for r in murmur_test} & labelled and ours
+
+
+def _full_circor() -> Path | None:
+    raw = os.environ.get("STETH_CIRCOR_FULL", "/work/data/circor_full/src/data/raw_training")
+    return Path(raw) if (Path(raw) / "training_data").is_dir() else None
+
+
+@pytest.mark.skipif(_full_circor() is None, reason="full CirCor set not found (STETH_CIRCOR_FULL)")
+def test_on_the_full_set_the_circor_test_patients_are_the_137_of_the_murmur_model(slice_root, tmp_path):
+    full = _full_circor()
+    assert full is not None
+    root = tmp_path / "circor2022"
+    root.mkdir()
+    for name in ("training_data", "training_data.csv"):
+        (root / name).symlink_to(full / name)
+    (root / cc.PATIENTS_FILE).symlink_to(slice_root / "circor2022" / cc.PATIENTS_FILE)
+    groups = TASKS["screening"].split.test_groups(cc.CIRCOR, tmp_path)
+    patients = {r.patient for r in cc.load_circor2022(tmp_path) if r.group in groups}
+    listed = (REPO / "research" / "murmur" / "test_patients.txt").read_text().split()
+    assert len(patients) == 137 and patients == {p for p in listed if p.isdigit()}
+
+
+@pytest.mark.parametrize(
+    ("split", "says"),
+    [
+        ({"physionet2016": {"rule": "random"}}, "rule 'random' is not one of"),
+        ({"physionet2016": {"rule": "patients"}}, "the patients rule is CirCor's"),
+        ({"physionet2016": {"rule": "blocks", "fraction": 1.5}}, "fraction 1.5 is not between 0 and 1"),
+        ({"physionet2016": {"rule": "blocks"}}, "split: no rule for circor2022"),
+    ],
+)
+def test_a_broken_split_is_refused_with_what_is_wrong(split, says):
+    data = {**TASKS["screening"].to_dict(), "split": split}
+    with pytest.raises(ConfigError, match=says):
+        Task.from_dict(data)
+
+
+def test_the_headline_is_the_mean_of_physionet_outside_e_and_circor_per_patient():
+    task = TASKS["screening"]
+    s = {
+        "all": {"macc": 0.1},
+        "sources": {"physionet2016": {"not_e": {"macc": 0.8}}, "circor2022": {"patient": {"macc": 0.6}}},
+    }
+    assert headline(task, s) == pytest.approx(0.7)
+    assert headline(task, {"all": {"macc": 0.1}, "not_e": {"macc": 0.5}}) == 0.5
+
+
+def test_the_ship_rule_needs_physionet_within_the_margin_and_circor_better():
+    def figures(p_all: float, p_ne: float, c: float) -> dict[str, dict[str, float]]:
+        return {
+            "physionet2016/all": {"macc": p_all},
+            "physionet2016/not_e": {"macc": p_ne},
+            "circor2022/patient": {"macc": c},
+        }
+
+    comparator = figures(0.85, 0.75, 0.60)
+    assert ship_decision(figures(0.84, 0.74, 0.65), comparator, 0.02)["ship"]
+    assert not ship_decision(figures(0.82, 0.74, 0.65), comparator, 0.02)["ship"]  # PhysioNet too far below
+    assert not ship_decision(figures(0.86, 0.76, 0.60), comparator, 0.02)["ship"]  # CirCor not better
+
+
+@pytest.mark.slow
+def test_a_run_on_a_slice_of_all_three_sources_trains_end_to_end(slice_root, tmp_path):
+    cfg = RunConfig(
+        archs=("lstm",),
+        folds=2,
+        lodo=False,
+        augment_copies=0,
+        limit_per_stratum=2,
+        jobs=1,
+        settings=TrainSettings(epochs=1, windows_per_epoch=64, batch_size=16),
+    )
+    report = run(slice_root, tmp_path, replace(cfg))
+    assert set(report["task_definition"]["train_on"]) == {"physionet2016", "circor2022", "pascal2011"}
+    assert {r.split("/")[0] for r in json.loads((tmp_path / "split.json").read_text())["dev"]} == {
+        "physionet2016",
+        "circor2022",
+        "pascal2011",
+    }
+    assert [c["trained_without"] for c in report["cross_source"]] == ["circor2022", "physionet2016"]
+    assert len(report["comparator"]["cv"]) == 2 and "ship" in report["ship_decision"]
+    assert {"physionet2016/not_e", "circor2022/patient", "pascal2011/all"} <= set(report["cv_source_means"]["lstm"])
+    assert "physionet2016" in report["test"]["sources"]
+    assert report["n_test_per_source"]["pascal2011"] == 0
+
+
+def test_the_model_card_gives_cv_cross_source_and_test_figures_per_source():
+    from converter.model_card import sources_section
+
+    def s(macc: float) -> dict[str, float]:
+        return {"macc": macc, "sensitivity": macc, "specificity": macc, "auc": macc, "n": 10}
+
+    scores = {
+        "sources": {
+            "physionet2016": {"all": s(0.8), "not_e": s(0.7)},
+            "circor2022": {"all": s(0.75), "patient": s(0.65)},
+        }
+    }
+    report = {
+        "chosen_arch": "lstm",
+        "cv": [{"arch": "lstm", "fold": f, "scores": scores} for f in range(2)],
+        "comparator": {"trained_without": "circor2022", "cv": [{"scores": scores}]},
+        "ship_decision": ship_decision({}, {}, 0.02),
+        "cross_source": [{"trained_without": "circor2022", "test": scores}],
+        "test": scores,
+        "task_definition": TASKS["screening"].to_dict(),
+    }
+    text = "\n".join(sources_section(report))
+    assert "| lstm without circor2022 | CirCor, per patient (any recording abnormal) | 0.650 ± 0.000 |" in text
+    assert "| circor2022 | PhysioNet, outside training-e | 10 | 0.700 |" in text
+    assert "Outcome: **do not ship**" in text and "seed 2323" in text
