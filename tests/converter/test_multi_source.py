@@ -65,6 +65,15 @@ def test_the_test_split_keeps_every_group_on_one_side(slice_root):
     assert {r.key for r in old} != {r.key for r in physio}
 
 
+def test_the_murmur_model_holds_out_the_screening_tasks_physionet_test_split(slice_root):
+    """murmur 0.2.0 trains on PhysioNet development normals: its PhysioNet test split must be this task's, or
+    one model would train on recordings the other is scored on."""
+    task = TASKS["screening"]
+    physio = ds.load_physionet2016(slice_root)
+    held = task.split.held_out(physio, slice_root)
+    assert murmur.physionet_test_keys(physio) == {r.key for r, h in zip(physio, held, strict=True) if h}
+
+
 def test_circor_test_patients_are_the_murmur_models(slice_root):
     task = TASKS["screening"]
     rule, defaults = task.split.rules[cc.CIRCOR], murmur.RunConfig("", None, None)
