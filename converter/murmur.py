@@ -29,7 +29,6 @@ import logging
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -505,8 +504,7 @@ def ship(run_dir: Path, dest: Path, version: str, allow_shortfall: bool = False)
     """Convert the run's model to int8, check it against the float model on the test recordings and on
     known non-heart signals, and write murmur.tflite/.json into ``dest`` (ParityError when a check fails)."""
     from converter import models
-    from converter.convert import check_and_ship, convert_in_subprocess, representative_windows
-    from device.core.inference import sha256_file
+    from converter.convert import check_and_ship, convert_in_subprocess, model_file_fields, representative_windows
 
     report = json.loads((run_dir / "report.json").read_text())
     split = json.loads((run_dir / "split.json").read_text())
@@ -553,13 +551,7 @@ def ship(run_dir: Path, dest: Path, version: str, allow_shortfall: bool = False)
             "aggregation": "mean of window probabilities",
             "architecture": recipe.arch,
             "recipe": chosen,
-            "feature_params": PARAMS.to_dict(),
-            "feature_params_fingerprint": PARAMS.fingerprint(),
-            "sha256": sha256_file(tflite),
-            "size_bytes": tflite.stat().st_size,
-            "quantization": "full integer int8 (weights and activations), int8 input and output",
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "converter": tf_version,
+            **model_file_fields(tflite, tf_version, PARAMS),
             "training_data": "murmur present (at the sites where it is heard) vs absent: CirCor DigiScope 2022 "
             f"development patients ({report['counts']['dev_patients']} patients outside the test split) and PASCAL "
             "2011 murmur vs normal recordings"
