@@ -138,15 +138,17 @@ def answer_reason(answer: Mapping[str, Any], results: Sequence[Mapping[str, Any]
         leaning = wording.model_leaning(_max_probabilities(results)).capitalize()
         parts.append(f"Unsure — {'; '.join(reasons) or 'no usable recording'}. {leaning}")
     elif label:
-        found = [r for r in results if r.get("label") == label]
-        at = sorted({str(r.get("site") or "site not given") for r in found}, key=_chest_order)
         probs = answer.get("probabilities") or {}
         p = probs.get(label)
-        model = f", model: {float(p):.0%} {label}" if p is not None else ""
+        model = f", model: {float(p):.0%} {label} over the usable sites" if p is not None else ""
+        # the exam is the mean over its usable sites (device.core.exam), so a site may disagree with it
+        findings = [r for r in results if usable(dict(r)) and r.get("label") not in (None, "normal")]
+        at = sorted({str(r.get("site") or "site not given") for r in findings}, key=_chest_order)
         if label == "normal":
-            parts.append(f"Normal at every usable site{model}")
+            outvoted = f" ({', '.join(at)} alone said abnormal, outvoted by the other sites)" if at else ""
+            parts.append(f"Normal{model}{outvoted}")
         else:
-            parts.append(f"{label.capitalize()} at {', '.join(at) or 'a site'}{model}")
+            parts.append(f"{label.capitalize()} at {', '.join(at) or 'no single site'}{model}")
     if murmur.get("label") == "present":
         heard = ", ".join(murmur.get("sites") or []) or "a site"
         p = murmur.get("probability")

@@ -7,10 +7,10 @@ may carry a ``site`` (the result message has one; `steth exam` adds the manifest
 The rules (chosen on CirCor development patients, docs/exam.md):
 - Only usable recordings count: quality ok and a label other than ``unsure``. An exam without one is
   ``unsure`` (re-record), murmur ``unknown``.
-- Screening label: any finding wins. The exam is ``normal`` only when every usable recording is normal;
-  otherwise it takes the finding with the highest probability among the recordings' labels. Per label,
-  the exam probability is the largest any usable recording gave to a finding and the smallest it gave
-  to ``normal`` (for normal/abnormal these still sum to one).
+- Screening label: the mean over usable recordings. Per label, the exam probability is the mean of the
+  usable recordings' probabilities (reported probabilities are shifted so that 0.5 is the model's
+  threshold), and the exam takes the most probable label (a tie goes to the finding): for normal/abnormal,
+  ``abnormal`` exactly when the mean P(abnormal) >= 0.5. Each recording keeps its own answer.
 - Murmur: ``MURMUR_RULE`` over the usable recordings' P(present). The murmur model's threshold was
   chosen for per-patient balanced accuracy under this rule and its probabilities are shifted so that
   0.5 is that threshold, so the exam says ``present`` exactly when the combined P(present) >= 0.5.
@@ -30,9 +30,15 @@ UNSURE = "unsure"
 # recording may say present while its exam says absent: the exam is the answer to act on.
 MURMUR_RULE = "mean"
 MURMUR_THRESHOLD = 0.5  # on the shifted probabilities: the model's own threshold
+# The screening label is the mean too. "Any finding" (abnormal as soon as one site is) was the first rule;
+# measured per patient on the 522 CirCor development patients outside the murmur test split, which the
+# shipped screening model never trained on, it called 82% of the patients without a murmur abnormal
+# (Se 0.959, Sp 0.184, MAcc 0.571); the mean: Se 0.711, Sp 0.550, MAcc 0.631 (CirCor's outcome as the
+# reference: 0.527 vs 0.562). Every extra site is one more chance of a false alarm with "any", and
+# patients have 3-5 (research/exam_label_rule.py, docs/exam.md).
 
 RULE_DESCRIPTION = {
-    "label": "any finding among usable recordings (quality ok, not unsure); normal only if all are normal",
+    "label": "mean of each label's probability over usable recordings (quality ok, not unsure); most probable label",
     "murmur": f"{MURMUR_RULE} of P(present) over usable recordings, present at >= {MURMUR_THRESHOLD}",
 }
 
@@ -85,14 +91,12 @@ def combine_exam(results: list[dict[str, Any]]) -> dict[str, Any]:
         for lab in labels:
             values = [float(r["probabilities"][lab]) for r in counted if lab in (r.get("probabilities") or {})]
             if values:
-                probabilities[lab] = round(min(values) if lab == NORMAL else max(values), 4)
-    findings = {str(r["label"]) for r in counted if r["label"] != NORMAL}
-    if not counted:
+                probabilities[lab] = round(sum(values) / len(values), 4)
+    if not counted or not probabilities:
         label = UNSURE
-    elif findings:
-        label = max(findings, key=lambda lab: probabilities.get(lab, 0.0))
     else:
-        label = NORMAL
+        # the most probable label; at a tie the finding (the model's own rule: positive at >= threshold)
+        label = max(probabilities, key=lambda lab: (probabilities[lab], lab != NORMAL))
     return {
         "label": label,
         "probabilities": probabilities,

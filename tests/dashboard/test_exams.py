@@ -46,11 +46,14 @@ def test_results_of_one_exam_id_form_one_exam_and_a_replay_adds_nothing(ingestor
     exam = Exam.objects.get()
     assert exam.key == "clinic-a-pi-01/EX-1" and exam.exam_id == "EX-1" and exam.device == device_a
     assert exam.n_results == 4 and Result.objects.filter(exam=exam).count() == 4
-    assert exam.label == "abnormal" and exam.murmur == "present"
+    # the screening label is the mean over the four sites: one abnormal site is outvoted ((3 x 0.1 + 0.8) / 4);
+    # the murmur it carries still puts the exam among the findings
+    assert exam.label == "normal" and exam.murmur == "present"
+    assert exam.answer["probabilities"]["abnormal"] == pytest.approx(0.275)
     assert exam.answer["murmur"]["sites"] == ["tricuspid"]
     assert exam.priority == Exam.PRIORITY_FINDING and not exam.reviewed
     assert exam.patient_ref == "P-EX" and exam.clinic == device_a.clinic
-    assert "Abnormal at tricuspid" in exam.reason and "murmur heard at tricuspid" in exam.reason
+    assert "tricuspid alone said abnormal" in exam.reason and "murmur heard at tricuspid" in exam.reason
     assert exam.started_at == min(r.recorded_at for r in Result.objects.all())
 
 
@@ -119,11 +122,12 @@ def test_a_conflicting_result_leaves_no_exam_with_a_phantom_recording(ingestor, 
 def test_refreshexams_recomputes_stored_answers(ingestor, device_a):
     from django.core.management import call_command
 
-    ingestor.handle_batch(encode([site_result("aortic", "normal"), site_result("mitral", "abnormal")]))
+    ingestor.handle_batch(encode([site_result("aortic", "abnormal"), site_result("mitral", "abnormal")]))
     Exam.objects.update(label="normal", answer={"label": "normal"}, reason="stale", priority=Exam.PRIORITY_NORMAL)
     call_command("refreshexams", "--chunk", "1")
     exam = Exam.objects.get()
-    assert (exam.label, exam.priority) == ("abnormal", Exam.PRIORITY_FINDING) and "Abnormal at mitral" in exam.reason
+    assert (exam.label, exam.priority) == ("abnormal", Exam.PRIORITY_FINDING)
+    assert exam.reason.startswith("Abnormal at aortic, mitral, model: 80% abnormal over the usable sites")
 
 
 def test_a_second_models_results_do_not_change_the_exams_answer(ingestor, device_a):
@@ -148,5 +152,5 @@ def test_a_normal_exam_names_the_sites_to_record_again(ingestor, device_a):
     ingestor.handle_batch(encode([site_result("aortic", "normal"), site_result("tricuspid", "unsure")]))
     reason = Exam.objects.get().reason
     assert reason.startswith(
-        "Normal at every usable site, model: 90% normal; unsure at tricuspid (poor signal: re-record)"
+        "Normal, model: 90% normal over the usable sites; unsure at tricuspid (poor signal: re-record)"
     )

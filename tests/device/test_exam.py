@@ -31,19 +31,39 @@ def result(
     return r
 
 
-def test_it_calls_the_exam_abnormal_when_any_usable_site_is():
+def test_the_exam_is_the_mean_of_its_usable_sites_not_any_one_of_them():
+    # one site over the threshold, outvoted by the other: (0.2 + 0.7) / 2 < 0.5
     exam = combine_exam([result("normal", 0.2, site="aortic"), result("abnormal", 0.7, site="mitral")])
-    assert exam["label"] == "abnormal"
-    assert exam["probabilities"] == {"normal": 0.3, "abnormal": 0.7}
+    assert exam["label"] == "normal"
+    assert exam["probabilities"] == {"normal": 0.55, "abnormal": 0.45}
     assert exam["n_recordings"] == 2 and exam["n_usable"] == 2
+    # two of three sites clearly abnormal: (0.9 + 0.8 + 0.3) / 3 >= 0.5
+    exam = combine_exam([result("abnormal", 0.9), result("abnormal", 0.8), result("normal", 0.3)])
+    assert exam["label"] == "abnormal" and exam["probabilities"]["abnormal"] == pytest.approx(0.6667, abs=1e-4)
 
 
-def test_it_calls_the_exam_normal_only_when_every_usable_site_is():
+def test_a_tie_at_the_threshold_goes_to_the_finding_as_for_one_recording():
+    exam = combine_exam([result("abnormal", 0.6), result("normal", 0.4)])
+    assert exam["probabilities"] == {"normal": 0.5, "abnormal": 0.5} and exam["label"] == "abnormal"
+
+
+def test_unfit_recordings_do_not_count():
     exam = combine_exam([result("normal", 0.2), result("normal", 0.4), result("unsure", 0.9, ok=False)])
     # the unfit recording's high score does not count
     assert exam["label"] == "normal"
-    assert exam["probabilities"]["abnormal"] == 0.4
+    assert exam["probabilities"]["abnormal"] == 0.3
     assert exam["n_usable"] == 2
+
+
+def test_several_labels_take_the_highest_mean():
+    def r(probs: dict[str, float]) -> dict[str, Any]:
+        label = max(probs, key=lambda k: probs[k])
+        return {"label": label, "probabilities": probs, "quality": {"ok": True, "score": 0.9}}
+
+    exam = combine_exam(
+        [r({"normal": 0.5, "murmur": 0.4, "extrahls": 0.1}), r({"normal": 0.2, "murmur": 0.7, "extrahls": 0.1})]
+    )
+    assert exam["label"] == "murmur" and exam["probabilities"] == {"normal": 0.35, "murmur": 0.55, "extrahls": 0.1}
 
 
 def test_an_exam_without_a_usable_recording_is_unsure_and_its_murmur_unknown():
@@ -91,8 +111,9 @@ def test_it_combines_real_results_of_the_shipped_model(names):
     counted = [r for r in results if usable(r)]
     assert exam["n_usable"] == len(counted)
     if counted:
-        assert exam["probabilities"]["abnormal"] == max(r["probabilities"]["abnormal"] for r in counted)
-        assert (exam["label"] == "abnormal") == any(r["label"] == "abnormal" for r in counted)
+        mean = sum(r["probabilities"]["abnormal"] for r in counted) / len(counted)
+        assert exam["probabilities"]["abnormal"] == pytest.approx(mean, abs=1e-4)
+        assert (exam["label"] == "abnormal") == (round(mean, 4) >= 0.5)
     else:
         assert exam["label"] == "unsure"
 
