@@ -1,9 +1,9 @@
 """Heart rate and signal quality: what a nurse needs beside the model's label.
 
-``assess`` reads both from the heart-cycle segmentation (device/core/segment.py): the rate is the
-median S1-to-S1 interval of the decoded cycles, and the quality gate asks whether heart sounds were
-found at all and over how much of the recording, not how regular the rhythm is (an irregular or
-murmuring heart is the patient the screening is for, not a bad recording). Where the segmentation is
+``assess`` reads both from the heart-cycle segmentation (device/core/segment.py): the rate comes from
+the decoded cycles' S1-to-S1 intervals (``Segmentation.heart_rate_bpm``), and the quality gate asks
+whether heart sounds were found at all and over how much of the recording, not how regular the rhythm
+is (an irregular or murmuring heart is the patient the screening is for, not a bad recording). Where the segmentation is
 unsure (a weak rhythm, loosely fitting cycles), the signal decides: heart sounds are short bursts that
 stand out from the quiet beside them and hold no pitch (``sound_standout``, ``pitched_share``). The envelope
 autocorrelation below is the fallback for the rate when the decoding finds too few cycles.
