@@ -57,6 +57,11 @@ def _f(v: Any) -> str:
     return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"
 
 
+def _header(*columns: str) -> list[str]:
+    """A Markdown table's header row and its rule."""
+    return ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+
+
 def _ms(values: list[float]) -> str:
     arr = np.array([v for v in values if v is not None and not np.isnan(v)])
     return "–" if len(arr) == 0 else f"{arr.mean():.3f} ± {arr.std(ddof=1) if len(arr) > 1 else 0:.3f}"
@@ -110,8 +115,7 @@ def binary_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
         f"### Cross-validation ({report['config']['folds']} folds, blocks of consecutive records and linked "
         "patients kept together), mean ± sd over folds",
         "",
-        "| architecture | scope | " + " | ".join(METRICS) + " |",
-        "|---" * (len(METRICS) + 2) + "|",
+        *_header("architecture", "scope", *METRICS),
     ]
     for arch in dict.fromkeys(c["arch"] for c in report["cv"]):
         for scope in ("all", "not_e"):
@@ -137,8 +141,7 @@ def binary_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
         out += [
             "### Leave one database out (train on five databases, test on the sixth)",
             "",
-            "| held-out database | n | " + " | ".join(METRICS) + " |",
-            "|---" * (len(METRICS) + 2) + "|",
+            *_header("held-out database", "n", *METRICS),
         ]
         maccs = []
         for row in report["lodo"]:
@@ -150,8 +153,7 @@ def binary_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     out += [
         "### Held-out test split (float model; int8 parity below)",
         "",
-        "| scope | n | " + " | ".join(METRICS) + " |",
-        "|---" * (len(METRICS) + 2) + "|",
+        *_header("scope", "n", *METRICS),
     ]
     # several sources: "not_e" pools CirCor and PASCAL with PhysioNet's other databases, so the per-source
     # table (sources_section) gives PhysioNet outside training-e instead
@@ -225,8 +227,7 @@ def sources_section(report: dict[str, Any]) -> list[str]:
     out = [
         "### Cross-validation per source, mean ± sd over folds",
         "",
-        "| model | scope | " + " | ".join(keys) + " |",
-        "|---" * (len(keys) + 2) + "|",
+        *_header("model", "scope", *keys),
     ]
     comp = report.get("comparator", {})
     entries = [(a, [c for c in report["cv"] if c["arch"] == a]) for a in dict.fromkeys(c["arch"] for c in report["cv"])]
@@ -261,8 +262,7 @@ def sources_section(report: dict[str, Any]) -> list[str]:
         out += [
             "### Cross-source transfer (test split; reported, nothing chosen with it)",
             "",
-            "| trained without | scored on | n | " + " | ".join(keys) + " |",
-            "|---" * (len(keys) + 3) + "|",
+            *_header("trained without", "scored on", "n", *keys),
         ]
         for row in report["cross_source"]:
             for name, v in _source_rows(row["test"]):
@@ -275,8 +275,7 @@ def sources_section(report: dict[str, Any]) -> list[str]:
         out += [
             "### Test split per source (final model, float; scored once)",
             "",
-            "| scope | n | " + " | ".join(keys) + " |",
-            "|---" * (len(keys) + 2) + "|",
+            *_header("scope", "n", *keys),
         ]
         out += [f"| {name} | {v['n']} | " + " | ".join(_f(v[k]) for k in keys) + " |" for name, v in _source_rows(t)]
         split = (report.get("task_definition") or {}).get("split", {})
@@ -312,8 +311,7 @@ def threshold_section(report: dict[str, Any]) -> list[str]:
         "model at its own validation threshold vs at the threshold pooled over the other folds (mean "
         "over folds):",
         "",
-        "| threshold | " + " | ".join(names[k] for k in scopes) + " |",
-        "|---" * (len(scopes) + 1) + "|",
+        *_header("threshold", *(names[k] for k in scopes)),
         "| each model's validation part | " + " | ".join(_f(check["at_validation"][k]) for k in scopes) + " |",
         "| pooled over the other folds | " + " | ".join(_f(check["at_pooled"][k]) for k in scopes) + " |",
         "",
@@ -792,8 +790,7 @@ def rerun_section(run: dict[str, Any], rerun: dict[str, Any]) -> list[str]:
         f"**Run to run.** The same data trained a second time {how}: the spread below is what any single "
         "figure in this card carries; small databases (training-c: 31 recordings) swing most.",
         "",
-        "| " + " | ".join(head) + " |",
-        "|---" * len(head) + "|",
+        *_header(*head),
         "| shipped | " + " | ".join(figures(run)) + " |",
         "| rerun | " + " | ".join(figures(rerun)) + " |",
     ]
