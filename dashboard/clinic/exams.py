@@ -21,7 +21,7 @@ from django.db.models.fields.json import KeyTransform
 from dashboard.clinic.models import Exam, Result, refresh_exam_reviewed
 from dashboard.clinic.sql import insert_skipping_conflicts
 from device.core import contract, wording
-from device.core.exam import combine_exam, usable
+from device.core.exam import NORMAL, combine_exam, usable
 
 SCREENING = "screening"
 
@@ -142,10 +142,11 @@ def answer_reason(answer: Mapping[str, Any], results: Sequence[Mapping[str, Any]
         p = probs.get(label)
         model = f", model: {float(p):.0%} {label} over the usable sites" if p is not None else ""
         # the exam is the mean over its usable sites (device.core.exam), so a site may disagree with it
-        findings = [r for r in results if usable(dict(r)) and r.get("label") not in (None, "normal")]
+        findings = [r for r in results if usable(dict(r)) and r.get("label") not in (None, NORMAL)]
         at = sorted({str(r.get("site") or "site not given") for r in findings}, key=_chest_order)
-        if label == "normal":
-            outvoted = f" ({', '.join(at)} alone said abnormal, outvoted by the other sites)" if at else ""
+        if label == NORMAL:
+            said = " or ".join(sorted({str(r["label"]) for r in findings}))
+            outvoted = f" ({', '.join(at)} alone said {said}, outvoted by the other sites)" if at else ""
             parts.append(f"Normal{model}{outvoted}")
         else:
             parts.append(f"{label.capitalize()} at {', '.join(at) or 'no single site'}{model}")
@@ -183,7 +184,7 @@ def priority(answer: Mapping[str, Any]) -> int:
     if label == wording.UNSURE:
         murmur_present = (answer.get("murmur") or {}).get("label") == "present"
         return Exam.PRIORITY_FINDING if murmur_present else Exam.PRIORITY_UNSURE
-    if label == "normal" and (answer.get("murmur") or {}).get("label") != "present":
+    if label == NORMAL and (answer.get("murmur") or {}).get("label") != "present":
         return Exam.PRIORITY_NORMAL
     return Exam.PRIORITY_FINDING
 
