@@ -7,10 +7,12 @@ import pytest
 
 from device.core.analysis import (
     MAX_PITCHED_SHARE,
+    SHOWN_SHARE,
     STANDOUT_SHARE,
     assess,
     envelope,
     heart_rate,
+    heart_sound_share,
     heart_sounds,
     pitched_share,
     sound_standout,
@@ -174,12 +176,14 @@ def test_real_heart_recordings_pass_the_gate_whatever_their_label(samples_dir, s
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_an_irregular_heart_passes_the_gate(seed):
-    """Beat-to-beat intervals varying by up to 20%, S1-S2 steady at 0.32 s: the rhythm is weak (the S1/S2
-    probabilities repeat at 0.13-0.22), the heart sounds are clear, so the recording can be assessed. (At
-    35% the decoder, which assumes one cycle length, puts extra cycles into the long pauses and the share
-    of decoded sounds that stand out falls to the 0.7 limit: two of four such recordings are unsure.)"""
-    x = _beats(75, seconds=20.0, seed=seed, jitter=0.2, systole=0.32)
+@pytest.mark.parametrize("jitter", [0.2, 0.35])
+def test_an_irregular_heart_passes_the_gate(seed, jitter):
+    """Beat-to-beat intervals varying by up to 20% (35%), S1-S2 steady at 0.32 s: the rhythm is weak (the
+    S1/S2 probabilities repeat at 0.13-0.26), the heart sounds are clear, so the recording can be assessed.
+    At 35% the decoder, which assumes one cycle length, puts extra cycles into the long pauses and the
+    share of decoded sounds that stand out falls to about 0.7 (two of four were unsure before the heart
+    sound share, 0.66-0.68 of them short and as loud as the rest, exempted them)."""
+    x = _beats(75, seconds=20.0, seed=seed, jitter=jitter, systole=0.32)
     audio = Audio(x, 2000, "irregular")
     q, _ = assess(audio, preprocess(x, 2000, PARAMS), PARAMS.sample_rate)
     assert q.ok and q.reason is None, q
@@ -196,8 +200,22 @@ IRREGULAR_ABNORMAL = (
 )
 
 
+# abnormal training-e recordings (adults with coronary disease; design half) whose cycles the segmenter,
+# trained on children, fits loosely (fit 0.52-0.64, or few clear seconds), with a heart sound in nearly every
+# decoded slot on the waveform: unsure before the heart sound share (device/core/analysis.py, SHOWN_SHARE)
+LOOSE_ABNORMAL = (
+    "training-e/e00176",
+    "training-e/e00388",
+    "training-e/e00475",
+    "training-e/e01205",
+    "training-e/e01684",
+    "training-e/e01732",
+    "training-e/e01787",
+)
+
+
 def test_real_irregular_abnormal_recordings_are_not_unsure(data_dir):
-    for name in IRREGULAR_ABNORMAL:
+    for name in IRREGULAR_ABNORMAL + LOOSE_ABNORMAL:
         audio = read_audio(data_dir / "physionet2016" / f"{name}.flac")
         q, _ = assess(audio, preprocess(audio.samples, audio.sample_rate, PARAMS), PARAMS.sample_rate)
         assert q.ok, (name, q)
@@ -240,3 +258,43 @@ def test_heart_sounds_stand_out_and_noise_does_not():
     assert sound_standout(beats, PARAMS.sample_rate, segment.segment(beats)) >= 0.9
     noise = preprocess(np.random.default_rng(3).standard_normal(30000).astype(np.float32), 2000, PARAMS)
     assert sound_standout(noise, PARAMS.sample_rate, segment.segment(noise)) < 0.5 * STANDOUT_SHARE
+
+
+def test_heart_sounds_are_short_and_alike_and_bursts_and_knocks_are_not():
+    """The heart sound share: nearly all of a synthetic heartbeat's decoded sounds; few where the decoded
+    sounds land on the edges of 0.5 s bursts of noise (rubbing, breath) or on a few knocks in near
+    silence, which the standout share alone can count as heart sounds."""
+    from device.core import segment
+
+    beats = preprocess(_beats(70, seconds=15.0, jitter=0.2), 2000, PARAMS)
+    assert heart_sound_share(beats, PARAMS.sample_rate, segment.segment(beats)) >= 0.9
+    rng = np.random.default_rng(4)
+    x = 0.01 * rng.standard_normal(30000)
+    for start in range(1000, 29000, 1700):  # 0.5 s of noise every 0.85 s
+        x[start : start + 1000] += rng.standard_normal(1000) * np.hanning(1000) ** 0.2
+    bursts = preprocess(x.astype(np.float32), 2000, PARAMS)
+    assert heart_sound_share(bursts, PARAMS.sample_rate, segment.segment(bursts)) < 0.5 * SHOWN_SHARE
+    # 30 ms knocks every 0.3-0.9 s in near silence, their amplitudes spread over 1000x (standout 0.66)
+    rng = np.random.default_rng(0)
+    x = 0.002 * rng.standard_normal(30000)
+    start = 500
+    while start < 29500:
+        x[start : start + 60] += 10 ** rng.uniform(-1.5, 1.5) * np.hanning(60) * rng.standard_normal(60)
+        start += int(rng.uniform(0.3, 0.9) * 2000)
+    knocks = preprocess(x.astype(np.float32), 2000, PARAMS)
+    assert heart_sound_share(knocks, PARAMS.sample_rate, segment.segment(knocks)) < 0.5 * SHOWN_SHARE
+
+
+def test_pascal_artifacts_are_unsure(data_dir):
+    """PASCAL set A's 40 artifact recordings (all of them were seen when the gate was set): at least 80%
+    unsure (33 by the gate alone and 34, 85%, through the pipeline when the heart sound share was added,
+    as before it)."""
+    from converter.datasets import load_pascal2011
+
+    artifacts = [r for r in load_pascal2011(data_dir) if r.subset == "set_a" and r.label == "artifact"]
+    unsure = 0
+    for r in artifacts:
+        audio = read_audio(r.path)
+        q, _ = assess(audio, preprocess(audio.samples, audio.sample_rate, PARAMS), PARAMS.sample_rate)
+        unsure += not q.ok
+    assert len(artifacts) == 40 and unsure >= 32, unsure
