@@ -186,6 +186,10 @@ def test_a_run_on_a_slice_of_all_three_sources_trains_end_to_end(slice_root, tmp
     assert {"physionet2016/not_e", "circor2022/patient", "pascal2011/all"} <= set(report["cv_source_means"]["lstm"])
     assert "physionet2016" in report["test"]["sources"]
     assert report["n_test_per_source"]["pascal2011"] == 0
+    # the comparator's out-of-fold scores too, for threshold studies on both models (session 14)
+    comp = json.loads((tmp_path / "oof_comparator.json").read_text())
+    assert comp["records"] == json.loads((tmp_path / "oof.json").read_text())["records"]
+    assert list(comp["probabilities"]) == ["lstm"]
 
 
 def test_the_model_card_gives_cv_cross_source_and_test_figures_per_source():
