@@ -131,8 +131,10 @@ def source_scores(
     task: Task, recordings: list[ds.Recording], y: np.ndarray, s: np.ndarray, threshold: float
 ) -> dict[str, dict[str, Any]]:
     """Per data set: all its recordings; PhysioNet also outside training-e ("not_e"); CirCor also per
-    patient ("patient": abnormal if any of the patient's scored recordings is, i.e. the highest score of
-    the patient's recordings against the threshold, and the patient abnormal if any recording is)."""
+    patient: "patient" by the device's exam rule (device/core/exam.py: the mean score of the patient's
+    scored recordings against the threshold) and "patient_any" by the earlier rule (the highest score,
+    abnormal if any recording is; kept for comparison with runs before session 14). A patient's scored
+    recordings share one label (murmur sites of a Present patient, every site of an Absent one)."""
     pos = task.labels.index(task.positive or "")
     y = (np.asarray(y) == pos).astype(int)
     names = np.array([r.dataset for r in recordings])
@@ -148,8 +150,8 @@ def source_scores(
             for i in np.flatnonzero(m):
                 by.setdefault(cc.patient_of(recordings[i].record_id), []).append(int(i))
             yp = np.array([y[v].max() for v in by.values()])
-            sp = np.array([s[v].max() for v in by.values()])
-            entry["patient"] = binary_scores(yp, sp, threshold)
+            entry["patient"] = binary_scores(yp, np.array([s[v].mean() for v in by.values()]), threshold)
+            entry["patient_any"] = binary_scores(yp, np.array([s[v].max() for v in by.values()]), threshold)
         out[name] = entry
     return out
 
@@ -292,9 +294,9 @@ def headline(task: Task, s: dict[str, Any]) -> float:
 
     A binary task trained on several sources: the mean of PhysioNet's MAcc outside training-e (the
     databases unlike training-e, where 0.4.0 fell short) and CirCor's MAcc per patient (a nurse's exam:
-    the patient is abnormal if any recording is), the two things the kit must get right on stethoscopes
-    it was not tuned on; whichever of the two the scores hold. One source (screening before issue 23):
-    MAcc outside training-e. Multi-class tasks: mean recall per class."""
+    the mean score over the patient's recordings, as the device decides), the two things the kit must get
+    right on stethoscopes it was not tuned on; whichever of the two the scores hold. One source (screening
+    before issue 23): MAcc outside training-e. Multi-class tasks: mean recall per class."""
     parts = [
         float(s["sources"][name][part]["macc"])
         for name, part in HEADLINE_PARTS
@@ -471,13 +473,19 @@ def _final_and_reported(
         {"trained_without": d, "threshold": thr, "test": s}
         for d, (thr, s, _) in zip(without, results[1 : 1 + n_cross], strict=True)
     ]
+    comp_results = results[1 + n_cross : 1 + n_cross + n_comp]
     report["comparator"] = {
         "trained_without": comp,
         "cv": [
-            {"arch": chosen, "fold": f, "threshold": thr, "scores": s}
-            for f, (thr, s, _) in enumerate(results[1 + n_cross : 1 + n_cross + n_comp])
+            {"arch": chosen, "fold": f, "threshold": thr, "scores": s} for f, (thr, s, _) in enumerate(comp_results)
         ],
     }
+    if comp:
+        # the comparator's out-of-fold probabilities too, for threshold studies on both models' CV
+        comp_oof = np.full((len(data.recordings), len(task.labels)), np.nan)
+        for job, (_, _, probs) in zip(comp_cv, comp_results, strict=True):
+            comp_oof[job.test] = probs
+        _write_oof(out / "oof_comparator.json", data, dev_idx, cv_folds, {chosen: comp_oof})
     report["cv_source_means"] = {a: cv_source_means([c for c in report["cv"] if c["arch"] == a]) for a in cfg.archs}
     if comp:
         report["comparator"]["cv_source_means"] = cv_source_means(report["comparator"]["cv"])

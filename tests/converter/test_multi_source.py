@@ -8,6 +8,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from converter import circor as cc
@@ -15,7 +16,7 @@ from converter import datasets as ds
 from converter import murmur
 from converter.run_config import RunConfig
 from converter.tasks import LOADERS, TASKS, Task
-from converter.train import headline, run, ship_decision
+from converter.train import headline, run, ship_decision, source_scores
 from converter.trainer import TrainSettings
 from device.core.errors import ConfigError
 
@@ -133,6 +134,21 @@ def test_the_headline_is_the_mean_of_physionet_outside_e_and_circor_per_patient(
     assert headline(task, {"all": {"macc": 0.1}, "not_e": {"macc": 0.5}}) == 0.5
 
 
+def test_a_circor_patient_is_scored_by_the_mean_over_recordings_as_the_device_does_and_by_any_beside_it():
+    task = TASKS["screening"]
+    recs = [
+        ds.Recording(cc.CIRCOR, cc.SUBSET, rid, Path("x.wav"), lab, lab, rid.split("_")[0])
+        for rid, lab in [("1_AV", "abnormal"), ("1_MV", "abnormal"), ("2_AV", "normal"), ("2_PV", "normal")]
+    ]
+    y = np.array([1, 1, 0, 0])
+    # patient 1: mean 0.45 (normal by the device's rule), any 0.7 (abnormal); patient 2: mean 0.35, any 0.6
+    s = np.array([0.7, 0.2, 0.1, 0.6])
+    patient = source_scores(task, recs, y, s, 0.5)[cc.CIRCOR]
+    assert patient["patient"]["sensitivity"] == 0 and patient["patient"]["specificity"] == 1
+    assert patient["patient_any"]["sensitivity"] == 1 and patient["patient_any"]["specificity"] == 0
+    assert patient["patient"]["n"] == patient["patient_any"]["n"] == 2
+
+
 def test_the_ship_rule_needs_physionet_within_the_margin_and_circor_better():
     def figures(p_all: float, p_ne: float, c: float) -> dict[str, dict[str, float]]:
         return {
@@ -170,6 +186,10 @@ def test_a_run_on_a_slice_of_all_three_sources_trains_end_to_end(slice_root, tmp
     assert {"physionet2016/not_e", "circor2022/patient", "pascal2011/all"} <= set(report["cv_source_means"]["lstm"])
     assert "physionet2016" in report["test"]["sources"]
     assert report["n_test_per_source"]["pascal2011"] == 0
+    # the comparator's out-of-fold scores too, for threshold studies on both models (session 14)
+    comp = json.loads((tmp_path / "oof_comparator.json").read_text())
+    assert comp["records"] == json.loads((tmp_path / "oof.json").read_text())["records"]
+    assert list(comp["probabilities"]) == ["lstm"]
 
 
 def test_the_model_card_gives_cv_cross_source_and_test_figures_per_source():
@@ -195,5 +215,11 @@ def test_the_model_card_gives_cv_cross_source_and_test_figures_per_source():
     }
     text = "\n".join(sources_section(report))
     assert "| lstm without circor2022 | CirCor, per patient (any recording abnormal) | 0.650 ± 0.000 |" in text
+    # a run since session 14 scores patients by the device's mean rule and keeps "any" beside it
+    for entry in [*report["cv"], *report["comparator"]["cv"]]:
+        entry["scores"] = {"sources": {"circor2022": {"patient": s(0.7), "patient_any": s(0.6)}}}
+    text = "\n".join(sources_section(report))
+    assert "| lstm | CirCor, per patient (mean over recordings) | 0.700 ± 0.000 |" in text
+    assert "| lstm | CirCor, per patient (any recording abnormal) | 0.600 ± 0.000 |" in text
     assert "| circor2022 | PhysioNet, outside training-e | 10 | 0.700 |" in text
     assert "Outcome: **do not ship**" in text and "seed 2323" in text
