@@ -453,7 +453,17 @@ def _final_and_reported(
     # 4. cross-source models: the chosen architecture trained without one source, scored on the test split
     # (report only: nothing is chosen with them). Without CirCor it is also the plain comparison.
     without = [d for d in cfg.cross_source if d in task.train_on and len(task.train_on) > 1]
-    cross = [Job(chosen, dev_idx[source[dev_idx] != d], test_idx, cfg.settings.seed + 1000) for d in without]
+    # saved: `steth ensemble` averages the final model with the one trained without the comparator's source
+    cross = [
+        Job(
+            chosen,
+            dev_idx[source[dev_idx] != d],
+            test_idx,
+            cfg.settings.seed + 1000,
+            save_to=str(out / f"model_without_{d}.h5"),
+        )
+        for d in without
+    ]
     # 5. the comparator's CV (the same folds, the source left out of each training part) for the ship decision
     comp = cfg.comparator_without if cfg.comparator_without in task.train_on and len(task.train_on) > 1 else ""
     comp_cv = [
