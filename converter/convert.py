@@ -207,6 +207,8 @@ def sidecar(
         "held-out split); reported probabilities are shifted in log-odds so that 0.5 is this threshold",
         "aggregation": "mean of window probabilities",
         "architecture": report["chosen_arch"],
+        # an average of models (steth ensemble): which, and how it was judged
+        **({"ensemble": report["ensemble"]} if "ensemble" in report else {}),
         **model_file_fields(tflite, tf_version, params),
         "training_data": t.description,
         "task_definition": t.to_dict(),  # how data sets' labels map onto this model's (steth evaluate)

@@ -22,13 +22,12 @@ def main(argv: list[str]) -> int:
     as_float = "--float" in argv
     trained = models.keras().models.load_model(keras_path, compile=False)
     # The converter needs a fixed batch of one (the device classifies one window at a time).
-    fixed = models.build(
-        trained.name,
-        tuple(trained.input_shape[1:]),
-        int(trained.output_shape[-1]),
-        batch_size=1,
-        unroll="--fused" not in argv,
-    )
+    shape, n_classes, unroll = tuple(trained.input_shape[1:]), int(trained.output_shape[-1]), "--fused" not in argv
+    ensemble = models.parse_ensemble(trained.name)
+    if ensemble:
+        fixed = models.build_ensemble(ensemble[0], shape, n_classes, ensemble[1], batch_size=1, unroll=unroll)
+    else:
+        fixed = models.build(trained.name, shape, n_classes, batch_size=1, unroll=unroll)
     fixed.set_weights(trained.get_weights())
     converter = tf.lite.TFLiteConverter.from_keras_model(fixed)
     if not as_float:

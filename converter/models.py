@@ -93,6 +93,40 @@ def build(
     return k.Model(inp, [out, d], name=arch)
 
 
+ENSEMBLE_TAG = "_ensemble"
+
+
+def ensemble_name(arch: str, members: int) -> str:
+    return f"{arch}{ENSEMBLE_TAG}{members}"
+
+
+def parse_ensemble(name: str) -> tuple[str, int] | None:
+    """(architecture, members) of a model named by :func:`ensemble_name`, else None."""
+    arch, tag, n = name.rpartition(ENSEMBLE_TAG)
+    return (arch, int(n)) if tag and n.isdigit() else None
+
+
+def build_ensemble(
+    arch: str,
+    input_shape: tuple[int, int],
+    n_classes: int,
+    members: int,
+    batch_size: int | None = None,
+    unroll: bool = False,
+) -> Any:
+    """One graph that runs ``members`` copies of ``arch`` on the same window and averages their class
+    probabilities. Shipped as one int8 TFLite file, so the device, its feature pipeline and the parity
+    check see one model; its weights are the members' in order (``set_weights`` of each member)."""
+    k = keras()
+    inp = k.layers.Input(shape=input_shape, batch_size=batch_size, name="features")
+    outs = []
+    for i in range(members):
+        m = build(arch, input_shape, n_classes, batch_size=batch_size, unroll=unroll)
+        m._name = f"member{i}"  # nested models need distinct names in one graph
+        outs.append(m(inp))
+    return k.Model(inp, k.layers.Average(name="probabilities")(outs), name=ensemble_name(arch, members))
+
+
 def label_branch(model: Any) -> Any:
     """The classifier alone (input -> probabilities) of a model built with ``domains``: what ships."""
     k = keras()

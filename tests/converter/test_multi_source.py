@@ -190,6 +190,17 @@ def test_a_run_on_a_slice_of_all_three_sources_trains_end_to_end(slice_root, tmp
     comp = json.loads((tmp_path / "oof_comparator.json").read_text())
     assert comp["records"] == json.loads((tmp_path / "oof.json").read_text())["records"]
     assert list(comp["probabilities"]) == ["lstm"]
+    # the average of the final model and the one without CirCor: judged on the same CV, converted as one model
+    from converter import convert, ensemble
+
+    ens = ensemble.make(tmp_path, slice_root)
+    cv = ens["ensemble"]["cv_nested_pooled"]
+    assert set(cv) == {"candidate", "comparator", "average"} and "ship" in ens["ensemble"]["decision"]
+    assert len(cv["average"]["thresholds"]) == 2 and 0.0 < ens["threshold"] < 1.0
+    assert "physionet2016" in ens["test"]["sources"]
+    meta = convert.convert(tmp_path / "ensemble", slice_root, "screening", "0.0.1", tmp_path / "shipped", True)
+    assert meta["architecture"] == "lstm" and meta["ensemble"]["members"][1] == "model_without_circor2022.h5"
+    assert meta["parity"]["n_recordings"] > 0 and (tmp_path / "shipped" / "screening.tflite").exists()
 
 
 def test_the_model_card_gives_cv_cross_source_and_test_figures_per_source():

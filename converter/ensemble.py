@@ -1,0 +1,189 @@
+"""`steth ensemble RUN_DIR`: the average of a run's final model and its comparator, as a run `steth convert` takes.
+
+A `steth train` run with a comparator (screening: the same architecture trained without CirCor) holds two
+models trained on the same folds: the final model on every source (model.h5) and the one without the
+comparator's source (model_without_SOURCE.h5), with both models' out-of-fold CV probabilities (oof.json,
+oof_comparator.json). Averaging the two was more robust than either in session 14's CV: on two seeds the
+single models' PhysioNet AUC moved between 0.830 and 0.890 from run to run, the average's stayed at
+0.898-0.904, and CirCor per patient kept most of the all-sources model's gain (docs/screening_all_sources).
+
+This command judges the average on the run's CV, with the same procedure for all three models (the
+candidate, the comparator and their average): for each fold, the threshold pooled over the other folds'
+out-of-fold scores (converter.thresholds.pooled_threshold) applied to that fold. It writes RUN_DIR/ensemble/
+(report.json, split.json, model.h5: one Keras graph averaging the two, converter.models.build_ensemble)
+with the threshold pooled over all the average's out-of-fold scores, and scores the average once on the
+run's test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converter import datasets as ds
+from converter import featurestore, thresholds
+from converter.tasks import Task, task_of_run
+from converter.train import cv_source_means, score
+from converter.trainer import record_probabilities
+from device.core.errors import ModelError
+from device.core.features import FeatureParams
+
+MEMBERS = ("candidate", "comparator", "average")
+MARGIN = 0.02  # the margin of steth train's ship rule (converter.train.ship_decision)
+
+
+def _oof(path: Path) -> dict[str, Any]:
+    d = json.loads(path.read_text())
+    (probs,) = d["probabilities"].values()  # one architecture per file: the chosen one
+    return {**d, "p": np.asarray(probs, dtype=np.float64)}
+
+
+def nested_cv(
+    task: Task, recs: list[ds.Recording], y: np.ndarray, probs: np.ndarray, strata: np.ndarray, folds: np.ndarray
+) -> dict[str, Any]:
+    """Fold k scored at the threshold pooled over the other folds' out-of-fold scores; means over folds."""
+    pos = task.labels.index(task.positive or "")
+    entries = []
+    for k in sorted(set(folds.tolist())):
+        here = folds == k
+        thr = thresholds.pooled_threshold(y[~here], probs[~here, pos], strata[~here])
+        fold_recs = [r for r, h in zip(recs, here, strict=True) if h]
+        entries.append(
+            {"fold": k, "threshold": thr, "scores": score(task, y[here], probs[here], strata[here], thr, fold_recs)}
+        )
+    return {"folds": entries, "means": cv_source_means(entries)}
+
+
+def decide(cv: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Session 14's rule for the average against the comparator (docs/screening_all_sources/ensemble)."""
+
+    def macc(model: str, scope: str) -> float:
+        return float(cv[model]["means"].get(scope, {}).get("macc", float("nan")))
+
+    checks = {
+        "physionet_all": macc("average", "physionet2016/all") >= macc("comparator", "physionet2016/all") - MARGIN,
+        "physionet_not_e": macc("average", "physionet2016/not_e") >= macc("comparator", "physionet2016/not_e") - MARGIN,
+        "circor_patient": macc("average", "circor2022/patient") > macc("comparator", "circor2022/patient"),
+    }
+    return {
+        "rule": "average vs comparator, nested pooled thresholds: PhysioNet MAcc (all, not_e) >= comparator - "
+        f"{MARGIN}; CirCor per-patient MAcc > comparator",
+        **checks,
+        "ship": all(checks.values()),
+    }
+
+
+def build_average(run_dir: Path, without: str) -> Any:
+    """The Keras graph averaging the final model and the one trained without ``without``."""
+    from converter import models
+
+    k = models.keras()
+    members = [k.models.load_model(run_dir / f, compile=False) for f in ("model.h5", f"model_without_{without}.h5")]
+    arch = members[0].name
+    shape, n_classes = tuple(members[0].input_shape[1:]), int(members[0].output_shape[-1])
+    avg = models.build_ensemble(arch, shape, n_classes, len(members))
+    for i, m in enumerate(members):
+        avg.get_layer(f"member{i}").set_weights(m.get_weights())
+    # the graph must compute what it claims: the mean of the members' probabilities
+    probe = np.random.default_rng(0).normal(size=(4, *shape)).astype(np.float32)
+    want = np.mean([m.predict(probe, verbose=0) for m in members], axis=0)
+    if not np.allclose(avg.predict(probe, verbose=0), want, atol=1e-5):
+        raise ModelError("the averaged graph does not reproduce the mean of its members", "report this as a bug")
+    return avg
+
+
+def make(run_dir: Path, data_dir: Path, out: Path | None = None) -> dict[str, Any]:
+    report = json.loads((run_dir / "report.json").read_text())
+    without = (report.get("comparator") or {}).get("trained_without")
+    if not without or not (run_dir / "oof_comparator.json").exists():
+        raise ModelError(
+            f"{run_dir}: not a run with a comparator and its out-of-fold scores",
+            "train with a task that names a comparator (screening) with steth train from session 14 on",
+        )
+    task = task_of_run(report)
+    out = out or run_dir / "ensemble"
+    out.mkdir(parents=True, exist_ok=True)
+
+    cand, comp = _oof(run_dir / "oof.json"), _oof(run_dir / "oof_comparator.json")
+    if cand["records"] != comp["records"] or cand["fold"] != comp["fold"]:
+        raise ModelError(
+            "oof.json and oof_comparator.json do not cover the same recordings and folds", "rerun steth train"
+        )
+    by_key = {r.key: r for r in task.relabel(task.loader(data_dir))}
+    recs = [by_key[key] for key in cand["records"]]
+    y, strata, folds = np.asarray(cand["y"]), np.asarray(cand["database"]), np.asarray(cand["fold"])
+    probs = {"candidate": cand["p"], "comparator": comp["p"], "average": (cand["p"] + comp["p"]) / 2}
+    cv = {name: nested_cv(task, recs, y, p, strata, folds) for name, p in probs.items()}
+    decision = decide(cv)
+    pos = task.labels.index(task.positive or "")
+    thr = thresholds.pooled_threshold(y, probs["average"][:, pos], strata)
+
+    avg = build_average(run_dir, without)
+    split = json.loads((run_dir / "split.json").read_text())
+    test = [by_key[k] for k in split["test"] if k in by_key]
+    params = FeatureParams.from_dict(report["feature_params"])
+    fs = featurestore.build(test, params, name=f"{task.name}-ensemble-test", use_cache=False)
+    kept = np.unique(fs.owner)
+    kept_recs = [test[i] for i in kept]
+    test_probs = record_probabilities(avg, fs, kept, len(task.labels))
+    y_test = np.array([task.label_index(r) for r in kept_recs])
+    test_scores = score(task, y_test, test_probs, np.array([r.subset for r in kept_recs]), thr, kept_recs)
+
+    avg.save(out / "model.h5")
+    shutil.copy(run_dir / "split.json", out / "split.json")
+    if (run_dir / "boxplot.png").exists():
+        shutil.copy(run_dir / "boxplot.png", out / "boxplot.png")
+    members = ["model.h5 (every source)", f"model_without_{without}.h5"]
+    ens_report = {
+        **report,
+        "threshold": thr,
+        "threshold_choice": {"source": "the pooled out-of-fold CV scores of the average", "pooled_threshold": thr},
+        "test": test_scores,
+        "ensemble": {
+            "members": members,
+            "how": "mean of the members' class probabilities per window (one int8 graph)",
+            "from_run": str(run_dir),
+            "cv_nested_pooled": {
+                name: {"means": c["means"], "thresholds": [f["threshold"] for f in c["folds"]]}
+                for name, c in cv.items()
+            },
+            "decision": decision,
+        },
+    }
+    (out / "report.json").write_text(json.dumps(ens_report, indent=1, default=float))
+    return ens_report
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("ensemble", help="average a run's final model with its comparator, judged on the run's CV")
+    p.add_argument("run_dir", type=Path, help="a `steth train` run folder with a comparator")
+    p.add_argument("--data-dir", help=f"data folder (default: ${ds.DATA_ENV})")
+    p.add_argument("--out", type=Path, help="where to write the averaged run (default: RUN_DIR/ensemble)")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    rep = make(args.run_dir, ds.resolve_data_dir(args.data_dir), args.out)
+    e = rep["ensemble"]
+    print("CV, nested pooled thresholds (mean over folds, MAcc / AUC):")
+    for name in MEMBERS:
+        m = e["cv_nested_pooled"][name]["means"]
+        cells = [
+            f"{scope} {m[scope]['macc']:.3f} / {m[scope]['auc']:.3f}"
+            for scope in ("physionet2016/all", "physionet2016/not_e", "circor2022/patient")
+            if scope in m
+        ]
+        print(f"  {name:10s} " + "; ".join(cells))
+    d = e["decision"]
+    checks = {k: d[k] for k in d if k not in ("rule", "ship")}
+    print(f"rule: {d['rule']}: {'SHIP' if d['ship'] else 'DO NOT SHIP'} {json.dumps(checks)}")
+    sources = rep["test"].get("sources", {})
+    print(f"threshold {rep['threshold']:.3f}; test split: {json.dumps(sources, default=float)[:600]}")
+    where = args.out or args.run_dir / "ensemble"
+    print(f"written to {where}; ship with: steth convert {where} --version X.Y.Z")
+    return 0 if d["ship"] else 4
