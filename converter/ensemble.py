@@ -114,7 +114,7 @@ def make(run_dir: Path, data_dir: Path, out: Path | None = None) -> dict[str, An
         raise ModelError(
             "oof.json and oof_comparator.json do not cover the same recordings and folds", "rerun steth train"
         )
-    by_key = {r.key: r for r in task.relabel(task.loader(data_dir))}
+    by_key = {r.key: r for r in task.loader(data_dir)}  # data sets' own labels, as steth train scores them
     recs = [by_key[key] for key in cand["records"]]
     y, strata, folds = np.asarray(cand["y"]), np.asarray(cand["database"]), np.asarray(cand["fold"])
     probs = {"candidate": cand["p"], "comparator": comp["p"], "average": (cand["p"] + comp["p"]) / 2}

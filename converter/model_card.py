@@ -90,8 +90,11 @@ def _features_line(fp: dict[str, Any]) -> str:
 def binary_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     """A two-class model: thresholded scores per scope, LODO, held-out split, parity, known signals."""
     out = [section_header(meta), ""]
+    members = (report.get("ensemble") or {}).get("members")
     out += [
-        f"- Architecture: **{report['chosen_arch']}** ({DESCRIPTIONS.get(report['chosen_arch'], '?')}); "
+        f"- Architecture: **{report['chosen_arch']}** ({DESCRIPTIONS.get(report['chosen_arch'], '?')})"
+        + (f", the average of {len(members)} such models ({', '.join(members)})" if members else "")
+        + "; "
         f"threshold {report['threshold']:.3f} (chosen on {thresholds.threshold_source(report)}, maximising the "
         "mean MAcc over databases; never on the held-out split); int8 file "
         f"{meta['size_bytes']:,} bytes, sha256 `{meta['sha256']}`.",
@@ -136,6 +139,8 @@ def binary_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     ]
     if report.get("cv_source_means"):
         out += sources_section(report)
+    if report.get("ensemble"):
+        out += ensemble_section(report)
     out += threshold_section(report)
     if report.get("lodo"):
         out += [
@@ -193,6 +198,33 @@ def binary_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     ]
     out += [f"| {k} | {v['label']} | {v['confidence']:.2f} |" for k, v in ks.items()]
     return [*out, ""]
+
+
+ENSEMBLE_SCOPES = ("physionet2016/all", "physionet2016/not_e", "circor2022/patient")
+
+
+def ensemble_section(report: dict[str, Any]) -> list[str]:
+    """An averaged model (steth ensemble): the average and its two members on the same CV, each fold at
+    the threshold pooled over the other folds, and the rule that decided."""
+    e = report["ensemble"]
+    names = {"candidate": "every source", "comparator": f"without {report['comparator']['trained_without']}"}
+    names["average"] = "**average of the two (shipped)**"
+    out = [
+        "### The average of two models (`steth ensemble`), cross-validation",
+        "",
+        f"The shipped graph averages the class probabilities of {' and '.join(e['members'])} ({e['how']}). "
+        "All three on the run's CV folds, each fold scored at the threshold pooled over the other folds' "
+        "out-of-fold scores (mean over folds, MAcc / AUC):",
+        "",
+        *_header("model", *(label for scope, label in SOURCE_SCOPES if scope in ENSEMBLE_SCOPES)),
+    ]
+    for name, cv in e["cv_nested_pooled"].items():
+        m = cv["means"]
+        cells = [f"{_f(m[s]['macc'])} / {_f(m[s]['auc'])}" if s in m else "–" for s in ENSEMBLE_SCOPES]
+        out.append(f"| {names.get(name, name)} | " + " | ".join(cells) + " |")
+    d = e["decision"]
+    out += ["", f"Rule ({d['rule']}): {'ship' if d['ship'] else 'do not ship'}.", ""]
+    return out
 
 
 SOURCE_SCOPES = (

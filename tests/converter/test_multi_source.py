@@ -234,3 +234,13 @@ def test_the_model_card_gives_cv_cross_source_and_test_figures_per_source():
     assert "| lstm | CirCor, per patient (any recording abnormal) | 0.600 ± 0.000 |" in text
     assert "| circor2022 | PhysioNet, outside training-e | 10 | 0.700 |" in text
     assert "Outcome: **do not ship**" in text and "seed 2323" in text
+
+
+def test_the_model_card_shows_an_average_beside_its_two_members_from_the_runs_report():
+    from converter.model_card import ensemble_section
+
+    report = json.loads((REPO / "docs" / "screening_all_sources" / "ensemble" / "report.json").read_text())
+    text = "\n".join(ensemble_section(report))
+    assert "model_without_circor2022.h5" in text and "| without circor2022 |" in text
+    avg = report["ensemble"]["cv_nested_pooled"]["average"]["means"]["physionet2016/all"]
+    assert f"**average of the two (shipped)** | {avg['macc']:.3f} / {avg['auc']:.3f}" in text

@@ -273,3 +273,18 @@ def test_averaging_the_last_epochs_trains_a_working_model(monkeypatch):
         np.testing.assert_allclose(shipped, (first + second) / 2, rtol=1e-6, atol=1e-7)
     assert val_probs.shape == (30, 2) and np.all(np.isfinite(val_probs))
     assert roc_auc(y[1::2], val_probs[:, 1]) > 0.8  # the averaged weights still learned the label
+
+
+def test_an_ensemble_graph_averages_its_members_and_rebuilds_with_a_fixed_batch_for_conversion():
+    members = [models.build("conv_lstm", (201, 16), 2) for _ in range(2)]
+    avg = models.build_ensemble("conv_lstm", (201, 16), 2, 2)
+    for i, m in enumerate(members):
+        avg.get_layer(f"member{i}").set_weights(m.get_weights())
+    x = np.random.default_rng(2).standard_normal((3, 201, 16)).astype(np.float32)
+    want = np.mean([m(x).numpy() for m in members], axis=0)
+    np.testing.assert_allclose(avg(x).numpy(), want, atol=1e-5)
+    # the converter finds the members from the name alone and copies the weights into a fixed-batch graph
+    assert models.parse_ensemble(avg.name) == ("conv_lstm", 2) and models.parse_ensemble("conv_lstm") is None
+    fixed = models.build_ensemble("conv_lstm", (201, 16), 2, 2, batch_size=1, unroll=True)
+    fixed.set_weights(avg.get_weights())
+    np.testing.assert_allclose(fixed(x[:1]).numpy(), want[:1], atol=1e-5)
