@@ -25,9 +25,13 @@ def main(argv: list[str]) -> int:
     shape, n_classes, unroll = tuple(trained.input_shape[1:]), int(trained.output_shape[-1]), "--fused" not in argv
     ensemble = models.parse_ensemble(trained.name)
     if ensemble:
-        fixed = models.build_ensemble(ensemble[0], shape, n_classes, ensemble[1], batch_size=1, unroll=unroll)
+        clip = models.cell_clip_of(trained.get_layer("member0"))
+        fixed = models.build_ensemble(
+            ensemble[0], shape, n_classes, ensemble[1], batch_size=1, unroll=unroll, cell_clip=clip
+        )
     else:
-        fixed = models.build(trained.name, shape, n_classes, batch_size=1, unroll=unroll)
+        clip = models.cell_clip_of(trained)
+        fixed = models.build(trained.name, shape, n_classes, batch_size=1, unroll=unroll, cell_clip=clip)
     fixed.set_weights(trained.get_weights())
     converter = tf.lite.TFLiteConverter.from_keras_model(fixed)
     if not as_float:

@@ -86,7 +86,7 @@ def build_average(run_dir: Path, without: str) -> Any:
     members = [k.models.load_model(run_dir / f, compile=False) for f in ("model.h5", f"model_without_{without}.h5")]
     arch = members[0].name
     shape, n_classes = tuple(members[0].input_shape[1:]), int(members[0].output_shape[-1])
-    avg = models.build_ensemble(arch, shape, n_classes, len(members))
+    avg = models.build_ensemble(arch, shape, n_classes, len(members), cell_clip=models.cell_clip_of(members[0]))
     for i, m in enumerate(members):
         avg.get_layer(f"member{i}").set_weights(m.get_weights())
     # the graph must compute what it claims: the mean of the members' probabilities

@@ -46,6 +46,8 @@ class TrainSettings:
     database_scale: str = ""
     # ship the mean of the weights of the last N epochs instead of the best epoch on validation (0: off)
     average_last: int = 0
+    # clip the LSTM's cell state to +-this (0: plain LSTM), so int8 conversion keeps it finely (models._lstm)
+    cell_clip: float = 0.0
 
     def __post_init__(self) -> None:
         if self.domain_from not in models.DOMAIN_SOURCES:
@@ -243,6 +245,7 @@ def fit(
         domains=n_domains if adversarial else 0,
         reversal=settings.domain_adversarial,
         domain_from=settings.domain_from,
+        cell_clip=settings.cell_clip,
     )
     trained.compile(k.optimizers.Adam(settings.learning_rate), "sparse_categorical_crossentropy")
     model = models.label_branch(trained) if adversarial else trained

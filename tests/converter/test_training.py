@@ -288,3 +288,22 @@ def test_an_ensemble_graph_averages_its_members_and_rebuilds_with_a_fixed_batch_
     fixed = models.build_ensemble("conv_lstm", (201, 16), 2, 2, batch_size=1, unroll=True)
     fixed.set_weights(avg.get_weights())
     np.testing.assert_allclose(fixed(x[:1]).numpy(), want[:1], atol=1e-5)
+
+
+def test_a_clipped_cell_keeps_the_lstm_state_bounded_and_survives_saving_and_conversion_rebuild(tmp_path):
+    plain = models.build("conv_lstm", (201, 16), 2)
+    clipped = models.build("conv_lstm", (201, 16), 2, cell_clip=0.5)
+    assert models.cell_clip_of(plain) == 0.0 and models.cell_clip_of(clipped) == 0.5
+    assert [w.shape for w in clipped.get_weights()] == [w.shape for w in plain.get_weights()]
+    clipped.set_weights([w * 20 for w in plain.get_weights()])  # large weights drive the state far out
+    x = np.random.default_rng(3).standard_normal((2, 201, 16)).astype(np.float32)
+    front = models.keras().Model(clipped.input, clipped.get_layer("pool").output)
+    rnn = clipped.get_layer("rnn")
+    _, _, c = models.keras().layers.RNN(rnn.cell, return_state=True)(front(x))
+    assert float(np.abs(c.numpy()).max()) <= 0.5 + 1e-6
+    clipped.save(tmp_path / "m.h5")
+    loaded = models.keras().models.load_model(tmp_path / "m.h5", compile=False)
+    assert models.cell_clip_of(loaded) == 0.5
+    fixed = models.build(loaded.name, (201, 16), 2, batch_size=1, unroll=True, cell_clip=models.cell_clip_of(loaded))
+    fixed.set_weights(loaded.get_weights())
+    np.testing.assert_allclose(fixed(x[:1]).numpy(), clipped(x[:1]).numpy(), atol=1e-5)
