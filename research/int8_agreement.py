@@ -61,13 +61,14 @@ def lstm_state(model: Any, windows: np.ndarray) -> dict[str, float]:
     x = front.predict(windows, verbose=0)
     w, u_mat, b = model.get_layer("rnn").get_weights()
     u = u_mat.shape[0]
+    clip = models.cell_clip_of(model) or np.inf  # a clipped cell (TrainSettings.cell_clip) as it runs
     h, c = np.zeros((len(x), u)), np.zeros((len(x), u))
     forget, cells = [], []
     for step in range(x.shape[1]):
         z = x[:, step] @ w + h @ u_mat + b
         i, f = 1 / (1 + np.exp(-z[:, :u])), 1 / (1 + np.exp(-z[:, u : 2 * u]))
         g, o = np.tanh(z[:, 2 * u : 3 * u]), 1 / (1 + np.exp(-z[:, 3 * u :]))
-        c = f * c + i * g
+        c = np.clip(f * c + i * g, -clip, clip)
         h = o * np.tanh(c)
         forget.append(f)
         cells.append(np.abs(c))
