@@ -115,6 +115,13 @@ def make(run_dir: Path, data_dir: Path, out: Path | None = None) -> dict[str, An
             "oof.json and oof_comparator.json do not cover the same recordings and folds", "rerun steth train"
         )
     by_key = {r.key: r for r in task.loader(data_dir)}  # data sets' own labels, as steth train scores them
+    missing = [key for key in cand["records"] if key not in by_key]
+    if missing:
+        raise ModelError(
+            f"{len(missing)} of the run's {len(cand['records'])} development recordings are not in {data_dir} "
+            f"(first: {missing[0]})",
+            "give the data folder the run was trained on (--data-dir or $STETH_DATA_DIR)",
+        )
     recs = [by_key[key] for key in cand["records"]]
     y, strata, folds = np.asarray(cand["y"]), np.asarray(cand["database"]), np.asarray(cand["fold"])
     probs = {"candidate": cand["p"], "comparator": comp["p"], "average": (cand["p"] + comp["p"]) / 2}

@@ -244,3 +244,21 @@ def test_the_model_card_shows_an_average_beside_its_two_members_from_the_runs_re
     assert "model_without_circor2022.h5" in text and "| without circor2022 |" in text
     avg = report["ensemble"]["cv_nested_pooled"]["average"]["means"]["physionet2016/all"]
     assert f"**average of the two (shipped)** | {avg['macc']:.3f} / {avg['auc']:.3f}" in text
+
+
+def test_an_ensemble_of_a_run_without_a_comparator_or_without_its_data_says_what_is_missing(slice_root, tmp_path):
+    from converter import ensemble
+    from device.core.errors import ModelError
+
+    (tmp_path / "report.json").write_text(json.dumps({"task": "screening", "comparator": {"trained_without": ""}}))
+    with pytest.raises(ModelError, match="not a run with a comparator"):
+        ensemble.make(tmp_path, tmp_path)
+    report = json.loads((REPO / "docs" / "screening_all_sources" / "ensemble" / "report.json").read_text())
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    oof = {"records": ["physionet2016/training-a/a9999"], "fold": [0], "y": [1], "database": ["training-a"]}
+    for name in ("oof.json", "oof_comparator.json"):
+        (tmp_path / name).write_text(json.dumps({**oof, "probabilities": {"conv_lstm": [[0.4, 0.6]]}}))
+    with pytest.raises(ds.DatasetError, match="no PhysioNet 2016 folders"):
+        ensemble.make(tmp_path, tmp_path / "nowhere")
+    with pytest.raises(ModelError, match="1 of the run's 1 development recordings are not in"):
+        ensemble.make(tmp_path, slice_root)
