@@ -71,12 +71,19 @@ def _register_clipped_cell(k: Any) -> None:
 _CLIPPED_CELL: list[Any] = []
 
 
-def _lstm(units: int, unroll: bool, cell_clip: float) -> Any:
-    """The recurrent layer: Keras' LSTM, or (``cell_clip`` > 0) the same cell with its state clipped."""
+def _lstm(units: int, unroll: bool, cell_clip: float, lstm_l2: float = 0.0) -> Any:
+    """The recurrent layer: Keras' LSTM, or (``cell_clip`` > 0) the same cell with its state clipped.
+    ``lstm_l2`` > 0 puts weight decay on its input and recurrent kernels: smaller gate pre-activations,
+    which int8 rounds on a range set by their extremes (docs/screening_all_sources/ensemble)."""
     k = keras()
+    reg = (
+        {"kernel_regularizer": k.regularizers.l2(lstm_l2), "recurrent_regularizer": k.regularizers.l2(lstm_l2)}
+        if lstm_l2 > 0
+        else {}
+    )
     if cell_clip > 0:
-        return k.layers.RNN(_CLIPPED_CELL[0](units, clip=cell_clip), name="rnn", unroll=unroll)
-    return k.layers.LSTM(units, name="rnn", unroll=unroll)
+        return k.layers.RNN(_CLIPPED_CELL[0](units, clip=cell_clip, **reg), name="rnn", unroll=unroll)
+    return k.layers.LSTM(units, name="rnn", unroll=unroll, **reg)
 
 
 def cell_clip_of(model: Any) -> float:
@@ -98,6 +105,7 @@ def build(
     reversal: float = 0.3,
     domain_from: str = "rnn",
     cell_clip: float = 0.0,
+    lstm_l2: float = 0.0,
 ) -> Any:
     """A compiled-ready model; ``batch_size=1`` gives the fixed-batch graph the int8 converter needs.
 
@@ -119,7 +127,7 @@ def build(
     if arch == "simplernn":
         x = layers.SimpleRNN(64, name="rnn", unroll=unroll)(x)
     elif arch == "lstm":
-        x = _lstm(64, unroll, cell_clip)(x)
+        x = _lstm(64, unroll, cell_clip, lstm_l2)(x)
     elif arch == "conv_lstm":
         x = layers.Conv1D(32, 5, strides=2, padding="same", activation="relu", name="conv1")(x)
         x = layers.Conv1D(32, 5, strides=2, padding="same", activation="relu", name="conv2")(x)
@@ -127,7 +135,7 @@ def build(
         # per-step ops, not weights), and fewer steps for quantisation error to accumulate over.
         x = layers.MaxPooling1D(2, name="pool")(x)
         conv_features = x
-        x = _lstm(48, unroll, cell_clip)(x)
+        x = _lstm(48, unroll, cell_clip, lstm_l2)(x)
     else:
         raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
     if domain_from not in DOMAIN_SOURCES:

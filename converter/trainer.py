@@ -48,6 +48,8 @@ class TrainSettings:
     average_last: int = 0
     # clip the LSTM's cell state to +-this (0: plain LSTM), so int8 conversion keeps it finely (models._lstm)
     cell_clip: float = 0.0
+    # weight decay on the LSTM's kernels (0: none), for smaller gate pre-activations (models._lstm)
+    lstm_l2: float = 0.0
 
     def __post_init__(self) -> None:
         if self.domain_from not in models.DOMAIN_SOURCES:
@@ -246,6 +248,7 @@ def fit(
         reversal=settings.domain_adversarial,
         domain_from=settings.domain_from,
         cell_clip=settings.cell_clip,
+        lstm_l2=settings.lstm_l2,
     )
     trained.compile(k.optimizers.Adam(settings.learning_rate), "sparse_categorical_crossentropy")
     model = models.label_branch(trained) if adversarial else trained

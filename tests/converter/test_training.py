@@ -307,3 +307,13 @@ def test_a_clipped_cell_keeps_the_lstm_state_bounded_and_survives_saving_and_con
     fixed = models.build(loaded.name, (201, 16), 2, batch_size=1, unroll=True, cell_clip=models.cell_clip_of(loaded))
     fixed.set_weights(loaded.get_weights())
     np.testing.assert_allclose(fixed(x[:1]).numpy(), clipped(x[:1]).numpy(), atol=1e-5)
+
+
+def test_weight_decay_on_the_lstm_adds_a_training_loss_and_leaves_the_converted_graph_the_same():
+    decayed = models.build("conv_lstm", (201, 16), 2, lstm_l2=1e-4)
+    plain = models.build("conv_lstm", (201, 16), 2)
+    assert len(decayed.losses) == 2 and len(plain.losses) == 0  # the input and recurrent kernels
+    fixed = models.build("conv_lstm", (201, 16), 2, batch_size=1, unroll=True)
+    fixed.set_weights(decayed.get_weights())
+    x = np.random.default_rng(4).standard_normal((1, 201, 16)).astype(np.float32)
+    np.testing.assert_allclose(fixed(x).numpy(), decayed(x).numpy(), atol=1e-5)
