@@ -29,14 +29,14 @@ DESCRIPTIONS = {
 def keras() -> Any:
     import tf_keras
 
-    _register_clipped_cell(tf_keras)  # before any model file that holds one is loaded
+    _clipped_cell_class(tf_keras)  # registered before any model file that holds one is loaded
     return tf_keras
 
 
-def _register_clipped_cell(k: Any) -> None:
+@functools.cache  # one class, registered once
+def _clipped_cell_class(k: Any) -> Any:
     import tensorflow as tf
 
-    @k.utils.register_keras_serializable(package="steth")
     class ClippedLSTMCell(k.layers.LSTMCell):
         """An LSTM cell whose cell state stays within +-``clip`` (tanh(4) = 0.9993: beyond 4 a state says
         nothing more through the output gate).
@@ -65,10 +65,7 @@ def _register_clipped_cell(k: Any) -> None:
 
     # the legacy .h5 format names the RNN layer's cell by its bare class name
     k.utils.get_custom_objects()["ClippedLSTMCell"] = ClippedLSTMCell
-    _CLIPPED_CELL.append(ClippedLSTMCell)
-
-
-_CLIPPED_CELL: list[Any] = []
+    return ClippedLSTMCell
 
 
 def _lstm(units: int, unroll: bool, cell_clip: float, lstm_l2: float = 0.0) -> Any:
@@ -84,7 +81,7 @@ def _lstm(units: int, unroll: bool, cell_clip: float, lstm_l2: float = 0.0) -> A
         else {}
     )
     if cell_clip > 0:
-        return k.layers.RNN(_CLIPPED_CELL[0](units, clip=cell_clip, **reg), name="rnn", unroll=unroll)
+        return k.layers.RNN(_clipped_cell_class(k)(units, clip=cell_clip, **reg), name="rnn", unroll=unroll)
     return k.layers.LSTM(units, name="rnn", unroll=unroll, **reg)
 
 

@@ -46,7 +46,7 @@ class TrainSettings:
     database_scale: str = ""
     # ship the mean of the weights of the last N epochs instead of the best epoch on validation (0: off)
     average_last: int = 0
-    # clip the LSTM's cell state to +-this (0: plain LSTM), so int8 conversion keeps it finely (models._lstm)
+    # clip the LSTM's cell state to +-this (0: plain LSTM); tried for int8 fidelity, did not help (models._lstm)
     cell_clip: float = 0.0
     # weight decay on the LSTM's kernels (0: none): int8 followed the float model more closely (models._lstm)
     lstm_l2: float = 0.0

@@ -117,11 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{agreement(f[~half_a], q[~half_a], t, tq):.4f}"
     )
     sample = fs.features[np.random.default_rng(0).permutation(len(fs.features))[:600]]
-    members = (
-        [model.get_layer(f"member{i}") for i in range(models.parse_ensemble(model.name)[1])]  # type: ignore[index]
-        if models.parse_ensemble(model.name)
-        else [model]
-    )
+    ensemble = models.parse_ensemble(model.name)
+    members = [model.get_layer(f"member{i}") for i in range(ensemble[1])] if ensemble else [model]
     for i, m in enumerate(members):
         if any(layer.name == "pool" for layer in m.layers):
             print(f"member {i}: float LSTM {json.dumps(lstm_state(m, sample))}")
