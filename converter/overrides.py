@@ -59,6 +59,7 @@ _NOT_SETTABLE = {
     "folds",
     "jobs",
     "lodo",
+    "score_test",
     "test_fraction",
     "limit_per_stratum",
     "settings",

@@ -20,11 +20,14 @@ class RunConfig:
     train_hop_s: float = 1.25  # training windows overlap more than inference ones: shifted views
     augment_copies: int = 1
     lodo: bool = True
+    # score the final (and cross-source) models on the held-out test split (`steth train --score-test`);
+    # off: they are trained and saved, the split stays unseen (issue 23)
+    score_test: bool = False
     limit_per_stratum: int | None = None  # for quick runs on a slice of the data
     jobs: int = 1  # models trained at once, each in its own process with one thread
     settings: TrainSettings = field(default_factory=TrainSettings)
-    # multi-source tasks: the chosen architecture trained once without each of these sources and scored
-    # on the test split (cross-source transfer, reported only)
+    # multi-source tasks: the chosen architecture trained once without each of these sources and (with
+    # score_test) scored on the test split (cross-source transfer, reported only)
     cross_source: tuple[str, ...] = ("circor2022", "physionet2016")
     # multi-source tasks: the source left out of the comparator's CV (the plain model of the ship
     # decision, train.ship_decision); "" runs none

@@ -1,13 +1,14 @@
 """`steth train`: compare model families honestly, estimate generalisation, train the shipped model.
 
 1. A held-out test split (blocks of consecutive records, stratified by database and label) is set
-   aside first and touched once, at the very end.
+   aside first and touched once, at the very end, and only when asked (``--score-test``).
 2. Grouped, stratified k-fold cross-validation on the rest compares the architectures; inside each
    training fold a validation part picks the best epoch and the decision threshold.
 3. Leave-one-database-out: the chosen architecture trained on five databases, tested on the sixth
    (a stethoscope and site it has never heard).
-4. The final model is trained on all development data and scored once on the held-out split, and on
-   the out-of-domain checks its task names (screening: PASCAL set B).
+4. The final model is trained on all development data, scored on the out-of-domain checks its task
+   names (screening: PASCAL set B) and, with ``--score-test`` only, once on the held-out split: a routine
+   run leaves it unseen (issue 23), so that the split is still a test when the final model is.
 Everything lands in the run folder: report.json, folds.csv, boxplot.png, the Keras model and its meta.
 """
 
@@ -161,8 +162,10 @@ HEADLINE_PARTS = ((ds.PHYSIONET, "not_e"), (cc.CIRCOR, "patient"))
 
 
 def train_and_score(
-    arch: str, data: Data, train_recs: np.ndarray, test_recs: np.ndarray, *, cfg: RunConfig, seed: int
+    arch: str, data: Data, train_recs: np.ndarray, test_recs: np.ndarray | None, *, cfg: RunConfig, seed: int
 ) -> tuple[Any, float, dict[str, Any], np.ndarray]:
+    """The model, its validation threshold, and its scores and probabilities on ``test_recs`` (None: trained
+    only, nothing predicted; the scores are then empty and the probabilities have no rows)."""
     fit_recs, val_recs = inner_split(train_recs, data, cfg.val_fraction, seed)
     settings = TrainSettings(**{**asdict(cfg.settings), "seed": seed})
     model, val_probs, _ = fit(
@@ -180,6 +183,8 @@ def train_and_score(
     if data.task.positive is not None:
         pos = data.task.labels.index(data.task.positive)
         threshold = best_threshold(data.y[val_recs], val_probs[:, pos], data.strata[val_recs])
+    if test_recs is None:
+        return model, threshold, {}, np.empty((0, len(data.task.labels)))
     probs = record_probabilities(model, data.eval_set, test_recs, len(data.task.labels))
     recs = [data.recordings[i] for i in test_recs]
     s = score(data.task, data.y[test_recs], probs, data.strata[test_recs], threshold, recs)
@@ -188,13 +193,18 @@ def train_and_score(
 
 @dataclass(frozen=True)
 class Job:
-    """One training: ``arch`` on ``train`` recordings, scored on ``test``; the model saved if asked."""
+    """One training: ``arch`` on ``train`` recordings, scored on ``test``; the model saved if asked.
+
+    ``scored`` False: trained (and saved) only, ``test`` never predicted; its result then holds no scores
+    (``{}``) and no probabilities (no rows). The final and cross-source models of a run without
+    ``--score-test``: the held-out split stays unseen."""
 
     arch: str
     train: np.ndarray
     test: np.ndarray
     seed: int
     save_to: str | None = None
+    scored: bool = True
 
 
 _worker: dict[str, Any] = {}
@@ -219,7 +229,8 @@ JobResult = tuple[float, dict[str, Any], np.ndarray]  # (validation threshold, s
 
 def _run_job(job: Job, data: Data | None = None, cfg: RunConfig | None = None) -> JobResult:
     data, cfg = data or _worker["data"], cfg or _worker["cfg"]
-    model, thr, s, probs = train_and_score(job.arch, data, job.train, job.test, cfg=cfg, seed=job.seed)
+    test = job.test if job.scored else None
+    model, thr, s, probs = train_and_score(job.arch, data, job.train, test, cfg=cfg, seed=job.seed)
     if job.save_to:
         model.save(job.save_to)
     return thr, s, probs
@@ -358,19 +369,24 @@ def run(root: Path, out: Path, cfg: RunConfig) -> dict[str, Any]:
     log.info("chosen architecture: %s (%s)", chosen, means)
 
     # 2. leave one database out (screening: PhysioNet's six databases and CirCor; sound type: set A vs
-    # set B), 3. the final model on all development data, scored once on the held-out split, and (several
-    # sources) 4. the cross-source models and 5. the comparator's CV: independent trainings, side by side.
+    # set B), 3. the final model on all development data (scored once on the held-out split with
+    # --score-test only), and (several sources) 4. the cross-source models and 5. the comparator's CV:
+    # independent trainings, side by side.
+    report["test_split"] = test_split_status(cfg.score_test)
     (val_thr, test_scores, test_probs), lodo = _final_and_reported(
         runner, data, cfg, report, dev_idx, test_idx, cv_folds, out
     )
     thr = val_thr
     if task.positive is not None:
         thr = _threshold_from_cv(report, data, dev_idx, cv_folds, oof[chosen], val_thr)
-        # scored once more only because the threshold may differ from the one the job applied
-        test_recs = [data.recordings[i] for i in test_idx]
-        test_scores = score(task, data.y[test_idx], test_probs, data.strata[test_idx], thr, test_recs)
+        if cfg.score_test:
+            # scored once more only because the threshold may differ from the one the job applied
+            test_recs = [data.recordings[i] for i in test_idx]
+            test_scores = score(task, data.y[test_idx], test_probs, data.strata[test_idx], thr, test_recs)
     report["threshold"] = thr
-    report["test"] = test_scores
+    report["test"] = test_scores if cfg.score_test else None
+    if not cfg.score_test:
+        log.info("held-out test split (%d recordings) not scored: %s", len(test_idx), report["test_split"]["why"])
     _write_oof(out / "oof.json", data, dev_idx, cv_folds, oof)
     from converter import models
 
@@ -391,6 +407,22 @@ def run(root: Path, out: Path, cfg: RunConfig) -> dict[str, Any]:
 
     boxplot(rows, out / "boxplot.png", task.name)
     return report
+
+
+NOT_SCORED_WHY = (
+    "steth train scores the held-out test split only with --score-test, so that it stays unseen until the final "
+    "model (issue 23); split.json still names it, for steth convert's int8 parity check"
+)
+
+
+def test_split_status(scored: bool) -> dict[str, Any]:
+    """``report["test_split"]``: whether the run scored the held-out split, and why (not)."""
+    return {"scored": scored, "why": "scored once, as asked with --score-test" if scored else NOT_SCORED_WHY}
+
+
+def test_scored(report: dict[str, Any]) -> bool:
+    """Whether a run's report holds test-split figures (runs made before --score-test always scored it)."""
+    return report.get("test") is not None
 
 
 def cv_source_means(entries: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -448,10 +480,12 @@ def _final_and_reported(
     returned as they come)."""
     task, chosen = data.task, report["chosen_arch"]
     lodo_dbs = lodo_databases(data, dev_idx) if cfg.lodo else []
-    final = Job(chosen, dev_idx, test_idx, cfg.settings.seed + 1000, save_to=str(out / "model.h5"))
+    scored = cfg.score_test  # without it the final and cross-source models are trained and saved, not scored
+    final = Job(chosen, dev_idx, test_idx, cfg.settings.seed + 1000, save_to=str(out / "model.h5"), scored=scored)
     source = np.array([r.dataset for r in data.recordings])
     # 4. cross-source models: the chosen architecture trained without one source, scored on the test split
-    # (report only: nothing is chosen with them). Without CirCor it is also the plain comparison.
+    # with --score-test (report only: nothing is chosen with them). Without CirCor it is also the plain
+    # comparison; without the test split the comparator's CV (5.) gives its transfer out of fold.
     without = [d for d in cfg.cross_source if d in task.train_on and len(task.train_on) > 1]
     # saved: `steth ensemble` averages the final model with the one trained without the comparator's source
     cross = [
@@ -461,6 +495,7 @@ def _final_and_reported(
             test_idx,
             cfg.settings.seed + 1000,
             save_to=str(out / f"model_without_{d}.h5"),
+            scored=scored,
         )
         for d in without
     ]
@@ -479,17 +514,18 @@ def _final_and_reported(
     results_in_order = runner.map([final, *cross, *comp_cv, *lodo_jobs])
     n_cross, n_comp = len(cross), len(comp_cv)
     results = [next(results_in_order) for _ in range(1 + n_cross + n_comp)]
+    comp_results = results[1 + n_cross : 1 + n_cross + n_comp]
+    comp_entries = [
+        {"arch": chosen, "fold": f, "threshold": thr, "scores": s} for f, (thr, s, _) in enumerate(comp_results)
+    ]
     report["cross_source"] = [
-        {"trained_without": d, "threshold": thr, "test": s}
+        {"trained_without": d, "threshold": thr, "test": s if scored else None}
+        # test split not scored: the chosen architecture trained without the comparator's source is judged
+        # on that source out of fold by the comparator's CV (the same folds; mean over folds) instead
+        | ({"cv_source_means": cv_source_means(comp_entries)} if not scored and d == comp else {})
         for d, (thr, s, _) in zip(without, results[1 : 1 + n_cross], strict=True)
     ]
-    comp_results = results[1 + n_cross : 1 + n_cross + n_comp]
-    report["comparator"] = {
-        "trained_without": comp,
-        "cv": [
-            {"arch": chosen, "fold": f, "threshold": thr, "scores": s} for f, (thr, s, _) in enumerate(comp_results)
-        ],
-    }
+    report["comparator"] = {"trained_without": comp, "cv": comp_entries}
     if comp:
         # the comparator's out-of-fold probabilities too, for threshold studies on both models' CV
         comp_oof = np.full((len(data.recordings), len(task.labels)), np.nan)
@@ -595,6 +631,12 @@ def register(sub: Any) -> None:
     p.add_argument("--windows-per-epoch", type=int, default=TrainSettings.windows_per_epoch)
     p.add_argument("--augment", type=int, default=1, help="augmented copies of the training windows")
     p.add_argument("--no-lodo", action="store_true", help="skip leave-one-database-out")
+    p.add_argument(
+        "--score-test",
+        action="store_true",
+        help="score the final and cross-source models on the held-out test split (off by default: the split "
+        "stays unseen until the final model, issue 23; split.json still names it for steth convert's parity check)",
+    )
     p.add_argument("--limit", type=int, help="at most N recordings per database and label (quick runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -634,6 +676,7 @@ def _main(args: argparse.Namespace) -> int:
         folds=args.folds,
         augment_copies=args.augment,
         lodo=not args.no_lodo,
+        score_test=args.score_test,
         limit_per_stratum=args.limit,
         jobs=max(1, args.jobs),
         settings=TrainSettings(
@@ -650,7 +693,10 @@ def _main(args: argparse.Namespace) -> int:
     out = args.out or DEFAULT_RUNS / task.name
     report = run(root, out, cfg)
     print(f"chosen: {report['chosen_arch']}  CV means: {report['cv_headline_means']}")
-    print(f"held-out test: {json.dumps(report['test']['all'], default=_jsonable)}")
+    if test_scored(report):
+        print(f"held-out test: {json.dumps(report['test']['all'], default=_jsonable)}")
+    else:
+        print(f"held-out test split: not scored ({report['test_split']['why']})")
     if "ship_decision" in report:
         print(f"ship decision (CV only): {json.dumps(report['ship_decision'], default=_jsonable)}")
     print(f"run folder: {out}")

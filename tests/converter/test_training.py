@@ -82,8 +82,9 @@ def test_training_writes_a_complete_run(tiny_run):
     assert {c["arch"] for c in report["cv"]} == {"lstm", "conv_lstm"}
     assert sorted(c["fold"] for c in report["cv"] if c["arch"] == "lstm") == [0, 1]
     assert {r["held_out_db"] for r in report["lodo"]} <= {"training-a", "training-d", "training-e"}
-    for key in ("sensitivity", "specificity", "macc", "accuracy", "auc"):
-        assert key in report["test"]["all"]
+    # a routine run (no --score-test) leaves the held-out split unseen and says so (issue 23)
+    assert report["test"] is None and report["n_test"] > 0
+    assert report["test_split"]["scored"] is False and "--score-test" in report["test_split"]["why"]
     assert (tiny_run / "boxplot.png").stat().st_size > 10_000
     assert (tiny_run / "model.h5").exists()
     saved = models.keras().models.load_model(tiny_run / "model.h5", compile=False)
@@ -100,6 +101,24 @@ def test_training_writes_a_complete_run(tiny_run):
     assert oof["records"] == split["dev"] and set(oof["probabilities"]) == {"lstm", "conv_lstm"}
     # every development recording scored once, out of fold: probabilities that sum to one
     assert all(abs(sum(p) - 1) < 1e-3 for p in oof["probabilities"]["lstm"])
+
+
+def test_with_score_test_the_final_model_is_scored_on_the_held_out_split(tiny_data, physionet_task, tmp_path):
+    cfg = RunConfig(
+        task=physionet_task,
+        archs=("lstm",),
+        folds=2,
+        test_fraction=0.5,
+        lodo=False,
+        jobs=1,
+        score_test=True,
+        settings=TrainSettings(epochs=1, windows_per_epoch=32, batch_size=16),
+    )
+    report = run(tiny_data, tmp_path, cfg)
+    assert report["test_split"]["scored"] is True
+    for key in ("sensitivity", "specificity", "macc", "accuracy", "auc"):
+        assert key in report["test"]["all"]
+    assert json.loads((tmp_path / "report.json").read_text())["test"]["all"]["n"] > 0
 
 
 def test_conversion_gives_an_int8_model_close_to_the_float_one(tiny_run, tiny_data, tmp_path):

@@ -63,7 +63,7 @@ def test_a_task_defined_as_data_goes_from_training_to_its_recording_page(
         [
             "train", str(pascal_root), "--task", str(task_file), "--out", str(run_dir), "--archs", "lstm",
             "--folds", "2", "--epochs", "1", "--windows-per-epoch", "64", "--augment", "0", "--no-lodo",
-            "--limit", "6", "--jobs", "1",
+            "--limit", "6", "--jobs", "1", "--score-test",
         ]
     )  # fmt: skip
     assert code == 0
