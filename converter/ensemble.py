@@ -12,7 +12,8 @@ candidate, the comparator and their average): for each fold, the threshold poole
 out-of-fold scores (converter.thresholds.pooled_threshold) applied to that fold. It writes RUN_DIR/ensemble/
 (report.json, split.json, model.h5: one Keras graph averaging the two, converter.models.build_ensemble)
 with the threshold pooled over all the average's out-of-fold scores, and scores the average once on the
-run's test split.
+run's test split if the run scored it (`steth train --score-test`): the average follows its run, so a run
+that left the split unseen (issue 23) still has it unseen after this command.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from converter import datasets as ds
 from converter import featurestore, thresholds
 from converter.run_config import RunConfig
 from converter.tasks import Task, task_of_run
-from converter.train import cv_source_means, score, ship_decision
+from converter.train import cv_source_means, score, ship_decision, test_scored
 from converter.trainer import record_probabilities
 from device.core.errors import ModelError
 from device.core.features import FeatureParams
@@ -114,15 +115,7 @@ def make(run_dir: Path, data_dir: Path, out: Path | None = None) -> dict[str, An
     thr = thresholds.pooled_threshold(y, probs["average"][:, pos], strata)
 
     avg = build_average(run_dir, without)
-    split = json.loads((run_dir / "split.json").read_text())
-    test = [by_key[k] for k in split["test"] if k in by_key]
-    params = FeatureParams.from_dict(report["feature_params"])
-    fs = featurestore.build(test, params, name=f"{task.name}-ensemble-test", use_cache=False)
-    kept = np.unique(fs.owner)
-    kept_recs = [test[i] for i in kept]
-    test_probs = record_probabilities(avg, fs, kept, len(task.labels))
-    y_test = np.array([task.label_index(r) for r in kept_recs])
-    test_scores = score(task, y_test, test_probs, np.array([r.subset for r in kept_recs]), thr, kept_recs)
+    test_scores = _test_scores(avg, task, run_dir, report, by_key, thr) if test_scored(report) else None
 
     avg.save(out / "model.h5")
     shutil.copy(run_dir / "split.json", out / "split.json")
@@ -134,6 +127,7 @@ def make(run_dir: Path, data_dir: Path, out: Path | None = None) -> dict[str, An
         "threshold": thr,
         "threshold_choice": {"source": "the pooled out-of-fold CV scores of the average", "pooled_threshold": thr},
         "test": test_scores,
+        **({} if test_scores is not None else {"test_split": {"scored": False, "why": NOT_SCORED_WHY}}),
         "ensemble": {
             "members": members,
             "how": "mean of the members' class probabilities per window (one int8 graph)",
@@ -149,8 +143,33 @@ def make(run_dir: Path, data_dir: Path, out: Path | None = None) -> dict[str, An
     return ens_report
 
 
+NOT_SCORED_WHY = (
+    "steth ensemble scores the test split only when the run it averages did (steth train --score-test), so that "
+    "it stays unseen until the final model (issue 23)"
+)
+
+
+def _test_scores(
+    avg: Any, task: Task, run_dir: Path, report: dict[str, Any], by_key: dict[str, ds.Recording], thr: float
+) -> dict[str, Any]:
+    """The average on the run's held-out test split, at threshold ``thr``."""
+    split = json.loads((run_dir / "split.json").read_text())
+    test = [by_key[k] for k in split["test"] if k in by_key]
+    params = FeatureParams.from_dict(report["feature_params"])
+    fs = featurestore.build(test, params, name=f"{task.name}-ensemble-test", use_cache=False)
+    kept = np.unique(fs.owner)
+    kept_recs = [test[i] for i in kept]
+    test_probs = record_probabilities(avg, fs, kept, len(task.labels))
+    y_test = np.array([task.label_index(r) for r in kept_recs])
+    return score(task, y_test, test_probs, np.array([r.subset for r in kept_recs]), thr, kept_recs)
+
+
 def register(sub: Any) -> None:
-    p = sub.add_parser("ensemble", help="average a run's final model with its comparator, judged on the run's CV")
+    p = sub.add_parser(
+        "ensemble",
+        help="average a run's final model with its comparator, judged on the run's CV (and on its test split "
+        "only if the run was made with steth train --score-test)",
+    )
     p.add_argument("run_dir", type=Path, help="a `steth train` run folder with a comparator")
     p.add_argument("--data-dir", help=f"data folder (default: ${ds.DATA_ENV})")
     p.add_argument("--out", type=Path, help="where to write the averaged run (default: RUN_DIR/ensemble)")
@@ -171,8 +190,11 @@ def _main(args: argparse.Namespace) -> int:
         print(f"  {name:10s} " + "; ".join(cells))
     d = e["decision"]
     print(f"rule (average as the candidate): {d['rule']}: {'SHIP' if d['ship'] else 'DO NOT SHIP'}")
-    sources = rep["test"].get("sources", {})
-    print(f"threshold {rep['threshold']:.3f}; test split: {json.dumps(sources, default=float)[:600]}")
+    if rep["test"] is None:
+        print(f"threshold {rep['threshold']:.3f}; test split not scored ({rep['test_split']['why']})")
+    else:
+        sources = rep["test"].get("sources", {})
+        print(f"threshold {rep['threshold']:.3f}; test split: {json.dumps(sources, default=float)[:600]}")
     where = args.out or args.run_dir / "ensemble"
     print(f"written to {where}; ship with: steth convert {where} --version X.Y.Z")
     return 0 if d["ship"] else 4

@@ -57,6 +57,21 @@ def _f(v: Any) -> str:
     return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"
 
 
+def not_scored(report: dict[str, Any]) -> str | None:
+    """Why a run has no held-out figures (`steth train` without --score-test), or None when it has them."""
+    if report.get("test") is not None:
+        return None
+    return str((report.get("test_split") or {}).get("why", "its report holds no test figures"))
+
+
+def _not_scored_line(report: dict[str, Any]) -> str:
+    why = not_scored(report)
+    return f"Not scored by this run: {why}. `steth train --score-test` scores it once, with the final model."
+
+
+SHORT_NOT_SCORED = "Test split not scored by this run (`steth train --score-test` scores it; see the held-out split)."
+
+
 def _header(*columns: str) -> list[str]:
     """A Markdown table's header row and its rule."""
     return ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
@@ -106,7 +121,8 @@ def binary_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
             if report.get("n_test_per_source") and len(report["n_test_per_source"]) > 1
             else "blocks of consecutive records"
         )
-        + ", never seen in training or model selection, scored once).",
+        + ", never seen in training or model selection, "
+        + ("scored once)." if not_scored(report) is None else "not scored by this run)."),
         f"- Training: {report['config']['settings']['epochs']} epochs of "
         f"{report['config']['settings']['windows_per_epoch']} windows drawn evenly over label within database; "
         f"{report['config']['augment_copies']} augmented copy (gain, EQ, tilt, noise, shift); "
@@ -154,20 +170,7 @@ def binary_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
             maccs.append(s["macc"])
             out.append(f"| {row['held_out_db']} | {s['n']} | " + " | ".join(_f(s[m]) for m in METRICS) + " |")
         out += ["", f"Mean MAcc {np.mean(maccs):.3f}, lowest {np.min(maccs):.3f}.", ""]
-    t = report["test"]
-    out += [
-        "### Held-out test split (float model; int8 parity below)",
-        "",
-        *_header("scope", "n", *METRICS),
-    ]
-    # several sources: "not_e" pools CirCor and PASCAL with PhysioNet's other databases, so the per-source
-    # table (sources_section) gives PhysioNet outside training-e instead
-    rows = [("all databases", t["all"])] + (
-        [("without training-e", t["not_e"])] if "not_e" in t and "sources" not in t else []
-    )
-    rows += [(db, v) for db, v in t["per_db"].items()]
-    for name, s in rows:
-        out.append(f"| {name} | {s['n']} | " + " | ".join(_f(s[m]) for m in METRICS) + " |")
+    out += ["### Held-out test split (float model; int8 parity below)", "", *_held_out_table(report)]
     p = meta["parity"]
     out += [
         "",
@@ -198,6 +201,22 @@ def binary_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     ]
     out += [f"| {k} | {v['label']} | {v['confidence']:.2f} |" for k, v in ks.items()]
     return [*out, ""]
+
+
+def _held_out_table(report: dict[str, Any]) -> list[str]:
+    """A two-class model's held-out figures per scope, or why the run has none."""
+    t = report.get("test")
+    if t is None:
+        return [_not_scored_line(report)]
+    # several sources: "not_e" pools CirCor and PASCAL with PhysioNet's other databases, so the per-source
+    # table (sources_section) gives PhysioNet outside training-e instead
+    rows = [("all databases", t["all"])] + (
+        [("without training-e", t["not_e"])] if "not_e" in t and "sources" not in t else []
+    )
+    rows += [(db, v) for db, v in t["per_db"].items()]
+    return [*_header("scope", "n", *METRICS)] + [
+        f"| {name} | {s['n']} | " + " | ".join(_f(s[m]) for m in METRICS) + " |" for name, s in rows
+    ]
 
 
 ENSEMBLE_SCOPES = ("physionet2016/all", "physionet2016/not_e", "circor2022/patient")
@@ -301,18 +320,10 @@ def sources_section(report: dict[str, Any]) -> list[str]:
             "",
         ]
     if report.get("cross_source"):
-        out += [
-            "### Cross-source transfer (test split; reported, nothing chosen with it)",
-            "",
-            *_header("trained without", "scored on", "n", *keys),
-        ]
-        for row in report["cross_source"]:
-            for name, v in _source_rows(row["test"]):
-                out.append(
-                    f"| {row['trained_without']} | {name} | {v['n']} | " + " | ".join(_f(v[k]) for k in keys) + " |"
-                )
-        out.append("")
-    t = report.get("test", {})
+        out += cross_source_section(report, keys)
+    if not_scored(report):
+        out += ["### Test split per source", "", SHORT_NOT_SCORED, ""]
+    t = report.get("test") or {}
     if t.get("sources"):
         out += [
             "### Test split per source (final model, float; scored once)",
@@ -333,6 +344,35 @@ def sources_section(report: dict[str, Any]) -> list[str]:
             "",
         ]
     return out
+
+
+def cross_source_section(report: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
+    """Each cross-source model on the test split; a run that did not score it gives, for the source the
+    comparator left out, the comparator's CV on that source (out of fold, mean over folds) instead."""
+    scored = not_scored(report) is None
+    out = [
+        f"### Cross-source transfer ({'test split; ' if scored else ''}reported, nothing chosen with it)",
+        "",
+        *_header("trained without", "scored on", "n", *keys),
+    ]
+    for row in report["cross_source"]:
+        d = row["trained_without"]
+        if row.get("test") is not None:
+            for name, v in _source_rows(row["test"]):
+                out.append(f"| {d} | {name} | {v['n']} | " + " | ".join(_f(v[k]) for k in keys) + " |")
+            continue
+        means = row.get("cv_source_means") or {}
+        cv = [(label, means[scope]) for scope, label in SOURCE_SCOPES if scope.split("/")[0] == d and scope in means]
+        for label, v in cv:
+            out.append(f"| {d} | {label} (CV, out of fold) | – | " + " | ".join(_f(v.get(k)) for k in keys) + " |")
+        if not cv:
+            out.append(
+                f"| {d} | test split not scored; no CV trains without {d} | – | " + " | ".join("–" for _ in keys) + " |"
+            )
+    if not scored:
+        cv_note = " Rows marked CV: the comparator's cross-validation on the source it left out (the folds above)."
+        out += ["", SHORT_NOT_SCORED + (cv_note if any("(CV, out of fold)" in line for line in out) else "")]
+    return [*out, ""]
 
 
 def threshold_section(report: dict[str, Any]) -> list[str]:
@@ -614,8 +654,10 @@ def multiclass_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str
         "### Held-out test split, PASCAL challenge measures per set",
         "",
     ]
-    t = report["test"]
-    for scope, s in [("all", t["all"]), *t["per_db"].items()]:
+    t = report.get("test")
+    if t is None:
+        out += [_not_scored_line(report), ""]
+    for scope, s in [("all", t["all"]), *t["per_db"].items()] if t is not None else []:
         out += [
             f"**{scope}**: accuracy {_f(s['accuracy'])}",
             "",
@@ -690,6 +732,9 @@ reported beside it.
 """
 
 
+NOT_SCORED_CELL = "not scored (`steth train --score-test`)"
+
+
 def _met(met: bool | None) -> str:
     return "–" if met is None else ("yes" if met else "**no**")
 
@@ -705,7 +750,8 @@ def status_section(
     """The project's targets next to what the default model reached: misses are stated, not hidden."""
     if not screening or not meta:
         return []
-    t = screening["test"]
+    t = screening.get("test") or {}
+    scored = not_scored(screening) is None
     lodo = [r["scores"]["all"]["macc"] for r in screening.get("lodo", [])]
     cv_all = [c["scores"]["all"]["macc"] for c in screening["cv"] if c["arch"] == screening["chosen_arch"]]
     p = meta["parity"]
@@ -725,7 +771,12 @@ def status_section(
             f"{p['int8']['macc']:.3f} (float {p['float']['macc']:.3f})",
             p["int8"]["macc"] >= 0.90,
         ),
-        ("held-out MAcc outside training-e", ">= 0.80", _f(not_e), not_e is not None and not_e >= 0.80),
+        (
+            "held-out MAcc outside training-e",
+            ">= 0.80",
+            _f(not_e) if scored else NOT_SCORED_CELL,
+            (not_e is not None and not_e >= 0.80) if scored else None,
+        ),
         ("leave-one-database-out mean MAcc", ">= 0.75", _f(lodo_mean), lodo_mean is not None and lodo_mean >= 0.75),
         ("leave-one-database-out lowest MAcc", ">= 0.60", _f(lodo_min), lodo_min is not None and lodo_min >= 0.60),
         ("CV MAcc, chosen architecture", "mean ± sd reported", _ms(cv_all), None),
@@ -734,7 +785,7 @@ def status_section(
         ("model file", "<= 100 KB", f"{meta['size_bytes'] / 1024:.0f} KB", meta["size_bytes"] <= 100 * 1024),
         ("whole `steth train` run", "<= 30 min", took, minutes <= 30),
     ]
-    if t.get("sources"):
+    if t.get("sources") or (not scored and len(screening.get("n_test_per_source") or {}) > 1):
         rows = multi_source_targets(screening, meta, lodo_mean, lodo_min, cv_all, took, minutes)
     missed = [a for a, _, _, met in rows if met is False]
     verdict = (
@@ -744,6 +795,11 @@ def status_section(
         if missed
         else "This model meets every target below."
     )
+    if not scored:
+        verdict = verdict.replace("every target below", "every target measured below") + (
+            " The held-out targets were not measured: this run did not score the test split "
+            "(`steth train --score-test` scores it once, with the final model)."
+        )
     out = [
         STATUS_HEADER,
         "",
@@ -774,7 +830,8 @@ def multi_source_targets(
     minutes: float,
 ) -> list[tuple[str, str, str, bool | None]]:
     """Issue 23's targets for a model trained on several sources (test split per source, float model)."""
-    src = report["test"]["sources"]
+    scored = not_scored(report) is None
+    src = (report.get("test") or {}).get("sources", {})
     physio, not_e = src.get("physionet2016", {}).get("all", {}), src.get("physionet2016", {}).get("not_e", {})
     patient = src.get("circor2022", {}).get("patient", {})
     p = meta["parity"]
@@ -787,10 +844,13 @@ def multi_source_targets(
     def at_least(v: dict[str, Any], bar: float) -> bool | None:
         return None if not v else bool(v["macc"] >= bar)
 
+    def reached(v: dict[str, Any]) -> str:
+        return _f(v.get("macc")) if scored else NOT_SCORED_CELL
+
     return [
-        ("test split PhysioNet MAcc", ">= 0.90", _f(physio.get("macc")), at_least(physio, 0.90)),
-        ("test split PhysioNet MAcc outside training-e", ">= 0.80", _f(not_e.get("macc")), at_least(not_e, 0.80)),
-        ("test split CirCor MAcc per patient", ">= 0.80", _f(patient.get("macc")), at_least(patient, 0.80)),
+        ("test split PhysioNet MAcc", ">= 0.90", reached(physio), at_least(physio, 0.90)),
+        ("test split PhysioNet MAcc outside training-e", ">= 0.80", reached(not_e), at_least(not_e, 0.80)),
+        ("test split CirCor MAcc per patient", ">= 0.80", reached(patient), at_least(patient, 0.80)),
         ("leave-one-database-out MAcc", "reported", f"mean {_f(lodo_mean)}, lowest {_f(lodo_min)}", None),
         ("CV MAcc (all sources), chosen architecture", "mean ± sd reported", _ms(cv_all), None),
         ("int8 agrees with float", ">= 99% of recordings", f"{p['agreement']:.1%}", p["agreement"] >= 0.99),
@@ -811,18 +871,20 @@ def rerun_section(run: dict[str, Any], rerun: dict[str, Any]) -> list[str]:
     def figures(r: dict[str, Any]) -> list[str]:
         cv = [c["scores"]["all"]["macc"] for c in r["cv"] if c["arch"] == r["chosen_arch"]]
         lodo = {x["held_out_db"][-1]: x["scores"]["all"]["macc"] for x in r.get("lodo", [])}
+        t = r.get("test")
         return [
             r["chosen_arch"],
             _ms(cv),
-            _f(r["test"]["all"]["macc"]),
-            _f(r["test"].get("not_e", {}).get("macc")),
+            _f(t["all"]["macc"]) if t is not None else NOT_SCORED_CELL,
+            _f(t.get("not_e", {}).get("macc")) if t is not None else NOT_SCORED_CELL,
             " ".join(f"{k} {v:.2f}" for k, v in lodo.items()),
             _f(float(np.mean(list(lodo.values())))) if lodo else "–",
         ]
 
     head = ["run", "chosen", "CV MAcc", "held-out MAcc", "outside training-e", "LODO per database", "LODO mean"]
     a, b = run["config"], rerun["config"]
-    differs = sorted(k for k in set(a) | set(b) if k != "jobs" and a.get(k) != b.get(k))
+    # neither the trainings at a time nor whether the test split was scored changes what is trained
+    differs = sorted(k for k in set(a) | set(b) if k not in ("jobs", "score_test") and a.get(k) != b.get(k))
     how = (
         f"with other settings ({', '.join(differs)})"
         if differs
@@ -862,7 +924,8 @@ def write(
         "# Model card: stethoscope-edge shipped models",
         "",
         "> Screening support, not a diagnosis. Figures below were measured on the development data of "
-        "`../shared/data` as described; the held-out split was scored once.",
+        "`../shared/data` as described; the held-out split was scored once"
+        + ("." if all(not_scored(r) is None for r in reports) else " where a section gives its figures."),
         "",
     ]
     models = {n: _sidecar(dest, n) for n in available_models(dest)}

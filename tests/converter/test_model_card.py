@@ -74,3 +74,44 @@ def test_the_hand_written_out_of_domain_check_survives_a_rewrite_of_the_murmur_s
     # the shipped card has it, so a regenerated card keeps it
     shipped = (models_dir() / "MODEL_CARD.md").read_text().splitlines()
     assert model_card.MURMUR_OOD_HEADER in shipped
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _unscored(report: dict) -> dict:
+    """``report`` as `steth train` writes it without --score-test: no test figures, and why."""
+    from converter.train import test_split_status
+
+    rows = [{**r, "test": None} for r in report.get("cross_source", [])]
+    return {**report, "test": None, "test_split": test_split_status(False), "cross_source": rows}
+
+
+def test_a_run_that_did_not_score_its_test_split_says_so_wherever_the_card_gives_test_figures():
+    report = _unscored(json.loads((REPO / "docs" / "screening_all_sources" / "full" / "report.json").read_text()))
+    meta = json.loads((models_dir() / "screening.json").read_text())
+    line = "`steth train --score-test` scores it once, with the final model."
+    text = "\n".join(model_card.binary_section(report, meta))
+    assert "never seen in training or model selection, not scored by this run)" in text
+    # once in full (the held-out split), shorter in the cross-source transfer and the test split per source
+    assert text.count(line) == 1 and text.count(model_card.SHORT_NOT_SCORED) == 2
+    assert "### Held-out test split (float model; int8 parity below)" in text and "int8 vs float on" in text
+    assert "| physionet2016 | test split not scored; no CV trains without physionet2016 |" in text
+    cell = "not scored (`steth train --score-test`)"
+    status = "\n".join(model_card.status_section(report, meta, report))
+    assert f"| test split CirCor MAcc per patient | >= 0.80 | {cell} | – |" in status
+    assert "The held-out targets were not measured" in status
+    assert f"| rerun | {report['chosen_arch']} |" in status and f"| {cell} | {cell} |" in status
+    # a multi-class run too
+    multi = _unscored(
+        {
+            "labels": ["a", "b", "c"],
+            "chosen_arch": "lstm",
+            "feature_params": {"window_s": 3.0},
+            "n_dev": 10,
+            "n_test": 4,
+            "cv": [{"scores": {"all": {"accuracy": 0.5}}}],
+        }
+    )
+    text = "\n".join(model_card.multiclass_section(multi, {**meta, "name": "sound_type"}))
+    assert line in text and "Cross-validation accuracy (1 folds)" in text

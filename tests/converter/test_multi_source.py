@@ -163,18 +163,20 @@ def test_the_ship_rule_needs_physionet_within_the_margin_and_circor_better():
     assert not ship_decision(figures(0.86, 0.76, 0.60), comparator, 0.02)["ship"]  # CirCor not better
 
 
+SLICE_RUN = RunConfig(
+    archs=("lstm",),
+    folds=2,
+    lodo=False,
+    augment_copies=0,
+    limit_per_stratum=2,
+    jobs=1,
+    settings=TrainSettings(epochs=1, windows_per_epoch=64, batch_size=16),
+)
+
+
 @pytest.mark.slow
 def test_a_run_on_a_slice_of_all_three_sources_trains_end_to_end(slice_root, tmp_path):
-    cfg = RunConfig(
-        archs=("lstm",),
-        folds=2,
-        lodo=False,
-        augment_copies=0,
-        limit_per_stratum=2,
-        jobs=1,
-        settings=TrainSettings(epochs=1, windows_per_epoch=64, batch_size=16),
-    )
-    report = run(slice_root, tmp_path, replace(cfg))
+    report = run(slice_root, tmp_path, replace(SLICE_RUN, score_test=True))
     assert set(report["task_definition"]["train_on"]) == {"physionet2016", "circor2022", "pascal2011"}
     assert {r.split("/")[0] for r in json.loads((tmp_path / "split.json").read_text())["dev"]} == {
         "physionet2016",
@@ -201,6 +203,37 @@ def test_a_run_on_a_slice_of_all_three_sources_trains_end_to_end(slice_root, tmp
     meta = convert.convert(tmp_path / "ensemble", slice_root, "screening", "0.0.1", tmp_path / "shipped", True)
     assert meta["architecture"] == "lstm" and meta["ensemble"]["members"][1] == "model_without_circor2022.h5"
     assert meta["parity"]["n_recordings"] > 0 and (tmp_path / "shipped" / "screening.tflite").exists()
+
+
+@pytest.mark.slow
+def test_a_run_without_score_test_trains_and_saves_every_model_and_scores_no_test_figures(slice_root, tmp_path):
+    report = run(slice_root, tmp_path, replace(SLICE_RUN))  # the default: the held-out split stays unseen
+    assert report["test"] is None and report["test_split"]["scored"] is False
+    assert "--score-test" in report["test_split"]["why"]
+    for name in ("model.h5", "model_without_circor2022.h5", "model_without_physionet2016.h5", "split.json"):
+        assert (tmp_path / name).exists(), name
+    assert json.loads((tmp_path / "split.json").read_text())["test"]  # steth convert's parity check needs it
+    assert json.loads((tmp_path / "report.json").read_text())["test"] is None
+    rows = {r["trained_without"]: r for r in report["cross_source"]}
+    assert all(r["test"] is None for r in rows.values())
+    # trained without CirCor -> CirCor, out of fold: the comparator's CV, in the row it stands in for
+    assert rows["circor2022"]["cv_source_means"] == report["comparator"]["cv_source_means"]
+    assert "circor2022/patient" in rows["circor2022"]["cv_source_means"]
+    assert "cv_source_means" not in rows["physionet2016"]  # no CV trains without PhysioNet
+    assert "ship" in report["ship_decision"] and 0.0 < report["threshold"] < 1.0
+    # the average follows its run: judged on CV, its test split not scored either
+    from converter import ensemble
+
+    ens = ensemble.make(tmp_path, slice_root)
+    assert ens["test"] is None and ens["test_split"]["scored"] is False and "ship" in ens["ensemble"]["decision"]
+    assert (tmp_path / "ensemble" / "model.h5").exists() and (tmp_path / "ensemble" / "split.json").exists()
+    # the model card says so where it would give test figures, and gives CirCor's CV transfer instead
+    from converter.model_card import sources_section
+
+    text = "\n".join(sources_section(report))
+    assert "| circor2022 | CirCor, per patient (mean over recordings) (CV, out of fold) | – |" in text
+    assert "| physionet2016 | test split not scored; no CV trains without physionet2016 |" in text
+    assert "### Test split per source" in text and "`steth train --score-test` scores it" in text
 
 
 def test_the_model_card_gives_cv_cross_source_and_test_figures_per_source():
