@@ -445,6 +445,71 @@ def _physionet_rows(name: str, by_db: dict[str, Any]) -> list[str]:
     ]
 
 
+def _murmur_not_scored(report: dict[str, Any]) -> str:
+    why = (report.get("test_split") or {}).get("why", "its report holds no test figures")
+    return f"Test splits not scored by this run: {why}. `steth murmur train --score-test` scores them once."
+
+
+def _murmur_test_split(report: dict[str, Any], chosen: str, physionet: bool) -> list[str]:
+    """The chosen recipe and the baseline on the test splits (a run made with --score-test)."""
+    cfg, rule = report["config"], report["rule"]
+    cand, base = report["results"][chosen], report["results"]["baseline"]
+    recipe = report["recipes"][chosen]
+    seeds = ", ".join(str(s) for s in cfg["seeds"])
+    base_note = "" if "cv" in base else f", threshold {base['threshold']:.2f}: not cross-validated in this run"
+    out = [
+        "",
+        f"Test split, mean over seeds {seeds} (the chosen recipe's first seed is the shipped model), float model:",
+        "",
+        "| model | level | Se | Sp | MAcc | AUC |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in ((chosen, cand), (f"baseline (no class weights, CirCor only{base_note})", base)):
+        for level in ("patient", "recording"):
+            s = r["test_mean"][level]
+            out.append(
+                f"| {name} | per {level} | {_f(s['sensitivity'])} | {_f(s['specificity'])} | **{_f(s['macc'])}** "
+                f"| {_f(s['auc'])} |"
+            )
+    if physionet:
+        out += [
+            "",
+            "PhysioNet 2016 test split (first seed, float model; scored once):",
+            "",
+            "| model | database | normal | abnormal | false alarms | AUC |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, r in ((chosen, cand), ("baseline", base)):
+            out += _physionet_rows(name, r["test_physionet_per_seed"][0])
+        if recipe.get("physionet_normals"):
+            out += [
+                "",
+                "- PhysioNet's normal recordings trained as absent and its abnormal ones did not, so P(present) there "
+                "also rises for whatever sounds unlike those normals, murmur or not: read its AUC abnormal vs normal "
+                "as distance from the trained normals (highest in training-e, which holds most of them), not as "
+                "murmur detection. The false-alarm rate on normals is the figure this recipe was chosen for.",
+            ]
+    target = cand["test_mean"]["patient"]["macc"]
+    first = cand["test_per_seed"][0]
+    gap = cand["test_mean"]["patient"]["macc"] - base["test_mean"]["patient"]["macc"]
+    gap_auc = cand["test_mean"]["patient"]["auc"] - base["test_mean"]["patient"]["auc"]
+    cv_gap = (
+        f" (CV: {cand['cv'][rule]['patient']['macc'] - base['cv'][rule]['patient']['macc']:+.3f})"
+        if "cv" in base
+        else ""
+    )
+    out += [
+        "",
+        f"- Target per-patient MAcc >= 0.80 on the test split: **{'met' if target >= 0.80 else 'MISSED'}** "
+        f"({target:.3f}).",
+        f"- Against the baseline on the test split: per-patient MAcc {gap:+.3f}, AUC {gap_auc:+.3f}{cv_gap}. The "
+        f"recipe was fixed on CV before the test split was scored ({len(cand['test_per_seed'])} seed(s), one run "
+        f"each; the test split holds {first['patient']['n_abnormal']} Present patients, so one patient moves Se by "
+        f"{1 / max(first['patient']['n_abnormal'], 1):.3f}).",
+    ]
+    return out
+
+
 def murmur_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     """The murmur model: CV and test-split figures per recording and per patient, its baseline, parity; with
     PhysioNet 2016 in the run, the recipe decision and false alarms on PhysioNet normals (CV and test)."""
@@ -455,8 +520,8 @@ def murmur_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     results = report["results"]
     cand, base = results[chosen], results["baseline"]
     recipe = report["recipes"][chosen]
-    seeds = ", ".join(str(s) for s in cfg["seeds"])
     physionet = "cv_physionet" in cand
+    scored = "test_mean" in cand  # runs made without `steth murmur train --score-test` have none
     out = [
         section_header(meta),
         "",
@@ -480,8 +545,13 @@ def murmur_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
         ),
         f"- Test split: **{c['test_patients']} CirCor development patients** ({c['test_recordings']} recordings; "
         f"`converter.circor.split_patients`, fraction {cfg['test_fraction']}, seed {cfg['test_seed']}; linked "
-        "patients together), set aside before anything else and scored once by each run that ships a version "
-        "(0.1.0's run was the first; a version's choices are made on CV before its run scores them)"
+        "patients together), set aside before anything else and "
+        + (
+            "scored once by each run that ships a version (0.1.0's run was the first; a version's choices are made "
+            "on CV before its run scores them)"
+            if scored
+            else "not scored by this run (`steth murmur train --score-test`)"
+        )
         + (
             f"; and **{c['physionet_test_recordings']} PhysioNet 2016 recordings**, the screening model's test split "
             f"(fold 0 of `converter.datasets.split_folds` over all labelled PhysioNet recordings, "
@@ -524,61 +594,19 @@ def murmur_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
         out += [
             "",
             f"- Decision rule, fixed before the run: {report['decision_rule']}. Outcome: **{chosen}** "
-            f"({report['decision']}). Only the chosen recipe and the baseline then trained final models and met "
-            "the test splits.",
+            f"({report['decision']}). "
+            + (
+                "Only the chosen recipe and the baseline then trained final models and met the test splits."
+                if scored
+                else "Only the chosen recipe's shipped model then trained; the test splits were not scored."
+            ),
         ]
-    base_note = "" if "cv" in base else f", threshold {base['threshold']:.2f}: not cross-validated in this run"
-    out += [
-        "",
-        f"Test split, mean over seeds {seeds} (the chosen recipe's first seed is the shipped model), float model:",
-        "",
-        "| model | level | Se | Sp | MAcc | AUC |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, r in ((chosen, cand), (f"baseline (no class weights, CirCor only{base_note})", base)):
-        for level in ("patient", "recording"):
-            s = r["test_mean"][level]
-            out.append(
-                f"| {name} | per {level} | {_f(s['sensitivity'])} | {_f(s['specificity'])} | **{_f(s['macc'])}** "
-                f"| {_f(s['auc'])} |"
-            )
-    if physionet:
-        out += [
-            "",
-            "PhysioNet 2016 test split (first seed, float model; scored once):",
-            "",
-            "| model | database | normal | abnormal | false alarms | AUC |",
-            "|---|---|---|---|---|---|",
-        ]
-        for name, r in ((chosen, cand), ("baseline", base)):
-            out += _physionet_rows(name, r["test_physionet_per_seed"][0])
-        if recipe.get("physionet_normals"):
-            out += [
-                "",
-                "- PhysioNet's normal recordings trained as absent and its abnormal ones did not, so P(present) there "
-                "also rises for whatever sounds unlike those normals, murmur or not: read its AUC abnormal vs normal "
-                "as distance from the trained normals (highest in training-e, which holds most of them), not as "
-                "murmur detection. The false-alarm rate on normals is the figure this recipe was chosen for.",
-            ]
-    target = cand["test_mean"]["patient"]["macc"]
-    first = cand["test_per_seed"][0]
-    gap = cand["test_mean"]["patient"]["macc"] - base["test_mean"]["patient"]["macc"]
-    gap_auc = cand["test_mean"]["patient"]["auc"] - base["test_mean"]["patient"]["auc"]
-    cv_gap = (
-        f" (CV: {cand['cv'][rule]['patient']['macc'] - base['cv'][rule]['patient']['macc']:+.3f})"
-        if "cv" in base
-        else ""
-    )
+    # the test-split figures end in bullets that the ones below continue
+    out += _murmur_test_split(report, chosen, physionet) if scored else ["", _murmur_not_scored(report), ""]
+    first = cand["test_per_seed"][0] if scored else None
     p = meta.get("parity", {})
     checks = "passed" if meta.get("checks_passed") else "FAILED: " + "; ".join(meta.get("check_failures", []))
     out += [
-        "",
-        f"- Target per-patient MAcc >= 0.80 on the test split: **{'met' if target >= 0.80 else 'MISSED'}** "
-        f"({target:.3f}).",
-        f"- Against the baseline on the test split: per-patient MAcc {gap:+.3f}, AUC {gap_auc:+.3f}{cv_gap}. The "
-        f"recipe was fixed on CV before the test split was scored ({len(cand['test_per_seed'])} seed(s), one run "
-        f"each; the test split holds {first['patient']['n_abnormal']} Present patients, so one patient moves Se by "
-        f"{1 / max(first['patient']['n_abnormal'], 1):.3f}).",
         *(
             [
                 f"- The plain baseline scored higher on CirCor in CV (per-patient MAcc "
@@ -590,17 +618,23 @@ def murmur_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
             if physionet and "cv" in base and base["cv"][rule]["patient"]["macc"] > cand["cv"][rule]["patient"]["macc"]
             else []
         ),
-        f"- The shipped model (seed {cfg['seeds'][0]}) on the test split: per patient Se "
-        f"{first['patient']['sensitivity']:.3f}, Sp {first['patient']['specificity']:.3f}, MAcc "
-        f"{first['patient']['macc']:.3f}, AUC {first['patient']['auc']:.3f} (float); per recording int8 MAcc "
-        f"{p.get('int8', {}).get('macc', float('nan')):.3f}, AUC {p.get('int8', {}).get('auc', float('nan')):.3f}.",
+        (
+            f"- The shipped model (seed {cfg['seeds'][0]}) on the test split: per patient Se "
+            f"{first['patient']['sensitivity']:.3f}, Sp {first['patient']['specificity']:.3f}, MAcc "
+            f"{first['patient']['macc']:.3f}, AUC {first['patient']['auc']:.3f} (float); per recording int8 MAcc "
+            if first
+            else f"- The shipped model (seed {cfg['seeds'][0]}) on the test recordings (conversion check): per "
+            "recording int8 MAcc "
+        )
+        + f"{p.get('int8', {}).get('macc', float('nan')):.3f}, AUC {p.get('int8', {}).get('auc', float('nan')):.3f}.",
         f"- Conversion: int8 agrees with float on {p.get('agreement', float('nan')):.1%} of "
         f"{p.get('n_recordings', 0)} test recordings"
         + (" (CirCor test patients and PhysioNet test normals)" if physionet else "")
         + f", MAcc delta {p.get('macc_delta', float('nan')):.3f}; known signals: "
         + ", ".join(f"{k} {v['label']}" for k, v in meta.get("known_signals", {}).items())
         + f"; checks {checks}.",
-        f"- Training time: the whole run (CV, final models and baseline) took {report['seconds'] / 60:.0f} min on "
+        f"- Training time: the whole run ({'CV, final models and baseline' if scored else 'CV and the shipped model'}) "
+        f"took {report['seconds'] / 60:.0f} min on "
         "this shared 2-core machine.",
         "- Intended use: a prompt to listen again or refer when a murmur is likely; **not a diagnosis**, and not "
         "a judgement of whether a murmur is innocent or pathological.",

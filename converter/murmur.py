@@ -3,13 +3,15 @@ development patients, PASCAL and (recipe option) PhysioNet 2016 normal recording
 and per patient, shipped as a companion model.
 
 1. A test split of CirCor patients (linked patients together, converter.circor.split_patients) is set
-   aside first and scored once, at the end. PASCAL recordings only ever train.
+   aside first and scored once, at the end, only when asked (``--score-test``; issue 23: unseen until the
+   final model). PASCAL recordings only ever train.
 2. Grouped k-fold CV on the other patients gives out-of-fold P(present) per recording; from it the
    site-combination rule (max or mean over a patient's sites) and the threshold are chosen, for
    per-patient balanced accuracy. Each fold's figure uses a threshold chosen on the other folds.
 3. The final models (one per seed) of the chosen recipe train on all development recordings; the same is
    done for a plain baseline (no class weights, CirCor only) in the same run, and both are scored on the
-   test split. The first seed's model of the chosen recipe is the one converted and shipped.
+   test split. The first seed's model of the chosen recipe is the one converted and shipped. Without
+   ``--score-test`` only that model trains (the others exist to be scored) and nothing is scored.
 4. With PhysioNet 2016 (``--physionet``): its test split is the screening model's (fold 0 of
    ``split_folds`` over all labelled PhysioNet recordings, seed 2323: ``physionet_test_keys``) and never
    trains. Its development recordings get CV folds by block, so every recipe's out-of-fold P(present) on
@@ -280,6 +282,9 @@ class RunConfig:
     # recipes that are cross-validated (default: every recipe the data allows); a recipe left out is
     # scored on the test split at threshold 0.5 when it trains a final model (only the baseline may be)
     cv_recipes: tuple[str, ...] | None = None
+    # score the final models on the test splits (`steth murmur train --score-test`); off: only the shipped
+    # model trains, the test splits stay unseen (issue 23) and split.json still names them for the parity check
+    score_test: bool = False
 
 
 def _mean(values: list[dict[str, Any]], level: str) -> dict[str, float]:
@@ -460,19 +465,25 @@ def run(cfg: RunConfig, out: Path) -> dict[str, Any]:
         results[name] = cv_figures(recs, sites, (dev, folds, oof), (p_dev, p_folds, p_oof), cfg.folds)
     chosen, why = choose_recipe(results, MURMUR_RULE)
     log.info("chosen recipe: %s (%s)", chosen, why)
-    # final models and the test splits: the chosen recipe and the plain baseline only
-    for name in dict.fromkeys((chosen, "baseline")):
+    # final models and the test splits: the chosen recipe and the plain baseline only; without score_test
+    # only the shipped model (the chosen recipe's first seed): the others would be trained to be scored
+    for name in dict.fromkeys((chosen, "baseline") if cfg.score_test else (chosen,)):
         threshold = results[name].get("threshold", 0.5)
         results[name]["threshold"] = threshold
         tests, p_tests = [], []
-        for seed in cfg.seeds:
+        for seed in cfg.seeds if cfg.score_test else cfg.seeds[:1]:
             model = fit(name, dev, p_dev, seed)
+            if name == chosen and seed == cfg.seeds[0]:
+                model.save(out / "model.h5")
+            if not cfg.score_test:
+                continue
             tests.append(scores(recs, sites, test, record_scores(model, fs, test), MURMUR_RULE, threshold))
             if len(p_test):
                 p_tests.append(physionet_scores(recs, p_test, record_scores(model, fs, p_test), threshold))
-            if name == chosen and seed == cfg.seeds[0]:
-                model.save(out / "model.h5")
             log.info("%s seed %d trained on all development data (%.0f s)", name, seed, time.monotonic() - t0)
+        if not cfg.score_test:
+            log.info("%s trained on all development data; test splits not scored (--score-test)", name)
+            continue
         results[name] |= {
             "test_per_seed": tests,
             "test_mean": {"recording": _mean(tests, "recording"), "patient": _mean(tests, "patient")},
@@ -484,6 +495,10 @@ def run(cfg: RunConfig, out: Path) -> dict[str, Any]:
         "chosen": chosen,
         "decision": why,
         "threshold": results[chosen]["threshold"],
+        "test_split": {
+            "scored": cfg.score_test,
+            "why": "scored once, as asked with --score-test" if cfg.score_test else NOT_SCORED_WHY,
+        },
         "results": results,
         "seconds": round(time.monotonic() - t0),
     }
@@ -498,6 +513,12 @@ def run(cfg: RunConfig, out: Path) -> dict[str, Any]:
     (out / "split.json").write_text(json.dumps(split, indent=1))
     (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
     return report
+
+
+NOT_SCORED_WHY = (
+    "steth murmur train scores the test splits only with --score-test, so that they stay unseen until the final "
+    "model (issue 23); only the shipped model trained, and split.json still names the splits for the parity check"
+)
 
 
 def ship(run_dir: Path, dest: Path, version: str, allow_shortfall: bool = False) -> dict[str, Any]:
@@ -566,8 +587,9 @@ def ship(run_dir: Path, dest: Path, version: str, allow_shortfall: bool = False)
             "test_patients": split["test_patients"],
             "metrics": {
                 "cv": cand["cv"],
-                "test_mean_over_seeds": cand["test_mean"],
-                "baseline_test_mean_over_seeds": report["results"]["baseline"]["test_mean"],
+                # None: the run did not score the test split (steth murmur train without --score-test)
+                "test_mean_over_seeds": cand.get("test_mean"),
+                "baseline_test_mean_over_seeds": report["results"]["baseline"].get("test_mean"),
                 "seeds": cfg["seeds"],
                 "test_split": f"{report['counts']['test_patients']} CirCor development patients "
                 f"(converter.circor.split_patients, fraction {cfg['test_fraction']}, seed {cfg['test_seed']})",
@@ -592,7 +614,9 @@ def register(sub: Any) -> None:
     p = sub.add_parser("murmur", help="train / convert the murmur model (CirCor + PASCAL + PhysioNet normals)")
     cmds = p.add_subparsers(dest="murmur_command", metavar="STEP")
     cmds.required = True
-    t = cmds.add_parser("train", help="CV, final models, baseline and test split scores into a run folder")
+    t = cmds.add_parser(
+        "train", help="CV, final models, baseline and (--score-test) test split scores into a run folder"
+    )
     t.add_argument("--circor", required=True, help="CirCor folder (training_data/, training_data.csv)")
     t.add_argument("--patients", help="file of patient ids to use (default: development_patients.txt there)")
     t.add_argument("--pascal", help="PASCAL 2011 folder (normal and murmur recordings train too)")
@@ -607,6 +631,12 @@ def register(sub: Any) -> None:
     t.add_argument("--folds", type=int, default=5)
     t.add_argument("--epochs", type=int, default=6)
     t.add_argument("--workers", type=int, default=1, help="feature extraction processes")
+    t.add_argument(
+        "--score-test",
+        action="store_true",
+        help="train every seed's final model and the baseline's and score them on the test splits (off by default: "
+        "only the shipped model trains and the test splits stay unseen until the final model, issue 23)",
+    )
     t.set_defaults(func=_train)
     c = cmds.add_parser("convert", help="int8 conversion with parity checks, written beside the shipped models")
     c.add_argument("run_dir", type=Path, nargs="?", default=Path("artifacts") / "train" / NAME)
@@ -620,7 +650,7 @@ def _train(args: argparse.Namespace) -> int:
     cfg = RunConfig(
         args.circor, args.patients, args.pascal, tuple(int(s) for s in args.seeds.split(",")),
         args.folds, epochs=args.epochs, workers=args.workers, physionet=args.physionet,
-        cv_recipes=tuple(args.cv_recipes.split(",")) if args.cv_recipes else None,
+        cv_recipes=tuple(args.cv_recipes.split(",")) if args.cv_recipes else None, score_test=args.score_test,
     )  # fmt: skip
     report = run(cfg, args.out)
     for name, r in report["results"].items():
@@ -645,6 +675,8 @@ def _train(args: argparse.Namespace) -> int:
                 f"{name}: PhysioNet test (first seed) "
                 + ", ".join(f"{db} false alarms {v['false_alarm']:.3f} AUC {v['auc']:.3f}" for db, v in pt.items())
             )
+    if not report["test_split"]["scored"]:
+        print(f"test splits: not scored ({report['test_split']['why']})")
     print(f"run folder: {args.out} ({report['seconds']} s)")
     return 0
 

@@ -51,7 +51,9 @@ def slices(tmp_path_factory) -> tuple[Path, Path, Path]:
 def run_dir(slices, tmp_path_factory) -> Path:
     circor, pascal, physionet = slices
     out = tmp_path_factory.mktemp("murmur-run")
-    cfg = murmur.RunConfig(str(circor), None, str(pascal), seeds=(0,), folds=2, epochs=1, physionet=str(physionet))
+    cfg = murmur.RunConfig(
+        str(circor), None, str(pascal), seeds=(0,), folds=2, epochs=1, physionet=str(physionet), score_test=True
+    )
     murmur.run(cfg, out)
     return out
 
@@ -85,6 +87,30 @@ def test_the_run_keeps_test_patients_apart_and_reports_both_recipes(run_dir, sli
         r.label == "normal" for r in listed if r.key in split["physionet_dev"]
     )
     assert (run_dir / "model.h5").exists()
+
+
+def test_without_score_test_only_the_shipped_model_trains_and_no_test_split_is_scored(slices, tmp_path, monkeypatch):
+    circor, pascal, _ = slices
+    trained: list[int] = []
+    real = murmur.train_model
+
+    def spy(x, t, recipe, seed):
+        trained.append(seed)
+        return real(x, t, recipe, seed)
+
+    monkeypatch.setattr(murmur, "train_model", spy)
+    cfg = murmur.RunConfig(str(circor), None, str(pascal), seeds=(0, 1), folds=2, epochs=1, cv_recipes=("candidate",))
+    report = murmur.run(cfg, tmp_path)
+    # two CV folds and the shipped model (first seed): no baseline or second-seed final model to be scored
+    assert trained == [0, 0, 0]
+    assert report["test_split"]["scored"] is False and "--score-test" in report["test_split"]["why"]
+    assert not any("test_mean" in r or "test_per_seed" in r for r in report["results"].values())
+    assert (tmp_path / "model.h5").exists() and json.loads((tmp_path / "split.json").read_text())["test"]
+    # conversion's parity check still runs on the test recordings; the card says the split was not scored
+    meta = murmur.ship(tmp_path, tmp_path / "shipped", "0.0.1", allow_shortfall=True)
+    assert meta["parity"]["n_recordings"] >= 1 and meta["metrics"]["test_mean_over_seeds"] is None
+    card = "\n".join(model_card.murmur_section(report, meta))
+    assert "Test splits not scored by this run" in card and "`steth murmur train --score-test`" in card
 
 
 def test_only_the_physionet_recipe_trains_on_physionet_and_only_on_development_normals(slices):
