@@ -30,7 +30,7 @@ from converter import datasets as ds
 from converter import featurestore, thresholds
 from converter.run_config import RunConfig
 from converter.tasks import Task, task_of_run
-from converter.train import cv_source_means, score, ship_decision, test_scored
+from converter.train import cv_source_means, held_out_scored, score, ship_decision
 from converter.trainer import record_probabilities
 from device.core.errors import ModelError
 from device.core.features import FeatureParams
@@ -115,7 +115,7 @@ def make(run_dir: Path, data_dir: Path, out: Path | None = None) -> dict[str, An
     thr = thresholds.pooled_threshold(y, probs["average"][:, pos], strata)
 
     avg = build_average(run_dir, without)
-    test_scores = _test_scores(avg, task, run_dir, report, by_key, thr) if test_scored(report) else None
+    test_scores = _test_scores(avg, task, run_dir, report, by_key, thr) if held_out_scored(report) else None
 
     avg.save(out / "model.h5")
     shutil.copy(run_dir / "split.json", out / "split.json")

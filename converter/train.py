@@ -372,7 +372,7 @@ def run(root: Path, out: Path, cfg: RunConfig) -> dict[str, Any]:
     # set B), 3. the final model on all development data (scored once on the held-out split with
     # --score-test only), and (several sources) 4. the cross-source models and 5. the comparator's CV:
     # independent trainings, side by side.
-    report["test_split"] = test_split_status(cfg.score_test)
+    report["test_split"] = held_out_status(cfg.score_test)
     (val_thr, test_scores, test_probs), lodo = _final_and_reported(
         runner, data, cfg, report, dev_idx, test_idx, cv_folds, out
     )
@@ -415,12 +415,12 @@ NOT_SCORED_WHY = (
 )
 
 
-def test_split_status(scored: bool) -> dict[str, Any]:
+def held_out_status(scored: bool) -> dict[str, Any]:
     """``report["test_split"]``: whether the run scored the held-out split, and why (not)."""
     return {"scored": scored, "why": "scored once, as asked with --score-test" if scored else NOT_SCORED_WHY}
 
 
-def test_scored(report: dict[str, Any]) -> bool:
+def held_out_scored(report: dict[str, Any]) -> bool:
     """Whether a run's report holds test-split figures (runs made before --score-test always scored it)."""
     return report.get("test") is not None
 
@@ -693,7 +693,7 @@ def _main(args: argparse.Namespace) -> int:
     out = args.out or DEFAULT_RUNS / task.name
     report = run(root, out, cfg)
     print(f"chosen: {report['chosen_arch']}  CV means: {report['cv_headline_means']}")
-    if test_scored(report):
+    if held_out_scored(report):
         print(f"held-out test: {json.dumps(report['test']['all'], default=_jsonable)}")
     else:
         print(f"held-out test split: not scored ({report['test_split']['why']})")

@@ -81,10 +81,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _unscored(report: dict) -> dict:
     """``report`` as `steth train` writes it without --score-test: no test figures, and why."""
-    from converter.train import test_split_status
+    from converter.train import held_out_status
 
     rows = [{**r, "test": None} for r in report.get("cross_source", [])]
-    return {**report, "test": None, "test_split": test_split_status(False), "cross_source": rows}
+    return {**report, "test": None, "test_split": held_out_status(False), "cross_source": rows}
 
 
 def test_a_run_that_did_not_score_its_test_split_says_so_wherever_the_card_gives_test_figures():
