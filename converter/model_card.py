@@ -69,6 +69,19 @@ def _not_scored_line(report: dict[str, Any]) -> str:
     return f"Not scored by this run: {why}. `steth train --score-test` scores it once, with the final model."
 
 
+def scored_phrase(report: dict[str, Any]) -> str:
+    """How often the run's test split had been scored: once, or (``--test-looks``) more, which makes it
+    development data rather than an unseen estimate, and the card says so wherever it gives its figures."""
+    looks = (report.get("test_split") or {}).get("looks")
+    if not looks or looks == 1:
+        return "scored once"
+    return f"scored for the {_ordinal(int(looks))} time: development data now, not an unseen estimate"
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
 SHORT_NOT_SCORED = "Test split not scored by this run (`steth train --score-test` scores it; see the held-out split)."
 
 
@@ -122,7 +135,7 @@ def binary_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
             else "blocks of consecutive records"
         )
         + ", never seen in training or model selection, "
-        + ("scored once)." if not_scored(report) is None else "not scored by this run)."),
+        + (f"{scored_phrase(report)})." if not_scored(report) is None else "not scored by this run)."),
         f"- Training: {report['config']['settings']['epochs']} epochs of "
         f"{report['config']['settings']['windows_per_epoch']} windows drawn evenly over label within database; "
         f"{report['config']['augment_copies']} augmented copy (gain, EQ, tilt, noise, shift); "
@@ -170,7 +183,8 @@ def binary_section(report: dict[str, Any], meta: dict[str, Any]) -> list[str]:
             maccs.append(s["macc"])
             out.append(f"| {row['held_out_db']} | {s['n']} | " + " | ".join(_f(s[m]) for m in METRICS) + " |")
         out += ["", f"Mean MAcc {np.mean(maccs):.3f}, lowest {np.min(maccs):.3f}.", ""]
-    out += ["### Held-out test split (float model; int8 parity below)", "", *_held_out_table(report)]
+    looks = "" if scored_phrase(report) == "scored once" else f"; {scored_phrase(report)}"
+    out += [f"### Held-out test split (float model; int8 parity below{looks})", "", *_held_out_table(report)]
     p = meta["parity"]
     out += [
         "",
@@ -309,8 +323,11 @@ def sources_section(report: dict[str, Any]) -> list[str]:
     ]
     if report.get("ship_decision"):
         d = report["ship_decision"]
+        alone = " for the all-sources model alone** (the shipped average is judged below)"
         out += [
-            "**Ship decision** (rule fixed before the test split was scored, from CV figures only): "
+            "**Ship decision"
+            + (alone if "ensemble" in report else "**")
+            + " (rule fixed before the test split was scored, from CV figures only): "
             + d["rule"]
             + ". "
             + "; ".join(
@@ -326,7 +343,8 @@ def sources_section(report: dict[str, Any]) -> list[str]:
     t = report.get("test") or {}
     if t.get("sources"):
         out += [
-            "### Test split per source (final model, float; scored once)",
+            f"### Test split per source ({'the shipped average' if 'ensemble' in report else 'final model'}, "
+            f"float; {scored_phrase(report)})",
             "",
             *_header("scope", "n", *keys),
         ]
@@ -378,7 +396,7 @@ def cross_source_section(report: dict[str, Any], keys: tuple[str, ...]) -> list[
 def threshold_section(report: dict[str, Any]) -> list[str]:
     """How the decision threshold was chosen, and the development-data check behind that choice."""
     choice = report.get("threshold_choice")
-    if not choice or not choice["transfer_check"].get("per_fold"):
+    if not choice or not choice.get("transfer_check", {}).get("per_fold"):  # an ensemble: pooled only
         return []
     check = choice["transfer_check"]
     scopes = [k for k in ("not_e_macc", "all_macc") if k in check["at_validation"]]
@@ -948,18 +966,22 @@ def write(
     rerun: Path | None = None,
     ablation: Path | None = None,
     murmur_run: Path | None = None,
+    test_looks: int | None = None,
 ) -> Path:
     """The card in ``dest``: each shipped model's section from the run (among ``runs``) of its task;
     ``rerun`` (a second run of the default model's command) and ``ablation`` go with the default model."""
     card = dest / "MODEL_CARD.md"
     reports = [r for r in map(_report, runs) if r is not None]
     by_task = {r["task"]: r for r in reports}
+    if test_looks:  # how often the given runs' test split had been scored, their own look included
+        for r in reports:
+            r["test_split"] = {**(r.get("test_split") or {}), "looks": test_looks}
     lines = [
         "# Model card: stethoscope-edge shipped models",
         "",
         "> Screening support, not a diagnosis. Figures below were measured on the development data of "
-        "`../shared/data` as described; the held-out split was scored once"
-        + ("." if all(not_scored(r) is None for r in reports) else " where a section gives its figures."),
+        "`../shared/data` as described; each section says whether, and how often, the held-out split it "
+        "scores had been scored.",
         "",
     ]
     models = {n: _sidecar(dest, n) for n in available_models(dest)}
@@ -1007,10 +1029,15 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="a `steth ablate` results folder (e.g. research/ablations/screening): its table goes in the card",
     )
+    p.add_argument(
+        "--test-looks",
+        type=int,
+        help="how many times the runs' test split had been scored, their own look included (said beside its figures)",
+    )
     args = p.parse_args(argv)
     dest = args.dest or models_dir()
     runs = args.run or sorted(p for p in Path("artifacts/train").glob("*") if p.is_dir())
-    print(write(runs, dest, args.rerun, args.ablation))
+    print(write(runs, dest, args.rerun, args.ablation, test_looks=args.test_looks))
     return 0
 
 

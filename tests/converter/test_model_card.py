@@ -115,3 +115,23 @@ def test_a_run_that_did_not_score_its_test_split_says_so_wherever_the_card_gives
     )
     text = "\n".join(model_card.multiclass_section(multi, {**meta, "name": "sound_type"}))
     assert line in text and "Cross-validation accuracy (1 folds)" in text
+
+
+def test_an_ensemble_report_renders_and_says_how_often_its_test_split_was_scored(tmp_path):
+    # the shipped average's own run (session 15, seed 1): a `steth ensemble` report has no transfer check
+    report = json.loads((REPO / "docs/screening_all_sources/ensemble/seeds/report_seed1.json").read_text())
+    meta = json.loads((models_dir() / "screening.json").read_text())
+    once = "\n".join(model_card.binary_section(report, meta))
+    assert "scored once)" in once and "### The average of two models" in once
+    assert "**Ship decision for the all-sources model alone** (the shipped average is judged below)" in once
+    runs = tmp_path / "run"
+    runs.mkdir()
+    (runs / "report.json").write_text(json.dumps(report))
+    dest = tmp_path / "models"
+    shutil.copytree(models_dir(), dest)
+    card = model_card.write([runs], dest, test_looks=8).read_text()
+    eighth = "scored for the 8th time: development data now, not an unseen estimate"
+    assert "scored once" not in card.split("## Murmur model")[0]  # the status and screening sections
+    assert f"### Held-out test split (float model; int8 parity below; {eighth})" in card
+    assert f"### Test split per source (the shipped average, float; {eighth})" in card
+    assert "each section says whether, and how often, the held-out split it scores had been scored" in card
