@@ -32,10 +32,11 @@ MURMUR_RULE = "mean"
 MURMUR_THRESHOLD = 0.5  # on the shifted probabilities: the model's own threshold
 # The screening label is the mean too. "Any finding" (abnormal as soon as one site is) was the first rule;
 # measured per patient on the 522 CirCor development patients outside the murmur test split, which the
-# shipped screening model never trained on, it called 82% of the patients without a murmur abnormal
-# (Se 0.959, Sp 0.184, MAcc 0.571); the mean: Se 0.711, Sp 0.550, MAcc 0.631 (CirCor's outcome as the
-# reference: 0.527 vs 0.562). Every extra site is one more chance of a false alarm with "any", and
-# patients have 3-5 (research/exam_label_rule.py, docs/exam.md).
+# screening model shipped then (0.4.0) never trained on, it called 82% of the patients without a murmur
+# abnormal (Se 0.959, Sp 0.184, MAcc 0.571); the mean: Se 0.711, Sp 0.550, MAcc 0.631 (CirCor's outcome
+# as the reference: 0.527 vs 0.562). Every extra site is one more chance of a false alarm with "any", and
+# patients have 3-5 (research/exam_label_rule.py, docs/exam.md). 0.5.0 trained on CirCor; in its run's CV
+# the mean still beat "any" per patient (all-sources model 0.834 vs 0.762, seed 1).
 
 RULE_DESCRIPTION = {
     "label": "mean of each label's probability over usable recordings (quality ok, not unsure); most probable label",

@@ -41,12 +41,15 @@ def test_the_package_ships_the_screening_model_described_with_its_checks(clf):
     assert all(v["passed"] for v in meta["known_signals"].values())
 
 
-def test_the_shipped_screening_model_passed_its_conversion_checks_within_100_kb(clf):
-    # Parity (>= 99% agreement, MAcc within 0.01) and the size target are met by the shipped model; a
+def test_the_shipped_screening_model_passed_its_conversion_checks_within_the_size_budget(clf):
+    # Parity (>= 99% agreement, MAcc within 0.01) and the size budget are met by the shipped model; a
     # model that misses them can only be shipped with --allow-parity-shortfall, and this test says so.
     assert clf.meta["checks_passed"], clf.meta["check_failures"]
     assert clf.meta["parity"]["n_recordings"] >= 500
-    assert clf.path.stat().st_size <= 100 * 1024
+    # issue 23: every screening model the kit runs per recording (screening and its murmur companion)
+    # together <= 1 MB int8 (issue 3's 100 KB was for one model; 0.5.0 averages two in one graph)
+    together = sum(p.stat().st_size for p in (clf.path, clf.path.with_name("murmur.tflite")) if p.exists())
+    assert together <= 1024 * 1024
 
 
 def test_it_runs_int8_through_litert(clf):
