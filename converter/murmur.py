@@ -517,7 +517,7 @@ def run(cfg: RunConfig, out: Path) -> dict[str, Any]:
         "threshold": None if chosen is None else results[chosen]["threshold"],
         "test_split": {
             "scored": cfg.score_test,
-            "why": "scored once, as asked with --score-test" if cfg.score_test else NOT_SCORED_WHY,
+            "why": "scored once, as asked with --score-test" if cfg.score_test else not_scored_why(cfg.cv_only),
         },
         "results": results,
         "seconds": round(time.monotonic() - t0),
@@ -533,6 +533,12 @@ def run(cfg: RunConfig, out: Path) -> dict[str, Any]:
     (out / "split.json").write_text(json.dumps(split, indent=1))
     (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
     return report
+
+
+def not_scored_why(cv_only: bool) -> str:
+    if cv_only:
+        return "a cross-validation-only run (--cv-only): no final model met the test splits; split.json names them"
+    return NOT_SCORED_WHY
 
 
 def oof_file_name(recipe: str, seed: int) -> str:

@@ -123,6 +123,7 @@ def test_cv_only_trains_the_folds_and_no_final_model(slices, tmp_path, monkeypat
     )
     report = murmur.run(cfg, tmp_path)
     assert trained == [3, 3] and report["chosen"] is None and report["threshold"] is None
+    assert report["test_split"]["scored"] is False and "--cv-only" in report["test_split"]["why"]
     assert (tmp_path / murmur.oof_file_name("candidate", 3)).exists() and not (tmp_path / "model.h5").exists()
     with pytest.raises(ModelError, match="--cv-only"):
         murmur.ship(tmp_path, tmp_path / "shipped", "0.0.1")
