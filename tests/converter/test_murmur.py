@@ -90,7 +90,9 @@ def test_the_run_keeps_test_patients_apart_and_reports_both_recipes(run_dir, sli
     assert (run_dir / "model.h5").exists()
 
 
-def test_each_cross_validated_recipe_writes_finite_out_of_fold_scores_of_development_recordings_only(run_dir):
+def test_each_cross_validated_recipe_writes_finite_out_of_fold_scores_of_development_recordings_only(
+    run_dir: Path,
+) -> None:
     report = json.loads((run_dir / "report.json").read_text())
     split = json.loads((run_dir / "split.json").read_text())
     for name in report["config"]["cv_recipes"]:
@@ -108,12 +110,14 @@ def test_each_cross_validated_recipe_writes_finite_out_of_fold_scores_of_develop
         assert all(k.startswith("physionet2016/training-") for k in oof["physionet"])
 
 
-def test_cv_only_trains_the_folds_and_no_final_model(slices, tmp_path, monkeypatch):
+def test_cv_only_trains_the_folds_and_no_final_model(
+    slices: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     circor, pascal, _ = slices
     trained: list[int] = []
     real = murmur.train_model
 
-    def spy(x, t, recipe, seed):
+    def spy(x: np.ndarray, t: np.ndarray, recipe: murmur.Recipe, seed: int) -> object:
         trained.append(seed)
         return real(x, t, recipe, seed)
 
