@@ -7,7 +7,8 @@ and per patient, shipped as a companion model.
    final model). PASCAL recordings only ever train.
 2. Grouped k-fold CV on the other patients gives out-of-fold P(present) per recording; from it the
    site-combination rule (max or mean over a patient's sites) and the threshold are chosen, for
-   per-patient balanced accuracy. Each fold's figure uses a threshold chosen on the other folds.
+   per-patient balanced accuracy. Each fold's figure uses a threshold chosen on the other folds. The
+   out-of-fold scores are written per recipe (``oof_RECIPE_seedS.json``); ``--cv-only`` stops here.
 3. The final models (one per seed) of the chosen recipe train on all development recordings; the same is
    done for a plain baseline (no class weights, CirCor only) in the same run, and both are scored on the
    test split. The first seed's model of the chosen recipe is the one converted and shipped. Without
@@ -285,6 +286,9 @@ class RunConfig:
     # score the final models on the test splits (`steth murmur train --score-test`); off: only the shipped
     # model trains, the test splits stay unseen (issue 23) and split.json still names them for the parity check
     score_test: bool = False
+    # stop after cross-validation (`--cv-only`): out-of-fold scores and CV figures, no recipe chosen, no final
+    # model (a study of the OOF scores needs nothing else)
+    cv_only: bool = False
 
 
 def _mean(values: list[dict[str, Any]], level: str) -> dict[str, float]:
@@ -361,6 +365,16 @@ def choose_recipe(results: dict[str, Any], rule: str) -> tuple[str, str]:
     return ("physionet" if ok else "candidate"), why
 
 
+CV_ONLY_WHY = "cross-validation only (--cv-only): no recipe chosen, no final model trained"
+
+
+def cv_recipe_names(recipes: dict[str, Recipe], wanted: tuple[str, ...] | None) -> list[str]:
+    """The recipes to cross-validate (``wanted``, default all); a name the run cannot train fails loudly."""
+    if unknown := sorted(set(wanted or ()) - set(recipes)):
+        raise ValueError(f"cv_recipes {unknown}: not among {sorted(recipes)} (physionet needs PhysioNet data)")
+    return [k for k in recipes if wanted is None or k in wanted]
+
+
 def _features(recs: list[ds.Recording], workers: int) -> FeatureSet:
     """One FeatureSet over ``recs``, cached per source so adding PhysioNet leaves the CirCor cache valid."""
     parts = []
@@ -404,7 +418,8 @@ def split_indices(
 
 
 def run(cfg: RunConfig, out: Path) -> dict[str, Any]:
-    """The whole run (see the module docstring); writes report.json, split.json and model.h5 into ``out``."""
+    """The whole run (see the module docstring); writes report.json, split.json, each cross-validated recipe's
+    out-of-fold scores (``write_oof``) and, unless ``cv_only``, model.h5 into ``out``."""
     t0 = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
     recs, sites, _ = load_recordings(
@@ -420,7 +435,7 @@ def run(cfg: RunConfig, out: Path) -> dict[str, Any]:
     # PhysioNet blocks into the same number of folds (stratified by database and label)
     p_folds = np.array(ds.split_folds([recs[i] for i in p_dev], cfg.folds, 1)) if len(p_dev) else np.array([])
     recipes = {k: v for k, v in RECIPES.items() if len(p_dev) or not v.physionet_normals}
-    cv_names = [k for k in recipes if cfg.cv_recipes is None or k in cfg.cv_recipes]
+    cv_names = cv_recipe_names(recipes, cfg.cv_recipes)
     report: dict[str, Any] = {
         "task": NAME,
         "feature_params": PARAMS.to_dict(),
@@ -463,11 +478,16 @@ def run(cfg: RunConfig, out: Path) -> dict[str, Any]:
                 p_oof[p_folds == k] = record_scores(model, fs, p_dev[p_folds == k])
             log.info("%s fold %d done (%.0f s)", name, k, time.monotonic() - t0)
         results[name] = cv_figures(recs, sites, (dev, folds, oof), (p_dev, p_folds, p_oof), cfg.folds)
-    chosen, why = choose_recipe(results, MURMUR_RULE)
+        write_oof(
+            out / oof_file_name(name, cfg.seeds[0]), recs, results[name]["threshold"],
+            (dev, folds, oof), (p_dev, p_folds, p_oof),
+        )  # fmt: skip
+    chosen, why = (None, CV_ONLY_WHY) if cfg.cv_only else choose_recipe(results, MURMUR_RULE)
     log.info("chosen recipe: %s (%s)", chosen, why)
     # final models and the test splits: the chosen recipe and the plain baseline only; without score_test
     # only the shipped model (the chosen recipe's first seed): the others would be trained to be scored
-    for name in dict.fromkeys((chosen, "baseline") if cfg.score_test else (chosen,)):
+    finals: tuple[str, ...] = () if chosen is None else (chosen, "baseline") if cfg.score_test else (chosen,)
+    for name in dict.fromkeys(finals):
         threshold = results[name].get("threshold", 0.5)
         results[name]["threshold"] = threshold
         tests, p_tests = [], []
@@ -494,10 +514,10 @@ def run(cfg: RunConfig, out: Path) -> dict[str, Any]:
         "rule": MURMUR_RULE,
         "chosen": chosen,
         "decision": why,
-        "threshold": results[chosen]["threshold"],
+        "threshold": None if chosen is None else results[chosen]["threshold"],
         "test_split": {
             "scored": cfg.score_test,
-            "why": "scored once, as asked with --score-test" if cfg.score_test else NOT_SCORED_WHY,
+            "why": "scored once, as asked with --score-test" if cfg.score_test else not_scored_why(cfg.cv_only),
         },
         "results": results,
         "seconds": round(time.monotonic() - t0),
@@ -513,6 +533,36 @@ def run(cfg: RunConfig, out: Path) -> dict[str, Any]:
     (out / "split.json").write_text(json.dumps(split, indent=1))
     (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
     return report
+
+
+def not_scored_why(cv_only: bool) -> str:
+    if cv_only:
+        return "a cross-validation-only run (--cv-only): no final model met the test splits; split.json names them"
+    return NOT_SCORED_WHY
+
+
+def oof_file_name(recipe: str, seed: int) -> str:
+    return f"oof_{recipe}_seed{seed}.json"
+
+
+def write_oof(
+    path: Path,
+    recs: list[ds.Recording],
+    threshold: float,
+    circor: tuple[np.ndarray, np.ndarray, np.ndarray],
+    physionet: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    """A recipe's out-of-fold P(present) per development recording, each ``(recording indices, fold, P)``:
+    {"circor": {key: P}, "physionet": {key: P}, "folds": {"circor": {key: fold}, ...}, "threshold": the pooled
+    CV threshold under MURMUR_RULE, "unscored": keys the pipeline refused}. Keys are ds.Recording keys, as in
+    the screening run's oof.json, so studies can pair the two models' scores; test splits never appear."""
+    doc: dict[str, Any] = {"rule": MURMUR_RULE, "threshold": float(threshold), "folds": {}, "unscored": []}
+    for source, (idx, folds, p) in (("circor", circor), ("physionet", physionet)):
+        ok = np.isfinite(p)
+        doc[source] = {recs[i].key: round(float(v), 5) for i, v in zip(idx[ok], p[ok], strict=True)}
+        doc["folds"][source] = {recs[i].key: int(f) for i, f in zip(idx, folds, strict=True)}
+        doc["unscored"] += [recs[i].key for i in idx[~ok]]
+    path.write_text(json.dumps(doc))
 
 
 NOT_SCORED_WHY = (
@@ -531,6 +581,8 @@ def ship(run_dir: Path, dest: Path, version: str, allow_shortfall: bool = False)
     split = json.loads((run_dir / "split.json").read_text())
     cfg = report["config"]
     chosen = report.get("chosen", "candidate")
+    if chosen is None:
+        raise ModelError(f"{run_dir} is a cross-validation-only run (--cv-only): it trained no model to convert")
     recipe = Recipe(**{k: v for k, v in report["recipes"][chosen].items() if k in Recipe.__dataclass_fields__})
     recs, _, _ = load_recordings(
         Path(cfg["circor"]),
@@ -637,6 +689,11 @@ def register(sub: Any) -> None:
         help="train every seed's final model and the baseline's and score them on the test splits (off by default: "
         "only the shipped model trains and the test splits stay unseen until the final model, issue 23)",
     )
+    t.add_argument(
+        "--cv-only",
+        action="store_true",
+        help="stop after cross-validation: CV figures and out-of-fold scores (oof_RECIPE_seedS.json), no final model",
+    )
     t.set_defaults(func=_train)
     c = cmds.add_parser("convert", help="int8 conversion with parity checks, written beside the shipped models")
     c.add_argument("run_dir", type=Path, nargs="?", default=Path("artifacts") / "train" / NAME)
@@ -651,6 +708,7 @@ def _train(args: argparse.Namespace) -> int:
         args.circor, args.patients, args.pascal, tuple(int(s) for s in args.seeds.split(",")),
         args.folds, epochs=args.epochs, workers=args.workers, physionet=args.physionet,
         cv_recipes=tuple(args.cv_recipes.split(",")) if args.cv_recipes else None, score_test=args.score_test,
+        cv_only=args.cv_only,
     )  # fmt: skip
     report = run(cfg, args.out)
     for name, r in report["results"].items():
@@ -660,7 +718,7 @@ def _train(args: argparse.Namespace) -> int:
                 f"{name}: CV per patient MAcc {r['cv'][report['rule']]['patient']['macc']:.3f}"
                 + (f", PhysioNet-normal false alarms {pn['false_alarm']:.3f}, AUC {pn['auc']:.3f}" if pn else "")
             )
-    print(f"chosen: {report['chosen']} ({report['decision']})")
+    print(f"chosen: {report['chosen']} ({report['decision']})" if report["chosen"] else report["decision"])
     for name, r in report["results"].items():
         if "test_mean" not in r:
             continue

@@ -14,6 +14,7 @@ import pytest
 from converter import datasets as ds
 from converter import model_card, murmur
 from device.core import contract
+from device.core.errors import ModelError
 from device.core.exam import MURMUR_RULE
 from device.core.inference import load_model, models_dir
 
@@ -87,6 +88,51 @@ def test_the_run_keeps_test_patients_apart_and_reports_both_recipes(run_dir, sli
         r.label == "normal" for r in listed if r.key in split["physionet_dev"]
     )
     assert (run_dir / "model.h5").exists()
+
+
+def test_each_cross_validated_recipe_writes_finite_out_of_fold_scores_of_development_recordings_only(
+    run_dir: Path,
+) -> None:
+    report = json.loads((run_dir / "report.json").read_text())
+    split = json.loads((run_dir / "split.json").read_text())
+    for name in report["config"]["cv_recipes"]:
+        oof = json.loads((run_dir / murmur.oof_file_name(name, 0)).read_text())
+        assert oof["threshold"] == report["results"][name]["threshold"] and oof["rule"] == MURMUR_RULE
+        for source, dev in (("circor", split["dev"]), ("physionet", split["physionet_dev"])):
+            scored = set(oof[source])
+            # every development recording is scored or listed as refused by the pipeline; no test recording
+            assert scored | (set(oof["unscored"]) & set(dev)) == set(dev) == set(oof["folds"][source])
+            assert scored and np.isfinite(list(oof[source].values())).all()
+            assert all(0 <= p <= 1 for p in oof[source].values())
+        assert set(oof["folds"]["circor"].values()) == {0, 1}
+        # keys as the screening run's oof.json spells them (converter.datasets.Recording.key)
+        assert all(k.startswith("circor2022/training_data/") for k in oof["circor"])
+        assert all(k.startswith("physionet2016/training-") for k in oof["physionet"])
+
+
+def test_cv_only_trains_the_folds_and_no_final_model(
+    slices: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    circor, pascal, _ = slices
+    trained: list[int] = []
+    real = murmur.train_model
+
+    def spy(x: np.ndarray, t: np.ndarray, recipe: murmur.Recipe, seed: int) -> object:
+        trained.append(seed)
+        return real(x, t, recipe, seed)
+
+    monkeypatch.setattr(murmur, "train_model", spy)
+    cfg = murmur.RunConfig(
+        str(circor), None, str(pascal), seeds=(3,), folds=2, epochs=1, cv_recipes=("candidate",), cv_only=True
+    )
+    report = murmur.run(cfg, tmp_path)
+    assert trained == [3, 3] and report["chosen"] is None and report["threshold"] is None
+    assert report["test_split"]["scored"] is False and "--cv-only" in report["test_split"]["why"]
+    assert (tmp_path / murmur.oof_file_name("candidate", 3)).exists() and not (tmp_path / "model.h5").exists()
+    with pytest.raises(ModelError, match="--cv-only"):
+        murmur.ship(tmp_path, tmp_path / "shipped", "0.0.1")
+    with pytest.raises(ValueError, match="physionet"):
+        murmur.run(murmur.RunConfig(str(circor), None, str(pascal), cv_recipes=("physionet",)), tmp_path)
 
 
 def test_without_score_test_only_the_shipped_model_trains_and_no_test_split_is_scored(slices, tmp_path, monkeypatch):
