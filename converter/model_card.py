@@ -843,7 +843,8 @@ def status_section(
     verdict = (
         f"**This model misses {len(missed)} of {sum(met is not None for *_, met in rows)} targets "
         f"({', '.join(missed)}).** It ships so that the device and dashboard work out of the box; read the "
-        "leave-one-database-out figures before relying on it with a stethoscope it was not trained on."
+        + ("leave-one-database-out" if lodo else "cross-source transfer")  # a run without LODO has none to read
+        + " figures before relying on it with a stethoscope it was not trained on."
         if missed
         else "This model meets every target below."
     )
