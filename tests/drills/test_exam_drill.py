@@ -49,8 +49,11 @@ def bedside_exam(s: System, exam_id: str, answers: list[str]) -> subprocess.Pope
     script = s.root / f"{exam_id}.answers"  # the nurse's answers, one a line (stdin)
     script.write_text("".join(a + "\n" for a in answers))
     with script.open() as stdin:
+        # Ctrl-C as at a terminal: a test run started as a background job (`pytest ... &`) has SIGINT ignored,
+        # and an ignored signal stays ignored in every child, so the nurse's Ctrl-C would never arrive
         return subprocess.Popen(args, cwd=REPO, env=s.devices[DEVICE].env, stdin=stdin, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+                                stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509  # fmt: skip
 
 
 def stored_of(s: System, exam_id: str) -> list[tuple[str, str]]:
