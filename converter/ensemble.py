@@ -30,7 +30,7 @@ from converter import datasets as ds
 from converter import featurestore, thresholds
 from converter.run_config import RunConfig
 from converter.tasks import Task, task_of_run
-from converter.train import cv_source_means, held_out_scored, score, ship_decision
+from converter.train import cv_source_means, held_out_scored, held_out_status, score, ship_decision
 from converter.trainer import record_probabilities
 from device.core.errors import ModelError
 from device.core.features import FeatureParams
@@ -127,7 +127,7 @@ def make(run_dir: Path, data_dir: Path, out: Path | None = None) -> dict[str, An
         "threshold": thr,
         "threshold_choice": {"source": "the pooled out-of-fold CV scores of the average", "pooled_threshold": thr},
         "test": test_scores,
-        **({} if test_scores is not None else {"test_split": {"scored": False, "why": NOT_SCORED_WHY}}),
+        **({} if test_scores is not None else {"test_split": held_out_status(False, NOT_SCORED_WHY)}),
         "ensemble": {
             "members": members,
             "how": "mean of the members' class probabilities per window (one int8 graph)",

@@ -42,6 +42,7 @@ from converter import datasets as ds
 from converter import featurestore
 from converter.featurestore import FeatureSet
 from converter.metrics import binary_scores, roc_auc
+from converter.train import held_out_status
 from device.core.errors import ModelError
 from device.core.exam import MURMUR_RULE
 from device.core.features import FeatureParams
@@ -515,10 +516,7 @@ def run(cfg: RunConfig, out: Path) -> dict[str, Any]:
         "chosen": chosen,
         "decision": why,
         "threshold": None if chosen is None else results[chosen]["threshold"],
-        "test_split": {
-            "scored": cfg.score_test,
-            "why": "scored once, as asked with --score-test" if cfg.score_test else not_scored_why(cfg.cv_only),
-        },
+        "test_split": held_out_status(cfg.score_test, not_scored_why(cfg.cv_only)),
         "results": results,
         "seconds": round(time.monotonic() - t0),
     }

@@ -415,9 +415,10 @@ NOT_SCORED_WHY = (
 )
 
 
-def held_out_status(scored: bool) -> dict[str, Any]:
-    """``report["test_split"]``: whether the run scored the held-out split, and why (not)."""
-    return {"scored": scored, "why": "scored once, as asked with --score-test" if scored else NOT_SCORED_WHY}
+def held_out_status(scored: bool, why_not: str = NOT_SCORED_WHY) -> dict[str, Any]:
+    """``report["test_split"]``: whether the run scored the held-out split, and why (not); the same record for
+    `steth train`, `steth murmur train` and `steth ensemble`, each with its own reason when it did not."""
+    return {"scored": scored, "why": "scored once, as asked with --score-test" if scored else why_not}
 
 
 def held_out_scored(report: dict[str, Any]) -> bool:
