@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from converter import datasets as ds
-from converter import featurestore, thresholds
+from converter import featurestore, operating_point, thresholds
 from converter.run_config import RunConfig
 from converter.tasks import Task, task_of_run
 from converter.train import cv_source_means, held_out_scored, held_out_status, score, ship_decision
@@ -79,7 +79,10 @@ def build_average(run_dir: Path, without: str) -> Any:
     return avg
 
 
-def make(run_dir: Path, data_dir: Path, out: Path | None = None) -> dict[str, Any]:
+def make(run_dir: Path, data_dir: Path, out: Path | None = None, transfer_threshold: bool = False) -> dict[str, Any]:
+    """``transfer_threshold``: carry the pooled threshold over from the CV models (RUN/folds, `steth train
+    --save-folds`) to the averaged final pair by the share of test-split recordings each flags
+    (converter.operating_point; no label read)."""
     report = json.loads((run_dir / "report.json").read_text())
     without = (report.get("comparator") or {}).get("trained_without")
     if not without or not (run_dir / "oof_comparator.json").exists():
@@ -115,6 +118,15 @@ def make(run_dir: Path, data_dir: Path, out: Path | None = None) -> dict[str, An
     thr = thresholds.pooled_threshold(y, probs["average"][:, pos], strata)
 
     avg = build_average(run_dir, without)
+    choice: dict[str, Any] = {"source": "the pooled out-of-fold CV scores of the average", "pooled_threshold": thr}
+    if transfer_threshold:
+        choice["transfer"] = _transfer(avg, task, run_dir, report, by_key, thr)
+        if choice["transfer"]["moved"]:
+            thr = choice["transfer"]["threshold"]
+            choice["source"] = (
+                "the pooled out-of-fold CV threshold carried over to the final pair by the share of test-split "
+                "recordings the CV models flag at it (converter.operating_point)"
+            )
     test_scores = _test_scores(avg, task, run_dir, report, by_key, thr) if held_out_scored(report) else None
 
     avg.save(out / "model.h5")
@@ -125,7 +137,7 @@ def make(run_dir: Path, data_dir: Path, out: Path | None = None) -> dict[str, An
     ens_report = {
         **report,
         "threshold": thr,
-        "threshold_choice": {"source": "the pooled out-of-fold CV scores of the average", "pooled_threshold": thr},
+        "threshold_choice": choice,
         "test": test_scores,
         **({} if test_scores is not None else {"test_split": held_out_status(False, NOT_SCORED_WHY)}),
         "ensemble": {
@@ -149,16 +161,53 @@ NOT_SCORED_WHY = (
 )
 
 
-def _test_scores(
-    avg: Any, task: Task, run_dir: Path, report: dict[str, Any], by_key: dict[str, ds.Recording], thr: float
-) -> dict[str, Any]:
-    """The average on the run's held-out test split, at threshold ``thr``."""
+def _test_features(
+    task: Task, run_dir: Path, report: dict[str, Any], by_key: dict[str, ds.Recording]
+) -> tuple[featurestore.FeatureSet, np.ndarray, list[ds.Recording]]:
+    """The run's held-out test recordings' features, the indices of those with a window, and those recordings."""
     split = json.loads((run_dir / "split.json").read_text())
     test = [by_key[k] for k in split["test"] if k in by_key]
     params = FeatureParams.from_dict(report["feature_params"])
     fs = featurestore.build(test, params, name=f"{task.name}-ensemble-test", use_cache=False)
     kept = np.unique(fs.owner)
-    kept_recs = [test[i] for i in kept]
+    return fs, kept, [test[i] for i in kept]
+
+
+def _transfer(
+    avg: Any, task: Task, run_dir: Path, report: dict[str, Any], by_key: dict[str, ds.Recording], thr: float
+) -> dict[str, Any]:
+    """converter.operating_point.transfer from the CV fold pairs (each fold's model and its comparator,
+    averaged as in the CV figures) to ``avg``, on the test split's inputs."""
+    from converter import models
+    from converter.train import COMPARATOR, fold_model_path
+
+    arch, n_folds = report["chosen_arch"], int(report["config"]["folds"])
+    pairs = [(fold_model_path(run_dir, arch, f), fold_model_path(run_dir, COMPARATOR, f)) for f in range(n_folds)]
+    missing = [p for pair in pairs for p in pair if not p.exists()]
+    if missing:
+        raise ModelError(
+            f"{run_dir}: {len(missing)} CV fold models missing (first: {missing[0]})",
+            "train the run with steth train --save-folds, which keeps them in RUN/folds/",
+        )
+    fs, kept, _ = _test_features(task, run_dir, report, by_key)
+    pos, n_classes, k = task.labels.index(task.positive or ""), len(task.labels), models.keras()
+    reference = []
+    for a, b in pairs:
+        p = [record_probabilities(k.models.load_model(m, compile=False), fs, kept, n_classes)[:, pos] for m in (a, b)]
+        reference.append((p[0] + p[1]) / 2)
+    final = record_probabilities(avg, fs, kept, n_classes)[:, pos]
+    return {
+        **operating_point.transfer(reference, final, thr),
+        "population": "the run's held-out test-split recordings, their inputs only (no label read)",
+        "reference_models": [f"{a.name} + {b.name}" for a, b in pairs],
+    }
+
+
+def _test_scores(
+    avg: Any, task: Task, run_dir: Path, report: dict[str, Any], by_key: dict[str, ds.Recording], thr: float
+) -> dict[str, Any]:
+    """The average on the run's held-out test split, at threshold ``thr``."""
+    fs, kept, kept_recs = _test_features(task, run_dir, report, by_key)
     test_probs = record_probabilities(avg, fs, kept, len(task.labels))
     y_test = np.array([task.label_index(r) for r in kept_recs])
     return score(task, y_test, test_probs, np.array([r.subset for r in kept_recs]), thr, kept_recs)
@@ -173,12 +222,27 @@ def register(sub: Any) -> None:
     p.add_argument("run_dir", type=Path, help="a `steth train` run folder with a comparator")
     p.add_argument("--data-dir", help=f"data folder (default: ${ds.DATA_ENV})")
     p.add_argument("--out", type=Path, help="where to write the averaged run (default: RUN_DIR/ensemble)")
+    p.add_argument(
+        "--transfer-threshold",
+        action="store_true",
+        help="carry the CV threshold over to the final pair by the share of test-split recordings the CV fold "
+        "models flag (no label read; needs steth train --save-folds)",
+    )
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
-    rep = make(args.run_dir, ds.resolve_data_dir(args.data_dir), args.out)
+    rep = make(args.run_dir, ds.resolve_data_dir(args.data_dir), args.out, args.transfer_threshold)
     e = rep["ensemble"]
+    tr = rep["threshold_choice"].get("transfer")
+    if tr:
+        print(
+            f"operating point on {tr['n_recordings']} test-split recordings (no label read): the CV models flag "
+            f"{tr['reference_flag_rate']:.1%} at {tr['validated_threshold']:.3f}, "
+            f"the final pair {tr['final_flag_rate']:.1%}"
+            f" (rank correlation {tr['rank_correlation']:.3f}): "
+            + (f"threshold moved to {tr['threshold']:.3f}" if tr["moved"] else "threshold kept")
+        )
     print("CV, nested pooled thresholds (mean over folds, MAcc / AUC):")
     for name in MEMBERS:
         m = e["cv_nested_pooled"][name]["means"]

@@ -23,6 +23,9 @@ class RunConfig:
     # score the final (and cross-source) models on the held-out test split (`steth train --score-test`);
     # off: they are trained and saved, the split stays unseen (issue 23)
     score_test: bool = False
+    # keep every CV model (and the comparator's) in RUN/folds/: `steth ensemble --transfer-threshold` carries
+    # the threshold validated on them over to the final models (docs/screening_all_sources/ensemble)
+    save_folds: bool = False
     limit_per_stratum: int | None = None  # for quick runs on a slice of the data
     jobs: int = 1  # models trained at once, each in its own process with one thread
     settings: TrainSettings = field(default_factory=TrainSettings)

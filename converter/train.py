@@ -232,6 +232,7 @@ def _run_job(job: Job, data: Data | None = None, cfg: RunConfig | None = None) -
     test = job.test if job.scored else None
     model, thr, s, probs = train_and_score(job.arch, data, job.train, test, cfg=cfg, seed=job.seed)
     if job.save_to:
+        Path(job.save_to).parent.mkdir(parents=True, exist_ok=True)
         model.save(job.save_to)
     return thr, s, probs
 
@@ -349,7 +350,13 @@ def run(root: Path, out: Path, cfg: RunConfig) -> dict[str, Any]:
     rows = []
     oof = {a: np.full((len(data.recordings), len(task.labels)), np.nan) for a in cfg.archs}
     cv_jobs = [
-        Job(arch, dev_idx[cv_folds != f], dev_idx[cv_folds == f], cfg.settings.seed + f)
+        Job(
+            arch,
+            dev_idx[cv_folds != f],
+            dev_idx[cv_folds == f],
+            cfg.settings.seed + f,
+            save_to=str(fold_model_path(out, arch, f)) if cfg.save_folds else None,
+        )
         for arch in cfg.archs
         for f in range(cfg.folds)
     ]
@@ -407,6 +414,16 @@ def run(root: Path, out: Path, cfg: RunConfig) -> dict[str, Any]:
 
     boxplot(rows, out / "boxplot.png", task.name)
     return report
+
+
+FOLDS_DIR = "folds"
+COMPARATOR = "comparator"
+
+
+def fold_model_path(run_dir: Path, arch: str, fold: int) -> Path:
+    """Where `steth train --save-folds` keeps CV fold ``fold``'s model of ``arch`` (or of the comparator,
+    ``arch`` = COMPARATOR)."""
+    return run_dir / FOLDS_DIR / f"{arch}_fold{fold}.h5"
 
 
 NOT_SCORED_WHY = (
@@ -503,7 +520,13 @@ def _final_and_reported(
     # 5. the comparator's CV (the same folds, the source left out of each training part) for the ship decision
     comp = cfg.comparator_without if cfg.comparator_without in task.train_on and len(task.train_on) > 1 else ""
     comp_cv = [
-        Job(chosen, dev_idx[(cv_folds != f) & (source[dev_idx] != comp)], dev_idx[cv_folds == f], cfg.settings.seed + f)
+        Job(
+            chosen,
+            dev_idx[(cv_folds != f) & (source[dev_idx] != comp)],
+            dev_idx[cv_folds == f],
+            cfg.settings.seed + f,
+            save_to=str(fold_model_path(out, COMPARATOR, f)) if cfg.save_folds else None,
+        )
         for f in range(cfg.folds)
         if comp
     ]
@@ -638,6 +661,11 @@ def register(sub: Any) -> None:
         help="score the final and cross-source models on the held-out test split (off by default: the split "
         "stays unseen until the final model, issue 23; split.json still names it for steth convert's parity check)",
     )
+    p.add_argument(
+        "--save-folds",
+        action="store_true",
+        help="keep every CV model (and the comparator's) in RUN/folds/, for steth ensemble --transfer-threshold",
+    )
     p.add_argument("--limit", type=int, help="at most N recordings per database and label (quick runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -678,6 +706,7 @@ def _main(args: argparse.Namespace) -> int:
         augment_copies=args.augment,
         lodo=not args.no_lodo,
         score_test=args.score_test,
+        save_folds=args.save_folds,
         limit_per_stratum=args.limit,
         jobs=max(1, args.jobs),
         settings=TrainSettings(

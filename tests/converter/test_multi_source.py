@@ -18,7 +18,7 @@ from converter.run_config import RunConfig
 from converter.tasks import LOADERS, TASKS, Task
 from converter.train import headline, run, ship_decision, source_scores
 from converter.trainer import TrainSettings
-from device.core.errors import ConfigError
+from device.core.errors import ConfigError, ModelError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -207,7 +207,8 @@ def test_a_run_on_a_slice_of_all_three_sources_trains_end_to_end(slice_root, tmp
 
 @pytest.mark.slow
 def test_a_run_without_score_test_trains_and_saves_every_model_and_scores_no_test_figures(slice_root, tmp_path):
-    report = run(slice_root, tmp_path, replace(SLICE_RUN))  # the default: the held-out split stays unseen
+    # the default: the held-out split stays unseen; --save-folds keeps every CV model
+    report = run(slice_root, tmp_path, replace(SLICE_RUN, save_folds=True))
     assert report["test"] is None and report["test_split"]["scored"] is False
     assert "--score-test" in report["test_split"]["why"]
     for name in ("model.h5", "model_without_circor2022.h5", "model_without_physionet2016.h5", "split.json"):
@@ -227,6 +228,22 @@ def test_a_run_without_score_test_trains_and_saves_every_model_and_scores_no_tes
     ens = ensemble.make(tmp_path, slice_root)
     assert ens["test"] is None and ens["test_split"]["scored"] is False and "ship" in ens["ensemble"]["decision"]
     assert (tmp_path / "ensemble" / "model.h5").exists() and (tmp_path / "ensemble" / "split.json").exists()
+    assert "transfer" not in ens["threshold_choice"]
+    # the CV models kept, both sets: the threshold carried over from them to the final pair, without a label
+    assert sorted(p.name for p in (tmp_path / "folds").iterdir()) == [
+        "comparator_fold0.h5",
+        "comparator_fold1.h5",
+        "lstm_fold0.h5",
+        "lstm_fold1.h5",
+    ]
+    moved = ensemble.make(tmp_path, slice_root, tmp_path / "moved", transfer_threshold=True)
+    tr = moved["threshold_choice"]["transfer"]
+    assert tr["n_recordings"] == report["n_test"] and len(tr["reference_flag_rates"]) == 2
+    assert tr["validated_threshold"] == ens["threshold"] and moved["test"] is None
+    assert moved["threshold"] == (tr["threshold"] if tr["moved"] else ens["threshold"])
+    (tmp_path / "folds" / "lstm_fold1.h5").unlink()
+    with pytest.raises(ModelError, match="1 CV fold models missing"):
+        ensemble.make(tmp_path, slice_root, tmp_path / "moved", transfer_threshold=True)
     # the model card says so where it would give test figures, and gives CirCor's CV transfer instead
     from converter.model_card import sources_section
 
