@@ -127,7 +127,7 @@ def make(run_dir: Path, data_dir: Path, out: Path | None = None, transfer_thresh
                 "the pooled out-of-fold CV threshold carried over to the final pair by the share of test-split "
                 "recordings the CV models flag at it (converter.operating_point)"
             )
-    test_scores = _test_scores(avg, task, run_dir, report, by_key, thr) if held_out_scored(report) else None
+    test_scores = test_scores_of(avg, task, run_dir, report, by_key, thr) if held_out_scored(report) else None
 
     avg.save(out / "model.h5")
     shutil.copy(run_dir / "split.json", out / "split.json")
@@ -203,7 +203,7 @@ def _transfer(
     }
 
 
-def _test_scores(
+def test_scores_of(
     avg: Any, task: Task, run_dir: Path, report: dict[str, Any], by_key: dict[str, ds.Recording], thr: float
 ) -> dict[str, Any]:
     """The average on the run's held-out test split, at threshold ``thr``."""
