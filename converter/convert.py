@@ -203,8 +203,13 @@ def sidecar(
         # labels answered as *unsure* (record again) rather than as a finding
         **({"unsure_labels": list(t.unsure_labels)} if t.unsure_labels else {}),
         "threshold": report.get("threshold", 0.5),
-        "threshold_note": f"chosen on {thresholds.threshold_source(report)} (mean MAcc over databases; never on the "
-        "held-out split); reported probabilities are shifted in log-odds so that 0.5 is this threshold",
+        "threshold_note": thresholds.threshold_note(report),
+        # steth ensemble --transfer-threshold: the shares flagged that moved the threshold, for the model card
+        **(
+            {"threshold_transfer": report["threshold_choice"]["transfer"]}
+            if "transfer" in (report.get("threshold_choice") or {})
+            else {}
+        ),
         "aggregation": "mean of window probabilities",
         "architecture": report["chosen_arch"],
         # an average of models (steth ensemble): which, and how it was judged

@@ -79,10 +79,17 @@ def build_average(run_dir: Path, without: str) -> Any:
     return avg
 
 
-def make(run_dir: Path, data_dir: Path, out: Path | None = None, transfer_threshold: bool = False) -> dict[str, Any]:
+def make(
+    run_dir: Path,
+    data_dir: Path,
+    out: Path | None = None,
+    transfer_threshold: bool = False,
+    score_test: bool = False,
+) -> dict[str, Any]:
     """``transfer_threshold``: carry the pooled threshold over from the CV models (RUN/folds, `steth train
     --save-folds`) to the averaged final pair by the share of test-split recordings each flags
-    (converter.operating_point; no label read)."""
+    (converter.operating_point; no label read). ``score_test``: score the average on the test split even
+    though its run did not (`steth ensemble --score-test`, asked for once the average is final)."""
     report = json.loads((run_dir / "report.json").read_text())
     without = (report.get("comparator") or {}).get("trained_without")
     if not without or not (run_dir / "oof_comparator.json").exists():
@@ -127,7 +134,8 @@ def make(run_dir: Path, data_dir: Path, out: Path | None = None, transfer_thresh
                 "the pooled out-of-fold CV threshold carried over to the final pair by the share of test-split "
                 "recordings the CV models flag at it (converter.operating_point)"
             )
-    test_scores = test_scores_of(avg, task, run_dir, report, by_key, thr) if held_out_scored(report) else None
+    scored = held_out_scored(report) or score_test
+    test_scores = test_scores_of(avg, task, run_dir, report, by_key, thr) if scored else None
 
     avg.save(out / "model.h5")
     shutil.copy(run_dir / "split.json", out / "split.json")
@@ -139,7 +147,7 @@ def make(run_dir: Path, data_dir: Path, out: Path | None = None, transfer_thresh
         "threshold": thr,
         "threshold_choice": choice,
         "test": test_scores,
-        **({} if test_scores is not None else {"test_split": held_out_status(False, NOT_SCORED_WHY)}),
+        "test_split": held_out_status(True) if test_scores is not None else held_out_status(False, NOT_SCORED_WHY),
         "ensemble": {
             "members": members,
             "how": "mean of the members' class probabilities per window (one int8 graph)",
@@ -156,7 +164,8 @@ def make(run_dir: Path, data_dir: Path, out: Path | None = None, transfer_thresh
 
 
 NOT_SCORED_WHY = (
-    "steth ensemble scores the test split only when the run it averages did (steth train --score-test), so that "
+    "steth ensemble scores the test split only when the run it averages did (steth train --score-test) or when "
+    "asked (steth ensemble --score-test), so that "
     "it stays unseen until the final model (issue 23)"
 )
 
@@ -223,6 +232,12 @@ def register(sub: Any) -> None:
     p.add_argument("--data-dir", help=f"data folder (default: ${ds.DATA_ENV})")
     p.add_argument("--out", type=Path, help="where to write the averaged run (default: RUN_DIR/ensemble)")
     p.add_argument(
+        "--score-test",
+        action="store_true",
+        help="score the average on the run's held-out test split even if the run did not (once, with the final "
+        "average: the split stays unseen until then)",
+    )
+    p.add_argument(
         "--transfer-threshold",
         action="store_true",
         help="carry the CV threshold over to the final pair by the share of test-split recordings the CV fold "
@@ -232,7 +247,7 @@ def register(sub: Any) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    rep = make(args.run_dir, ds.resolve_data_dir(args.data_dir), args.out, args.transfer_threshold)
+    rep = make(args.run_dir, ds.resolve_data_dir(args.data_dir), args.out, args.transfer_threshold, args.score_test)
     e = rep["ensemble"]
     tr = rep["threshold_choice"].get("transfer")
     if tr:

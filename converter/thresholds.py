@@ -82,3 +82,18 @@ def threshold_source(report: dict[str, Any]) -> str:
     """Where a run's shipped threshold came from (runs from before the pooled choice: validation)."""
     choice = report.get("threshold_choice")
     return str(choice["source"]) if choice else "validation recordings only"
+
+
+def threshold_note(report: dict[str, Any]) -> str:
+    """The sidecar's sentence on where the shipped threshold came from and what the probabilities mean."""
+    tail = "reported probabilities are shifted in log-odds so that 0.5 is this threshold"
+    transfer = (report.get("threshold_choice") or {}).get("transfer") or {}
+    if transfer.get("moved"):
+        return (
+            "pooled over the CV models' out-of-fold scores (mean MAcc over databases; "
+            f"{transfer['validated_threshold']:.3f}), "
+            f"then carried over to the final models: the score at which they flag the share of the held-out split's "
+            f"recordings that the CV models flagged ({transfer['reference_flag_rate']:.1%}; those recordings' inputs "
+            f"only, no label read; converter.operating_point); {tail}"
+        )
+    return f"chosen on {threshold_source(report)} (mean MAcc over databases; never on the held-out split); {tail}"
