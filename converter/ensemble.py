@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from converter import circor as cc
 from converter import datasets as ds
 from converter import featurestore, operating_point, thresholds
 from converter.run_config import RunConfig
@@ -44,15 +45,36 @@ def _oof(path: Path) -> dict[str, Any]:
     return {**d, "p": np.asarray(probs, dtype=np.float64)}
 
 
-def nested_cv(
-    task: Task, recs: list[ds.Recording], y: np.ndarray, probs: np.ndarray, strata: np.ndarray, folds: np.ndarray
-) -> dict[str, Any]:
-    """Fold k scored at the threshold pooled over the other folds' out-of-fold scores; means over folds."""
+def threshold_of(
+    objective: str, task: Task, recs: list[ds.Recording], y: np.ndarray, probs: np.ndarray, strata: np.ndarray
+) -> float:
+    """The threshold ``objective`` chooses on these recordings' out-of-fold scores (thresholds.OBJECTIVES)."""
     pos = task.labels.index(task.positive or "")
+    if objective == "databases":
+        return thresholds.pooled_threshold(y, probs[:, pos], strata)
+    if objective != "headline":
+        raise ValueError(f"threshold objective {objective!r}: one of {', '.join(thresholds.OBJECTIVES)}")
+    physionet = np.array([r.dataset == ds.PHYSIONET for r in recs])
+    patient = np.array([cc.patient_of(r.key.rsplit("/", 1)[-1]) if r.dataset == cc.CIRCOR else "" for r in recs])
+    return thresholds.headline_threshold((y == pos).astype(int), probs[:, pos], physionet, patient)
+
+
+def nested_cv(
+    task: Task,
+    recs: list[ds.Recording],
+    y: np.ndarray,
+    probs: np.ndarray,
+    strata: np.ndarray,
+    folds: np.ndarray,
+    objective: str = "databases",
+) -> dict[str, Any]:
+    """Fold k scored at the threshold ``objective`` chooses on the other folds' out-of-fold scores; means
+    over folds."""
     entries = []
     for k in sorted(set(folds.tolist())):
         here = folds == k
-        thr = thresholds.pooled_threshold(y[~here], probs[~here, pos], strata[~here])
+        other = [r for r, h in zip(recs, here, strict=True) if not h]
+        thr = threshold_of(objective, task, other, y[~here], probs[~here], strata[~here])
         fold_recs = [r for r, h in zip(recs, here, strict=True) if h]
         entries.append(
             {"fold": k, "threshold": thr, "scores": score(task, y[here], probs[here], strata[here], thr, fold_recs)}
@@ -85,11 +107,14 @@ def make(
     out: Path | None = None,
     transfer_threshold: bool = False,
     score_test: bool = False,
+    objective: str = "databases",
 ) -> dict[str, Any]:
     """``transfer_threshold``: carry the pooled threshold over from the CV models (RUN/folds, `steth train
     --save-folds`) to the averaged final pair by the share of test-split recordings each flags
     (converter.operating_point; no label read). ``score_test``: score the average on the test split even
-    though its run did not (`steth ensemble --score-test`, asked for once the average is final)."""
+    though its run did not (`steth ensemble --score-test`, asked for once the average is final). ``objective``:
+    what the threshold maximises on the out-of-fold scores, for the CV figures and the shipped threshold alike
+    (thresholds.OBJECTIVES: "databases", mean MAcc over databases; "headline", the issue's own figures)."""
     report = json.loads((run_dir / "report.json").read_text())
     without = (report.get("comparator") or {}).get("trained_without")
     if not without or not (run_dir / "oof_comparator.json").exists():
@@ -117,15 +142,19 @@ def make(
     recs = [by_key[key] for key in cand["records"]]
     y, strata, folds = np.asarray(cand["y"]), np.asarray(cand["database"]), np.asarray(cand["fold"])
     probs = {"candidate": cand["p"], "comparator": comp["p"], "average": (cand["p"] + comp["p"]) / 2}
-    cv = {name: nested_cv(task, recs, y, p, strata, folds) for name, p in probs.items()}
+    cv = {name: nested_cv(task, recs, y, p, strata, folds, objective) for name, p in probs.items()}
     # steth train's own ship rule and margin, with the average in the candidate's place
     margin = float(report["config"].get("ship_margin", RunConfig().ship_margin))
     decision = ship_decision(cv["average"]["means"], cv["comparator"]["means"], margin)
-    pos = task.labels.index(task.positive or "")
-    thr = thresholds.pooled_threshold(y, probs["average"][:, pos], strata)
+    thr = threshold_of(objective, task, recs, y, probs["average"], strata)
 
     avg = build_average(run_dir, without)
-    choice: dict[str, Any] = {"source": "the pooled out-of-fold CV scores of the average", "pooled_threshold": thr}
+    choice: dict[str, Any] = {
+        "source": "the pooled out-of-fold CV scores of the average"
+        + ("" if objective == "databases" else ", for mean(PhysioNet MAcc, CirCor per-patient MAcc)"),
+        "objective": objective,
+        "pooled_threshold": thr,
+    }
     if transfer_threshold:
         choice["transfer"] = _transfer(avg, task, run_dir, report, by_key, thr)
         if choice["transfer"]["moved"]:
@@ -232,6 +261,13 @@ def register(sub: Any) -> None:
     p.add_argument("--data-dir", help=f"data folder (default: ${ds.DATA_ENV})")
     p.add_argument("--out", type=Path, help="where to write the averaged run (default: RUN_DIR/ensemble)")
     p.add_argument(
+        "--threshold-objective",
+        choices=thresholds.OBJECTIVES,
+        default="databases",
+        help="what the threshold maximises on the out-of-fold scores: mean MAcc over databases (default), or "
+        "headline: mean(PhysioNet MAcc over all its recordings, CirCor per-patient MAcc)",
+    )
+    p.add_argument(
         "--score-test",
         action="store_true",
         help="score the average on the run's held-out test split even if the run did not (once, with the final "
@@ -247,7 +283,14 @@ def register(sub: Any) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    rep = make(args.run_dir, ds.resolve_data_dir(args.data_dir), args.out, args.transfer_threshold, args.score_test)
+    rep = make(
+        args.run_dir,
+        ds.resolve_data_dir(args.data_dir),
+        args.out,
+        args.transfer_threshold,
+        args.score_test,
+        args.threshold_objective,
+    )
     e = rep["ensemble"]
     tr = rep["threshold_choice"].get("transfer")
     if tr:

@@ -120,15 +120,16 @@ def _threshold_words(report: dict[str, Any]) -> str:
     tr = (report.get("threshold_choice") or {}).get("transfer") or {}
     if tr.get("moved"):
         return (
-            f"pooled over the CV models' out-of-fold scores at {tr['validated_threshold']:.3f}, maximising the mean "
-            f"MAcc over databases, then carried over to the final models: at {tr['validated_threshold']:.3f} the CV "
+            f"pooled over the CV models' out-of-fold scores at {tr['validated_threshold']:.3f}, "
+            f"{thresholds.objective_words(report['threshold_choice'])}, then carried over to the final models: "
+            f"at {tr['validated_threshold']:.3f} the CV "
             f"models flag {tr['reference_flag_rate']:.1%} of the {tr['n_recordings']} held-out recordings and the "
             f"final pair {tr['final_flag_rate']:.1%}, so the threshold is the final pair's score that flags "
             f"{tr['reference_flag_rate']:.1%}; their inputs only, no label read"
         )
     return (
-        f"chosen on {thresholds.threshold_source(report)}, maximising the mean MAcc over databases; never on the "
-        "held-out split"
+        f"chosen on {thresholds.threshold_source(report)}, "
+        f"{thresholds.objective_words(report.get('threshold_choice') or {})}; never on the held-out split"
     )
 
 

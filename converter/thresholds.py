@@ -30,6 +30,41 @@ def pooled_threshold(y: np.ndarray, scores: np.ndarray, strata: np.ndarray) -> f
     return best_threshold(y, scores, strata)
 
 
+# The objectives `steth ensemble --threshold-objective` chooses between (T1 and T2 of
+# research/screening_thresholds.py, where session 14 defined them).
+OBJECTIVES = ("databases", "headline")
+
+
+def _macc_curve(y: np.ndarray, s: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """MAcc at every candidate threshold (positive at score >= t)."""
+    pos, neg = np.sort(s[y == 1]), np.sort(s[y == 0])
+    se = (len(pos) - np.searchsorted(pos, candidates, side="left")) / len(pos)
+    sp = np.searchsorted(neg, candidates, side="left") / len(neg)
+    return np.asarray((se + sp) / 2)
+
+
+def headline_threshold(y: np.ndarray, scores: np.ndarray, physionet: np.ndarray, patient: np.ndarray) -> float:
+    """T2: the threshold maximising mean(PhysioNet MAcc over all its recordings, CirCor per-patient MAcc),
+    a patient's score the mean over his recordings (the exam rule, device/core/exam.py); ties go to the lowest.
+
+    ``y`` 1 = positive; ``physionet`` marks PhysioNet recordings, ``patient`` holds each CirCor recording's
+    patient id ("" elsewhere). These are the issue's own figures, where the pooled threshold weighs each of
+    PhysioNet's six databases, CirCor and PASCAL's sets alike: on the 0.6.0 recipe's out-of-fold scores T2
+    sat at 0.39-0.43 against 0.41-0.53 and raised nested-CV PhysioNet MAcc by 0.02-0.03 on two seeds
+    (docs/screening_all_sources/ensemble/SHIP_RULE_HEADLINE_THRESHOLD.md).
+    """
+    y, s = np.asarray(y).astype(int), np.asarray(scores, dtype=np.float64)
+    physionet, patient = np.asarray(physionet, dtype=bool), np.asarray(patient)
+    ids = sorted(set(patient[patient != ""].tolist()))
+    if not physionet.any() or not ids:
+        raise ValueError("the headline threshold needs PhysioNet recordings and CirCor patients")
+    yp = np.array([y[patient == p].max() for p in ids])
+    sp = np.array([s[patient == p].mean() for p in ids])
+    candidates = np.unique(np.round(np.concatenate([s[physionet], sp]), 5))
+    curve = (_macc_curve(y[physionet], s[physionet], candidates) + _macc_curve(yp, sp, candidates)) / 2
+    return float(candidates[int(np.argmax(curve))])
+
+
 def _headline(y: np.ndarray, s: np.ndarray, strata: np.ndarray, thr: float) -> dict[str, float]:
     not_e = strata != "training-e"
     out = {"all_macc": binary_scores(y, s, thr)["macc"]}
@@ -87,13 +122,21 @@ def threshold_source(report: dict[str, Any]) -> str:
 def threshold_note(report: dict[str, Any]) -> str:
     """The sidecar's sentence on where the shipped threshold came from and what the probabilities mean."""
     tail = "reported probabilities are shifted in log-odds so that 0.5 is this threshold"
-    transfer = (report.get("threshold_choice") or {}).get("transfer") or {}
+    choice = report.get("threshold_choice") or {}
+    transfer = choice.get("transfer") or {}
     if transfer.get("moved"):
         return (
-            "pooled over the CV models' out-of-fold scores (mean MAcc over databases; "
+            f"pooled over the CV models' out-of-fold scores ({objective_words(choice)}; "
             f"{transfer['validated_threshold']:.3f}), "
             f"then carried over to the final models: the score at which they flag the share of the held-out split's "
             f"recordings that the CV models flagged ({transfer['reference_flag_rate']:.1%}; those recordings' inputs "
             f"only, no label read; converter.operating_point); {tail}"
         )
-    return f"chosen on {threshold_source(report)} (mean MAcc over databases; never on the held-out split); {tail}"
+    return f"chosen on {threshold_source(report)} ({objective_words(choice)}; never on the held-out split); {tail}"
+
+
+def objective_words(choice: dict[str, Any]) -> str:
+    """What a run's threshold maximised, in a sidecar's or card's words."""
+    if choice.get("objective") == "headline":
+        return "maximising mean(PhysioNet MAcc, CirCor per-patient MAcc by the exam's mean rule)"
+    return "maximising the mean MAcc over databases"

@@ -241,6 +241,13 @@ def test_a_run_without_score_test_trains_and_saves_every_model_and_scores_no_tes
     assert tr["n_recordings"] == report["n_test"] and len(tr["reference_flag_rates"]) == 2
     assert tr["validated_threshold"] == ens["threshold"] and moved["test"] is None
     assert moved["threshold"] == (tr["threshold"] if tr["moved"] else ens["threshold"])
+    # asked once the average is final: the test split scored although its run left it unseen
+    scored = ensemble.make(tmp_path, slice_root, tmp_path / "scored", score_test=True)
+    assert scored["test_split"]["scored"] is True and "physionet2016" in scored["test"]["sources"]
+    # the threshold for the issue's own figures, in the CV figures and the shipped threshold alike
+    head = ensemble.make(tmp_path, slice_root, tmp_path / "headline", objective="headline")
+    assert head["threshold_choice"]["objective"] == "headline" and 0.0 < head["threshold"] < 1.0
+    assert len(head["ensemble"]["cv_nested_pooled"]["average"]["thresholds"]) == 2
     (tmp_path / "folds" / "lstm_fold1.h5").unlink()
     with pytest.raises(ModelError, match="1 CV fold models missing"):
         ensemble.make(tmp_path, slice_root, tmp_path / "moved", transfer_threshold=True)

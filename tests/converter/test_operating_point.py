@@ -39,3 +39,21 @@ def test_reference_models_must_score_the_same_recordings():
         transfer([np.ones(3)], np.ones(4), 0.5)
     with pytest.raises(ValueError, match="same, non-empty set"):
         transfer([], np.ones(4), 0.5)
+
+
+def test_the_headline_threshold_weighs_physionet_recordings_and_circor_patients_not_databases():
+    from converter.thresholds import headline_threshold
+
+    # PhysioNet: abnormal at >= 0.4 separates perfectly; CirCor: patient P1 (abnormal) has recordings at 0.35
+    # and 0.45 (mean 0.40), P2 (normal) at 0.1 and 0.2: 0.4 is the lowest threshold perfect on both
+    y = np.array([0, 0, 1, 1, 1, 1, 0, 0])
+    s = np.array([0.2, 0.3, 0.4, 0.9, 0.35, 0.45, 0.1, 0.2])
+    physionet = np.array([True] * 4 + [False] * 4)
+    patient = np.array(["", "", "", "", "P1", "P1", "P2", "P2"])
+    assert headline_threshold(y, s, physionet, patient) == pytest.approx(0.4)
+    # a patient is scored by his mean: with P1 at 0.35 and 0.55 (mean 0.45) the cut can rise to it
+    s2 = s.copy()
+    s2[2], s2[5] = 0.5, 0.55
+    assert headline_threshold(y, s2, physionet, patient) == pytest.approx(0.45)
+    with pytest.raises(ValueError, match="needs PhysioNet recordings and CirCor patients"):
+        headline_threshold(y, s, np.zeros(8, dtype=bool), patient)
