@@ -28,7 +28,7 @@ def test_it_counts_only_the_listed_recordings():
 
 
 def test_the_shipped_screening_model_warns_on_the_bundled_samples(samples_dir, capsys):
-    # every bundled sample is a development recording of the PhysioNet split that 0.5.0 trained on
+    # every bundled sample is a development recording of the PhysioNet split that 0.5.0 and 0.6.0 trained on
     meta = json.loads((models_dir() / "screening.json").read_text())
     used = sorted(p.stem for p in samples_dir.glob("*.flac") if p.stem in set(meta["training_recordings"]))
     assert used, "the bundled samples are PhysioNet training recordings"
@@ -40,7 +40,7 @@ def test_the_shipped_screening_model_warns_on_the_bundled_samples(samples_dir, c
 
 
 def test_no_caveat_when_none_of_the_recordings_trained_it(data_dir, tmp_path, capsys):
-    # the bundled samples all trained 0.5.0, so take recordings of its held-out split from the data set
+    # the bundled samples all trained 0.6.0, so take recordings of its held-out split from the data set
     meta = json.loads((models_dir() / "screening.json").read_text())
     listed = set(meta["training_recordings"])
     db = data_dir / "physionet2016" / "training-a"
