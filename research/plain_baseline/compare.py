@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ import numpy as np
 from converter import datasets as ds
 from converter.metrics import binary_scores, roc_auc
 from converter.thresholds import pooled_threshold
+from converter.trainer import TrainSettings
 
 FIGURES = ("macc", "auc", "sensitivity", "specificity")
 SCOPES = ("all", "not_e")  # PhysioNet's every database; every database except training-e
@@ -124,6 +125,16 @@ def fold_agreement(a: dict[str, int], b: dict[str, int]) -> float:
     return float(np.mean(same_a[off] == same_b[off]))
 
 
+def run_variant(run: Path) -> str:
+    """ " [KEY=VALUE ...]" for the settings a run changed with `steth train --set` (none: ""), so that
+    variants are told apart and never averaged together."""
+    config = json.loads((run / "report.json").read_text()).get("config", {})
+    changed = {f"features.{k}": v for k, v in config.get("features", {}).items()}
+    defaults = asdict(TrainSettings())
+    changed |= {k: v for k, v in config.get("settings", {}).items() if k != "seed" and defaults.get(k, v) != v}
+    return " [" + ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) + "]" if changed else ""
+
+
 def run_seconds(run: Path) -> float | None:
     rep = json.loads((run / "report.json").read_text())
     return float(rep["seconds"]) if "seconds" in rep else None
@@ -134,11 +145,12 @@ def compare(plain: list[Path], recipe: list[Path]) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     dev_sets: dict[str, tuple[frozenset[str], dict[str, int]]] = {}
     for run in plain:
+        variant = run_variant(run)
         for arch, oof in load_oof(run / "oof.json").items():
             dev_sets.setdefault(str(run), physionet_dev_set(oof))
             rows.append(
                 {
-                    "model": f"plain {arch}",
+                    "model": f"plain {arch}{variant}",
                     "run": run.name,
                     "pool": "physionet",
                     "db_auc": database_auc(oof),

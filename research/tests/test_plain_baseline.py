@@ -136,6 +136,22 @@ def test_it_prints_one_row_per_model_and_a_mean(runs, capsys, tmp_path):
     assert len(rows) == 8
 
 
+def test_a_variant_run_is_named_by_its_settings_and_kept_apart(runs, tmp_path):
+    plain, _ = runs
+    variant = tmp_path / "variant"
+    variant.mkdir()
+    (variant / "oof.json").write_text((plain / "oof.json").read_text())
+    config = {"features": {"cmvn": False}, "settings": {"seed": 3, "epochs": 16, "masking": 0.1}}
+    (variant / "report.json").write_text(json.dumps({"seconds": 1.0, "config": config}))
+    models = {r["model"] for r in cp.compare([plain, variant], [])["rows"]}
+    assert models == {
+        "plain lstm",
+        "plain conv_lstm",
+        "plain lstm [features.cmvn=False, masking=0.1]",
+        "plain conv_lstm [features.cmvn=False, masking=0.1]",
+    }
+
+
 def test_database_auc_covers_physionet_databases_only(runs):
     _, recipe = runs
     (o,) = cp.load_oof(recipe / "oof.json").values()
