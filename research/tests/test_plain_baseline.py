@@ -102,6 +102,18 @@ def test_it_reproduces_steth_ensembles_nested_figures_on_physionet(runs):
             assert got[scope][f] == pytest.approx(want[f"physionet2016/{scope}"][f], abs=1e-12)
 
 
+def test_the_ceiling_is_never_below_the_nested_figure(runs):
+    plain, _ = runs
+    for o in cp.load_oof(plain / "oof.json").values():
+        res = cp.nested(o)
+        for e in res["folds"]:
+            assert e["ceiling_macc"] >= e["all"]["macc"]
+        # and it is each fold's best: no threshold on a grid does better
+        here = o.fold == 0
+        grid = max(cp.binary_scores(o.y[here], o.s[here], t)["macc"] for t in np.linspace(0, 1, 1001))
+        assert res["folds"][0]["ceiling_macc"] >= grid - 1e-12
+
+
 def test_the_physionet_pool_ignores_the_other_sources(runs):
     _, recipe = runs
     (o,) = cp.load_oof(recipe / "oof.json").values()
