@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from converter import datasets as ds
-from converter.metrics import binary_scores, roc_auc
+from converter.metrics import best_threshold, binary_scores, roc_auc
 from converter.thresholds import pooled_threshold
 from converter.trainer import TrainSettings
 
@@ -117,6 +117,46 @@ def nested(oof: Oof, threshold_pool: str = "all") -> dict[str, Any]:
     return {"folds": folds, "means": means, "thresholds": [e["threshold"] for e in folds]}
 
 
+def with_database_prior(oof: Oof, k: int, prior_only: bool = False) -> np.ndarray:
+    """The scores with each PhysioNet recording's odds multiplied by its database's odds of abnormal in the
+    folds other than ``k`` (add-one smoothed); ``prior_only``: the database's odds alone.
+
+    Our models are trained with equal labels in every database (converter/trainer.py), so their scores
+    carry no database prevalence: training-a is 73% abnormal, training-e 9%. A model trained on PhysioNet
+    with class weights alone, on features that keep the stethoscope's channel, can learn that prevalence
+    from the sound of the database; this puts it back by Bayes' rule, to show what it is worth on a test
+    set with PhysioNet's own database mix (and nothing on a stethoscope that is not one of PhysioNet's)."""
+    out = oof.s.copy()
+    phys, other = oof.physionet, oof.fold != k
+    for db in set(oof.strata[phys].tolist()):
+        train = phys & other & (oof.strata == db)
+        prevalence = (oof.y[train].sum() + 1) / (train.sum() + 2)
+        sel = phys & (oof.strata == db)
+        s = np.clip(oof.s[sel], 1e-4, 1 - 1e-4)
+        logit = np.log(prevalence / (1 - prevalence)) + (0.0 if prior_only else np.log(s / (1 - s)))
+        out[sel] = 1 / (1 + np.exp(-logit))
+    return out
+
+
+def prior_nested(oof: Oof, prior_only: bool = False) -> dict[str, Any]:
+    """``nested`` for the scores of ``with_database_prior``: fold k's prior and threshold from the other
+    folds' PhysioNet recordings, the threshold maximising their pooled MAcc (the database is in the score
+    now, so not the mean over databases)."""
+    phys = oof.physionet
+    not_e = phys & (oof.strata != "training-e")
+    folds = []
+    for k in sorted(set(oof.fold.tolist())):
+        s = with_database_prior(oof, k, prior_only)
+        here, other = oof.fold == k, (oof.fold != k) & phys
+        thr = best_threshold(oof.y[other], s[other])
+        entry: dict[str, Any] = {"fold": k, "threshold": thr}
+        for scope, m in (("all", phys), ("not_e", not_e)):
+            entry[scope] = binary_scores(oof.y[here & m], s[here & m], thr)
+        folds.append(entry)
+    means = {scope: {f: float(np.nanmean([e[scope][f] for e in folds])) for f in FIGURES} for scope in SCOPES}
+    return {"folds": folds, "means": means}
+
+
 def database_auc(oof: Oof) -> dict[str, float]:
     """AUC per PhysioNet database over every out-of-fold score (pooled over folds: training-c holds 21
     development recordings, a few per fold, too few for an AUC per fold). Threshold-free, so it says how
@@ -160,6 +200,7 @@ def run_seconds(run: Path) -> float | None:
 def compare(plain: list[Path], recipe: list[Path]) -> dict[str, Any]:
     """Rows (model, run, threshold pool, nested figures), the dev-set check and the runs' times."""
     rows: list[dict[str, Any]] = []
+    prior_rows: list[dict[str, Any]] = []
     dev_sets: dict[str, tuple[frozenset[str], dict[str, int]]] = {}
     for run in plain:
         variant = run_variant(run)
@@ -174,6 +215,10 @@ def compare(plain: list[Path], recipe: list[Path]) -> dict[str, Any]:
                     **nested(oof),
                 }
             )
+            prior_rows.append(
+                {"model": f"plain {arch}{variant} x database prior", "run": run.name, **prior_nested(oof)}
+            )
+        prior_rows.append({"model": "database prior alone", "run": run.name, **prior_nested(oof, prior_only=True)})
     for run in recipe:
         (cand,) = load_oof(run / "oof.json").values()
         (comp,) = load_oof(run / "oof_comparator.json").values()
@@ -184,6 +229,8 @@ def compare(plain: list[Path], recipe: list[Path]) -> dict[str, Any]:
                 rows.append(
                     {"model": name, "run": run.name, "pool": pool, "db_auc": database_auc(oof), **nested(oof, pool)}
                 )
+            prior_rows.append({"model": f"{name} x database prior", "run": run.name, **prior_nested(oof)})
+        prior_rows.append({"model": "database prior alone", "run": run.name, **prior_nested(cand, prior_only=True)})
     names = list(dev_sets)
     ref_keys, ref_folds = dev_sets[names[0]] if names else (frozenset(), {})
     check = {
@@ -201,7 +248,7 @@ def compare(plain: list[Path], recipe: list[Path]) -> dict[str, Any]:
         },
     }
     times = {str(r): run_seconds(r) for r in [*plain, *recipe]}
-    return {"rows": rows, "dev_check": check, "seconds": times}
+    return {"rows": rows, "prior_rows": prior_rows, "dev_check": check, "seconds": times}
 
 
 def _cell(m: dict[str, Any], scope: str) -> str:
@@ -238,6 +285,23 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def prior_table(result: dict[str, Any]) -> str:
+    """Markdown: per model with the database prior (and the prior alone), the mean over runs."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in result["prior_rows"]:
+        groups.setdefault(r["model"], []).append(r)
+    lines = [
+        "| model | runs | MAcc all | AUC all | Se / Sp all | MAcc not-e | AUC not-e | Se / Sp not-e |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for model, rs in groups.items():
+        means = {scope: {f: float(np.mean([r["means"][scope][f] for r in rs])) for f in FIGURES} for scope in SCOPES}
+        spread = [r["means"]["all"]["macc"] for r in rs]
+        label = f"{len(rs)} (MAcc all {min(spread):.3f}-{max(spread):.3f})"
+        lines.append(f"| {model} | {label} | {_cell(means, 'all')} | {_cell(means, 'not_e')} |")
+    return "\n".join(lines)
+
+
 def database_table(result: dict[str, Any]) -> str:
     """Markdown: per model, the mean over runs of its AUC in each PhysioNet database (out-of-fold, pooled)."""
     groups: dict[str, list[dict[str, float]]] = {}
@@ -260,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     result = compare(args.plain, args.recipe)
     print(table(result))
+    print()
+    print("With each database's share of abnormal recordings (from the other folds) multiplied into the odds:")
+    print(prior_table(result))
     print()
     print("AUC per PhysioNet database, out-of-fold scores pooled over folds, mean over runs:")
     print(database_table(result))

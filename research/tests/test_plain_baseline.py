@@ -175,3 +175,34 @@ def test_database_auc_covers_physionet_databases_only(runs):
     assert aucs["training-a"] == 1.0
     b = o.physionet & (o.strata == "training-b")
     assert aucs["training-b"] == cp.roc_auc(o.y[b], o.s[b])
+
+
+def test_the_database_prior_comes_from_the_other_folds_only(runs):
+    plain, _ = runs
+    o = cp.load_oof(plain / "oof.json")["lstm"]
+    here = o.fold == 2
+    flipped = cp.Oof(o.keys, np.where(here, 1 - o.y, o.y), o.s, o.strata, o.fold)
+    assert np.array_equal(cp.with_database_prior(o, 2), cp.with_database_prior(flipped, 2))
+    assert not np.array_equal(cp.with_database_prior(o, 1), cp.with_database_prior(flipped, 1))
+
+
+def test_the_prior_moves_the_odds_by_the_databases_prevalence(runs):
+    plain, _ = runs
+    o = cp.load_oof(plain / "oof.json")["lstm"]
+    alone = cp.with_database_prior(o, 0, prior_only=True)
+    both = cp.with_database_prior(o, 0)
+    for db in ("training-a", "training-e"):
+        m = o.strata == db
+        train = m & (o.fold != 0)
+        prevalence = (o.y[train].sum() + 1) / (train.sum() + 2)
+        assert np.allclose(alone[m], prevalence)
+        odds = both[m] / (1 - both[m])
+        assert np.allclose(odds, o.s[m] / (1 - o.s[m]) * prevalence / (1 - prevalence))
+
+
+def test_the_prior_table_has_a_row_for_the_prior_alone(runs, capsys):
+    plain, recipe = runs
+    assert cp.main(["--plain", str(plain), "--recipe", str(recipe)]) == 0
+    out = capsys.readouterr().out
+    assert "| database prior alone | 2 " in out
+    assert "| recipe average x database prior | 1 " in out
