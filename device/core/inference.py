@@ -24,12 +24,11 @@ from device.core.audio_io import Audio, read_audio
 from device.core.errors import ClippedAudioError, ModelError, SilentAudioError, TooShortError
 from device.core.features import (
     FeatureParams,
-    analysis_windows,
     check_samples,
     check_signal,
     preprocess,
     resample,
-    window_features,
+    signal_features,
 )
 from device.core.local_threshold import LocalThreshold
 from device.core.local_threshold import load as load_local_threshold
@@ -238,8 +237,7 @@ class Classifier:
                 reason = "clipping"
         x = preprocess(audio.samples, audio.sample_rate, self.params)
         # under 2 s: TooShortError propagates, nothing to say; 2-5 s: repeated to one window
-        windows = analysis_windows(x, self.params, audio.source)
-        features = window_features(windows, self.params)
+        features = signal_features(x, self.params, audio.source)
         probs = self.predict_windows(features)
         rate = self.params.sample_rate
         x2k = x if rate == segment.SAMPLE_RATE else resample(x, rate, segment.SAMPLE_RATE)
@@ -261,7 +259,7 @@ class Classifier:
         if features is None:
             try:
                 x = preprocess(audio.samples, audio.sample_rate, self.params)
-                features = window_features(analysis_windows(x, self.params, audio.source), self.params)
+                features = signal_features(x, self.params, audio.source)
             except TooShortError:
                 return {"label": "unknown", "probability": None}
         labels = self.info.labels
