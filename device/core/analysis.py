@@ -92,6 +92,7 @@ PITCH_RUN_S = 0.1  # ...in runs of frames this long
 # of the loudest 30% of 40 ms frames; in the design data 99% of heart recordings stay under 0.4 (a few
 # children's musical murmurs and talking reach 0.8-0.95), the synthetic speech is over 0.98
 MAX_PITCHED_SHARE = 0.5
+PITCH_CHUNK = 256  # frames whose autocorrelations are computed together (pitched_share): 5 s, 330 KB
 # The segmenter was trained on children (CirCor); on adults with coronary disease (PhysioNet training-e) its
 # cycles fit worse, and its three rules (fit under MIN_SEG_FIT, a weak rhythm, few clear seconds) made 8 of
 # the 80 abnormal recordings of the design half unsure against 16 of 834 normal ones, 10 of those 16 for
@@ -292,6 +293,21 @@ def heart_sound_share(
     return float(np.mean(_standing_out(sounds) & (sounds.width <= SOUND_FRAMES) & usual))
 
 
+def frame_autocorrelations(frames: np.ndarray, lags: int) -> np.ndarray:
+    """Lags 0..lags-1 of each row's autocorrelation, (rows, lags), through a zero-padded FFT of twice its
+    length, PITCH_CHUNK rows at a time: arrays of a whole recording's frames (2 MB for 30 s) cost more in
+    fresh pages than the FFTs do. Each row's numbers depend on that row alone."""
+    n, width = frames.shape
+    ac = np.empty((n, lags))
+    power_spectra = np.zeros((min(PITCH_CHUNK, n), width + 1), dtype=np.complex128)  # irfft converts a real one slowly
+    for start in range(0, n, PITCH_CHUNK):
+        spectra = np.fft.rfft(frames[start : start + PITCH_CHUNK], 2 * width, axis=1)
+        m = len(spectra)
+        np.add(np.square(spectra.real), np.square(spectra.imag), out=power_spectra.real[:m])
+        ac[start : start + m] = np.fft.irfft(power_spectra[:m], 2 * width, axis=1)[:, :lags]
+    return ac
+
+
 def pitched_share(processed: np.ndarray, rate: int) -> float:
     """Share of the loudest 30% of 40 ms frames (every 20 ms) that lie in runs of PITCH_RUN_S or more of
     voiced frames: frames whose autocorrelation falls below zero and then peaks at a lag of one PITCH_HZ
@@ -305,9 +321,7 @@ def pitched_share(processed: np.ndarray, rate: int) -> float:
     power = (frames**2).mean(axis=1)
     loud = power >= np.percentile(power, 70)
     lo, hi = int(rate / PITCH_HZ[1]), int(rate / PITCH_HZ[0])
-    spectra = np.fft.rfft(frames, 2 * width, axis=1)
-    power_spectra = (spectra.real**2 + spectra.imag**2).astype(np.complex128)  # irfft converts a real one slowly
-    ac = np.fft.irfft(power_spectra, 2 * width, axis=1)[:, : hi + 2]
+    ac = frame_autocorrelations(frames, hi + 2)
     ac = ac / np.maximum(ac[:, :1], 1e-20) * (width / (width - np.arange(hi + 2)))  # per overlapping sample
     band = ac[:, lo - 1 : hi + 2]
     is_peak = (band[:, 1:-1] >= band[:, :-2]) & (band[:, 1:-1] > band[:, 2:])

@@ -233,6 +233,26 @@ def test_voiced_sound_is_told_from_heart_sounds(samples_dir):
         assert pitched_share(x, PARAMS.sample_rate) < 0.5 * MAX_PITCHED_SHARE, path.name
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 256, 100_000])
+def test_the_frames_autocorrelations_are_those_of_one_fft_of_all_frames_bit_for_bit(samples_dir, monkeypatch, chunk):
+    """pitched_share's autocorrelations, computed a chunk of frames at a time, are the numbers of the
+    whole recording's frames through one FFT (as before session 16), whatever the chunk."""
+    from device.core import analysis
+    from tests.benchmarks.eval_quality import speech_like
+
+    monkeypatch.setattr(analysis, "PITCH_CHUNK", chunk)
+    signals = [preprocess(speech_like(seed=0), 8000, PARAMS)]
+    signals += [
+        preprocess(a.samples, a.sample_rate, PARAMS) for a in map(read_audio, sorted(samples_dir.glob("*.flac")))
+    ]
+    for x in signals:
+        frames = np.lib.stride_tricks.sliding_window_view(x.astype(np.float64), 80)[::40]
+        frames = frames - frames.mean(axis=1, keepdims=True)
+        spectra = np.fft.rfft(frames, 160, axis=1)
+        expected = np.fft.irfft((spectra.real**2 + spectra.imag**2).astype(np.complex128), 160, axis=1)[:, :27]
+        assert np.array_equal(analysis.frame_autocorrelations(frames, 27), expected)
+
+
 def test_unsure_does_not_follow_disease_on_physionet(data_dir):
     """Every 4th PhysioNet recording through the gate: abnormal recordings may be unsure a little more
     often than normal ones (more of them are noisy), not several times as often. The weak-rhythm rule
