@@ -180,18 +180,25 @@ def check_samples(audio: Audio) -> None:
         )
 
 
+def raw_rms(samples: np.ndarray) -> float:
+    """RMS of the samples about their mean, in float64 (in place in one copy: 8 bytes a sample)."""
+    x = samples.astype(np.float64)
+    x -= x.mean()
+    np.square(x, out=x)
+    return float(np.sqrt(x.mean()))
+
+
 def check_signal(audio: Audio, params: FeatureParams) -> None:
     """Refuse a recording with no signal or one so clipped that its shape is lost."""
-    x = audio.samples.astype(np.float64)
-    x = x - x.mean()
-    rms = float(np.sqrt(np.mean(x * x)))
+    rms = raw_rms(audio.samples)
     if rms < params.silence_rms:
         raise SilentAudioError(
             f"{audio.source}: silent (RMS {20 * np.log10(max(rms, 1e-12)):.0f} dBFS)",
             "check that the stethoscope is on the chest, connected and not muted, then record again",
         )
-    peak = float(np.max(np.abs(audio.samples)))
-    at_peak = float(np.mean(np.abs(audio.samples) >= 0.99 * peak))
+    magnitude = np.abs(audio.samples)
+    peak = float(np.max(magnitude))
+    at_peak = float(np.mean(magnitude >= 0.99 * peak))
     if at_peak > params.max_clipped_fraction:
         raise ClippedAudioError(
             f"{audio.source}: heavily clipped ({at_peak:.0%} of samples at the peak level)",
@@ -404,28 +411,30 @@ def _shared_mel_power(x: np.ndarray, n: int, params: FeatureParams, interior: tu
     mel[:, :, end:] = by_window[:, :, first:]
 
 
-def _log_mel(windows: np.ndarray, params: FeatureParams, signal: np.ndarray | None = None) -> np.ndarray:
-    """(n, window_samples) float32 -> (n, n_mels, frames) float32 power in dB, top_db below each window's max.
+def _mel_buffer(params: FeatureParams, n: int) -> np.ndarray:
+    """(n, n_mels, frames) float32, laid out in memory as librosa's einsum lays it out (band, frame, window:
+    the window varies fastest), because the DCT and the means of CMVN add in memory order, and another
+    layout changes last bits."""
+    return np.empty((params.n_mels, params.frames_per_window, n), dtype=np.float32).transpose(2, 0, 1)
 
-    The array is laid out in memory as librosa's einsum lays it out (band, frame, window: the window
-    varies fastest), because the DCT and the means of CMVN add in memory order, and another layout
-    changes last bits. ``signal``: the float32 signal the windows were cut from by frame_windows, whose
-    frames the windows share (_shared_mel_power).
-    """
+
+def _log_mel(windows: np.ndarray, params: FeatureParams) -> np.ndarray:
+    """(n, window_samples) float32 -> (n, n_mels, frames) float32 power in dB, top_db below each window's max."""
     n = len(windows)
-    mel = np.empty((params.n_mels, params.frames_per_window, n), dtype=np.float32).transpose(2, 0, 1)
-    interior = _interior_frames(params) if signal is not None and n > 1 else None
-    if signal is not None and interior is not None:
-        _shared_mel_power(signal, n, params, interior, mel)
-    else:
-        for start in range(0, n, _STFT_CHUNK):
-            _mel_power(windows[start : start + _STFT_CHUNK], params, mel[start : start + _STFT_CHUNK], single=n == 1)
+    mel = _mel_buffer(params, n)
+    for start in range(0, n, _STFT_CHUNK):
+        _mel_power(windows[start : start + _STFT_CHUNK], params, mel[start : start + _STFT_CHUNK], single=n == 1)
+    return _to_db(mel, params)
+
+
+def _to_db(mel: np.ndarray, params: FeatureParams) -> np.ndarray:
+    """The mel power in dB, in place, top_db below each window's max."""
     np.maximum(mel, 1e-10, out=mel)
     np.log10(mel, out=mel)
     mel *= 10.0
     # top_db per window (librosa's power_to_db would take the max over the whole batch).
-    out: np.ndarray = np.maximum(mel, mel.max(axis=(1, 2), keepdims=True) - params.top_db)
-    return out
+    np.maximum(mel, mel.max(axis=(1, 2), keepdims=True) - params.top_db, out=mel)
+    return mel
 
 
 def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
@@ -489,12 +498,14 @@ def window_features(windows: np.ndarray, params: FeatureParams) -> np.ndarray:
 
 def signal_features(x: np.ndarray, params: FeatureParams, source: str = "recording") -> np.ndarray:
     """``window_features(analysis_windows(x, params, source), params)``, bit for bit, in about half the time
-    when the windows overlap: the STFT frames they share are computed once."""
-    windows = analysis_windows(x, params, source)
-    if len(windows) == 1:
-        return window_features(windows, params)
-    # several windows: x is at least one window long, so analysis_windows cut them from x itself
-    return _features(_log_mel(windows, params, np.asarray(x, dtype=np.float32)), params)
+    when the windows overlap: the STFT frames they share are computed once (_shared_mel_power)."""
+    interior = _interior_frames(params)
+    count = 1 + (len(x) - params.window_samples) // params.hop_samples  # frame_windows' count
+    if len(x) < params.window_samples or count == 1 or interior is None:
+        return window_features(analysis_windows(x, params, source), params)
+    mel = _mel_buffer(params, count)
+    _shared_mel_power(np.asarray(x, dtype=np.float32), count, params, interior, mel)
+    return _features(_to_db(mel, params), params)
 
 
 def _features(log_mel: np.ndarray, params: FeatureParams) -> np.ndarray:
