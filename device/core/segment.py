@@ -280,55 +280,74 @@ def decode(log_b: np.ndarray, durations: list[np.ndarray], dmax: list[int]) -> t
     Every state lasts at least MIN_FRAMES, so the MIN_FRAMES segment ends of a step depend only on
     starts already scored, and are scored together: a Python step per MIN_FRAMES frames.
     """
-    t_len = len(log_b)
-    big = max(dmax)
+    return decode_many(log_b, [(durations, dmax)])[0]
+
+
+def decode_many(log_b: np.ndarray, models: list[tuple[list[np.ndarray], list[int]]]) -> list[tuple[np.ndarray, float]]:
+    """``decode`` of the same emissions under several duration models (durations, dmax) at once: the same
+    states and scores, bit for bit, for about the cost of one (the steps' numpy overhead is most of the
+    time). The windows span the longest model's durations; the others' longer durations are -inf, which
+    changes no maximum, and their segments cannot end in the extra frames past the recording."""
+    t_len, n_models = len(log_b), len(models)
+    big = max(max(dmax) for _, dmax in models)
     total = t_len + big
     cum = np.zeros((total + 1, 4))
     cum[1 : t_len + 1] = np.cumsum(log_b, axis=0)
     cum[t_len + 1 :] = cum[t_len]
-    # logp_rev[j, k]: log-probability of duration big - k (so that it lines up with the window below)
-    logp = np.full((4, big), -np.inf)
-    for j in range(4):
-        logp[j, : dmax[j]] = durations[j]
-    logp_rev = logp[:, ::-1].copy()
+    frame_cum = cum[:, None, :]  # the same for every model
+    # logp_rev[m, j, k]: log-probability of duration big - k (so that it lines up with the window below)
+    logp = np.full((n_models, 4, big), -np.inf)
     # the first segment, from frame 0: any length up to the state's dmax, no duration penalty
-    first = np.full((total + 1, 4), -np.inf)
-    for j in range(4):
-        first[1 : dmax[j] + 1, j] = np.log(0.25)
-    # start[big + s, j]: score of the best path whose segment of state j starts at frame s, minus cum[s, j]
-    start = np.full((total + 1 + big, 4), -np.inf)
+    first = np.full((total + 1, n_models, 4), -np.inf)
+    for m, (durations, dmax) in enumerate(models):
+        for j in range(4):
+            logp[m, j, : dmax[j]] = durations[j]
+            first[1 : dmax[j] + 1, m, j] = np.log(0.25)
+    logp_rev = logp[:, :, ::-1].copy()
+    # start[big + s, m, j]: score of the best path whose segment of state j starts at frame s, minus cum[s, j]
+    start = np.full((total + 1 + big, n_models, 4), -np.inf)
     windows = np.lib.stride_tricks.sliding_window_view(start, big, axis=0)  # [t] = starts t-big .. t-1
-    delta = np.full((total + 1, 4), -np.inf)
+    delta = np.full((total + 1, n_models, 4), -np.inf)
     prev = np.array([3, 0, 1, 2])
     # forward: the best score of a segment of each state ending at each frame (which duration won is
     # recomputed for the few segment ends the backtrace visits, not stored for every frame). Each step
     # is a few numpy calls on a few hundred numbers, so their overhead is most of the time: they write
     # into buffers made once, and the state order is permuted with take (a fancy index costs 4x more).
-    scratch = np.empty((MIN_FRAMES, 4, big))
-    moved = np.empty((MIN_FRAMES, 4))
+    scratch = np.empty((MIN_FRAMES, n_models, 4, big))
+    moved = np.empty((MIN_FRAMES, n_models, 4))
     t = 1
     while t < t_len:  # steps that start new segments
         u = min(t + MIN_FRAMES, total + 1)
         buf, best = scratch[: u - t], delta[t:u]
         np.add(windows[t:u], logp_rev, out=buf)
-        np.maximum.reduce(buf, axis=2, out=best)
+        np.maximum.reduce(buf, axis=3, out=best)
         if t <= big:  # the first segment can still end here
             np.maximum(best, first[t:u], out=best)
-        np.add(best, cum[t:u], out=best)
+        np.add(best, frame_cum[t:u], out=best)
         v = min(u, t_len)
-        np.take(best[: v - t], prev, axis=1, out=moved[: v - t])
-        np.subtract(moved[: v - t], cum[t:v], out=start[big + t : big + v])
+        np.take(best[: v - t], prev, axis=2, out=moved[: v - t])
+        np.subtract(moved[: v - t], frame_cum[t:v], out=start[big + t : big + v])
         t = u
     # the segments ending past the recording: nothing starts there, so they are scored all at once
     best = delta[t:]
-    np.maximum.reduce(windows[t : total + 1] + logp_rev, axis=2, out=best)
+    np.maximum.reduce(windows[t : total + 1] + logp_rev, axis=3, out=best)
     if t <= big:
         np.maximum(best[: big + 1 - t], first[t : big + 1], out=best[: big + 1 - t])
-    np.add(best, cum[t:], out=best)
+    np.add(best, frame_cum[t:], out=best)
+    return [_backtrace(delta[:, m], windows[:, m], logp_rev[m], first[:, m], t_len) for m in range(n_models)]
+
+
+def _backtrace(
+    delta: np.ndarray, windows: np.ndarray, logp_rev: np.ndarray, first: np.ndarray, t_len: int
+) -> tuple[np.ndarray, float]:
+    """The best path's states from the best segment end at or past the recording's end, and its score;
+    which duration won is recomputed at each segment end the path visits."""
+    big = logp_rev.shape[1]
+    prev = (3, 0, 1, 2)
     ends = delta[t_len:]
     flat = int(np.argmax(ends))
     t_end, j = t_len + flat // 4, flat % 4
-    score = float(ends.flat[flat])
+    score = float(ends[flat // 4, j])
     states = np.empty(t_len, dtype=np.int8)
     while t_end > 0:
         cand = windows[t_end, j] + logp_rev[j]
@@ -336,7 +355,7 @@ def decode(log_b: np.ndarray, durations: list[np.ndarray], dmax: list[int]) -> t
         d = big - k if cand[k] >= first[t_end, j] else t_end
         s0 = t_end - d
         states[max(s0, 0) : min(t_end, t_len)] = j
-        t_end, j = s0, int(prev[j])
+        t_end, j = s0, prev[j]
     return states, score
 
 
@@ -388,7 +407,6 @@ def segment_posteriors(
     candidates = cycle_candidates(post, 1)
     cycle, strength = candidates[0] if candidates else (0.8, 0.0)
     log_b = np.log(np.clip(post / model.priors, 1e-8, None))
-    states, score = _decode_at(log_b, model, cycle)
     # Two cycles can repeat better than one when every other beat sounds different (a premature beat
     # with a soft S1 and no S2 after a normal one: e00152 repeats every 1.7 s). The autocorrelation
     # cannot tell; the decoder's likelihood at half the length can, but only where more than S1 and S2
@@ -396,10 +414,13 @@ def segment_posteriors(
     # stand 1 s of silence apart (PhysioNet b0070, b0114, b0311). Never double: at double the length
     # the score rose for correctly read fast infants too (CirCor patients).
     slow = sounds_per_s is not None and 60 / cycle < HALF_CHECK_BPM and cycle / 2 >= 60 / MAX_BPM
+    cycles = [cycle]
     if slow and sounds_per_s is not None and sounds_per_s() * cycle >= MIN_SOUNDS_HALF:
-        half_states, half_score = _decode_at(log_b, model, cycle / 2)
-        if half_score > score:
-            states, cycle = half_states, cycle / 2
+        cycles.append(cycle / 2)
+    # both lengths in one pass of the decoder when the half is tried: nearly the cost of one
+    (states, score), *half = decode_many(log_b, [model.durations.frames(c) for c in cycles])
+    if half and half[0][1] > score:
+        states, cycle = half[0][0], cycle / 2
     s1, s2 = _centres(states, 0), _centres(states, 2)
     bpm = heart_rate_from_s1(s1)
     frame_fit = post[np.arange(n), states]
@@ -415,11 +436,6 @@ def segment_posteriors(
         round(confident, 3),
         frame_fit,
     )
-
-
-def _decode_at(log_b: np.ndarray, model: SegmenterModel, cycle_s: float) -> tuple[np.ndarray, float]:
-    durations, dmax = model.durations.frames(cycle_s)
-    return decode(log_b, durations, dmax)
 
 
 def heart_rate_from_s1(s1: list[float]) -> float | None:

@@ -156,6 +156,11 @@ def test_the_decoder_gives_the_reference_decoders_states_and_score_bit_for_bit(s
             expected_states, expected_score = ref.decode(log_b, durations, dmax)
             assert np.array_equal(states, expected_states), (name, cycle)
             assert score == expected_score, (name, cycle)
+            # with the half length in the same pass (as segment_posteriors tries it), in either order
+            half = model.durations.frames(cycle / 2)
+            for pair, which in (([(durations, dmax), half], 0), ([half, (durations, dmax)], 1)):
+                got_states, got_score = sg.decode_many(log_b, pair)[which]
+                assert np.array_equal(got_states, expected_states) and got_score == expected_score, (name, cycle)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
