@@ -207,16 +207,20 @@ class Classifier:
         scale, zero = self._in["quantization"]
         out_scale, out_zero = self._out["quantization"]
         dtype = self._in["dtype"]
-        probs = np.empty((len(features), len(self.info.labels)), dtype=np.float32)
-        for i, window in enumerate(features):
-            x = window[None]
-            if dtype != np.float32 and scale:
-                info = np.iinfo(dtype)
-                x = np.clip(np.round(x / scale + zero), info.min, info.max)
-            self._interp.set_tensor(self._in["index"], x.astype(dtype))
+        # quantised and dequantised for all windows at once (the same numbers as window by window); the
+        # model takes one window a call
+        x = features
+        if dtype != np.float32 and scale:
+            info = np.iinfo(dtype)
+            x = np.clip(np.round(x / scale + zero), info.min, info.max)
+        x = np.ascontiguousarray(x, dtype=dtype)
+        raw = np.empty((len(features), len(self.info.labels)), dtype=self._out["dtype"])
+        for i in range(len(x)):
+            self._interp.set_tensor(self._in["index"], x[i : i + 1])
             self._interp.invoke()
-            y = self._interp.get_tensor(self._out["index"])[0].astype(np.float32)
-            probs[i] = (y - out_zero) * out_scale if out_scale else y
+            raw[i] = self._interp.get_tensor(self._out["index"])[0]
+        y = raw.astype(np.float32)
+        probs: np.ndarray = (y - out_zero) * out_scale if out_scale else y
         return probs
 
     def analyse(self, audio: Audio) -> Analysis:
