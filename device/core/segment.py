@@ -289,52 +289,80 @@ def decode_many(log_b: np.ndarray, models: list[tuple[list[np.ndarray], list[int
     time). The windows span the longest model's durations; the others' longer durations are -inf, which
     changes no maximum, and their segments cannot end in the extra frames past the recording."""
     t_len, n_models = len(log_b), len(models)
+    width = 4 * n_models  # the models' states side by side: column 4 m + j is state j of model m
     big = max(max(dmax) for _, dmax in models)
-    total = t_len + big
-    cum = np.zeros((total + 1, 4))
+    cum = np.zeros((t_len + big + 1, 4))
     cum[1 : t_len + 1] = np.cumsum(log_b, axis=0)
     cum[t_len + 1 :] = cum[t_len]
-    frame_cum = cum[:, None, :]  # the same for every model
-    # logp_rev[m, j, k]: log-probability of duration big - k (so that it lines up with the window below)
-    logp = np.full((n_models, 4, big), -np.inf)
+    # logp_rev[4 m + j, k]: log-probability of duration big - k (so that it lines up with the windows)
+    logp = np.full((width, big), -np.inf)
     # the first segment, from frame 0: any length up to the state's dmax, no duration penalty
-    first = np.full((total + 1, n_models, 4), -np.inf)
+    first = np.full((t_len + big + 1, width), -np.inf)
     for m, (durations, dmax) in enumerate(models):
         for j in range(4):
-            logp[m, j, : dmax[j]] = durations[j]
-            first[1 : dmax[j] + 1, m, j] = np.log(0.25)
-    logp_rev = logp[:, :, ::-1].copy()
-    # start[big + s, m, j]: score of the best path whose segment of state j starts at frame s, minus cum[s, j]
-    start = np.full((total + 1 + big, n_models, 4), -np.inf)
+            logp[4 * m + j, : dmax[j]] = durations[j]
+            first[1 : dmax[j] + 1, 4 * m + j] = np.log(0.25)
+    delta, windows = _forward(np.tile(cum, n_models), logp[:, ::-1], first, t_len)
+    columns = [slice(4 * m, 4 * m + 4) for m in range(n_models)]
+    return [_backtrace(delta[:, c], windows[:, c], logp[c, ::-1], first[:, c], t_len) for c in columns]
+
+
+def _forward(cum: np.ndarray, logp_rev: np.ndarray, first: np.ndarray, t_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best score of a segment of each state ending at each frame, delta (frames, states), and the
+    windows of segment-start scores each end looks back on (which duration won is recomputed for the few
+    segment ends the backtrace visits, not stored for every frame).
+
+    Each step is a few numpy calls on a few hundred numbers, so their overhead is most of the time: they
+    write into buffers made once, on 2-D arrays, and the state order is permuted with take (a fancy
+    index costs 4x more); the steps past the first segment and inside the recording (most of them) are
+    written out without the checks for the edges.
+    """
+    width, big = logp_rev.shape
+    total = len(cum) - 1
+    # start[big + s, 4 m + j]: score of the best path whose segment of state j starts at frame s, minus cum[s, j]
+    start = np.full((total + 1 + big, width), -np.inf)
     windows = np.lib.stride_tricks.sliding_window_view(start, big, axis=0)  # [t] = starts t-big .. t-1
-    delta = np.full((total + 1, n_models, 4), -np.inf)
-    prev = np.array([3, 0, 1, 2])
-    # forward: the best score of a segment of each state ending at each frame (which duration won is
-    # recomputed for the few segment ends the backtrace visits, not stored for every frame). Each step
-    # is a few numpy calls on a few hundred numbers, so their overhead is most of the time: they write
-    # into buffers made once, and the state order is permuted with take (a fancy index costs 4x more).
-    scratch = np.empty((MIN_FRAMES, n_models, 4, big))
-    moved = np.empty((MIN_FRAMES, n_models, 4))
-    t = 1
-    while t < t_len:  # steps that start new segments
+    delta = np.full((total + 1, width), -np.inf)
+    prev = np.array([4 * m + j for m in range(width // 4) for j in (3, 0, 1, 2)])
+    durations = np.ascontiguousarray(np.broadcast_to(logp_rev, (MIN_FRAMES, width, big)))
+    scratch, moved = np.empty((MIN_FRAMES, width, big)), np.empty((MIN_FRAMES, width))
+    add, subtract, take, reduce_max = np.add, np.subtract, np.take, np.maximum.reduce
+
+    def step(t: int) -> int:
+        """The segment ends t .. t + MIN_FRAMES - 1 and the segment starts among them; the next t."""
         u = min(t + MIN_FRAMES, total + 1)
         buf, best = scratch[: u - t], delta[t:u]
-        np.add(windows[t:u], logp_rev, out=buf)
-        np.maximum.reduce(buf, axis=3, out=best)
+        add(windows[t:u], durations[: u - t], out=buf)
+        reduce_max(buf, axis=2, out=best)
         if t <= big:  # the first segment can still end here
             np.maximum(best, first[t:u], out=best)
-        np.add(best, frame_cum[t:u], out=best)
+        add(best, cum[t:u], out=best)
         v = min(u, t_len)
-        np.take(best[: v - t], prev, axis=2, out=moved[: v - t])
-        np.subtract(moved[: v - t], frame_cum[t:v], out=start[big + t : big + v])
-        t = u
+        take(best[: v - t], prev, axis=1, out=moved[: v - t])
+        subtract(moved[: v - t], cum[t:v], out=start[big + t : big + v])
+        return u
+
+    t = 1
+    while t < t_len and t <= big:
+        t = step(t)
+    whole = max(0, (t_len - t) // MIN_FRAMES)
+    for s in range(t, t + whole * MIN_FRAMES, MIN_FRAMES):
+        best, frame_cum = delta[s : s + MIN_FRAMES], cum[s : s + MIN_FRAMES]
+        add(windows[s : s + MIN_FRAMES], durations, out=scratch)
+        reduce_max(scratch, axis=2, out=best)
+        add(best, frame_cum, out=best)
+        take(best, prev, axis=1, out=moved)
+        subtract(moved, frame_cum, out=start[big + s : big + s + MIN_FRAMES])
+    t += whole * MIN_FRAMES
+    if t < t_len:
+        t = step(t)
     # the segments ending past the recording: nothing starts there, so they are scored all at once
     best = delta[t:]
-    np.maximum.reduce(windows[t : total + 1] + logp_rev, axis=3, out=best)
+    reduce_max(windows[t : total + 1] + logp_rev, axis=2, out=best)
     if t <= big:
         np.maximum(best[: big + 1 - t], first[t : big + 1], out=best[: big + 1 - t])
-    np.add(best, frame_cum[t:], out=best)
-    return [_backtrace(delta[:, m], windows[:, m], logp_rev[m], first[:, m], t_len) for m in range(n_models)]
+    add(best, cum[t:], out=best)
+    return delta, windows
 
 
 def _backtrace(
