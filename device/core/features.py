@@ -432,8 +432,10 @@ def _to_db(mel: np.ndarray, params: FeatureParams) -> np.ndarray:
     np.maximum(mel, 1e-10, out=mel)
     np.log10(mel, out=mel)
     mel *= 10.0
-    # top_db per window (librosa's power_to_db would take the max over the whole batch).
-    np.maximum(mel, mel.max(axis=(1, 2), keepdims=True) - params.top_db, out=mel)
+    # top_db per window (librosa's power_to_db would take the max over the whole batch). Each window's
+    # max on its own: numpy reduces a (n, bands, frames) view whose windows vary fastest 10x slower.
+    peaks = np.array([window.max() for window in mel], dtype=np.float32).reshape(-1, 1, 1)
+    np.maximum(mel, peaks - params.top_db, out=mel)
     return mel
 
 
