@@ -164,13 +164,23 @@ _BLOCK = 32
 _BLAS_ONE_THREAD = 1 << 17
 
 
-def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a @ b for a (rows, k) and a small b (k, m), in chunks of rows that OpenBLAS keeps on one thread."""
-    out = np.empty((a.shape[0], b.shape[1]))
+def _matmul(a: np.ndarray, b: np.ndarray, add_to: np.ndarray | None = None) -> np.ndarray:
+    """a @ b for a (rows, k) and a small b (k, m), in chunks of rows that OpenBLAS keeps on one thread; or
+    ``add_to += a @ b`` through a chunk-sized buffer (no product of the whole length is made). The chunks
+    run from the last, so add_to may be a later part of a itself (the scan in sosfilt): each chunk reads
+    rows that no chunk has changed yet."""
     rows = max(1, _BLAS_ONE_THREAD // (b.shape[0] * b.shape[1]))
-    for start in range(0, a.shape[0], rows):
-        np.matmul(a[start : start + rows], b, out=out[start : start + rows])
-    return out
+    if add_to is None:
+        out = np.empty((a.shape[0], b.shape[1]))
+        for start in range(0, a.shape[0], rows):
+            np.matmul(a[start : start + rows], b, out=out[start : start + rows])
+        return out
+    product = np.empty((min(rows, a.shape[0]), b.shape[1]))
+    for start in reversed(range(0, a.shape[0], rows)):
+        chunk = product[: len(a[start : start + rows])]
+        np.matmul(a[start : start + rows], b, out=chunk)
+        add_to[start : start + rows] += chunk
+    return add_to
 
 
 def _cascade_step(sos: np.ndarray, z: np.ndarray, u: float) -> tuple[np.ndarray, float]:
@@ -243,10 +253,9 @@ def sosfilt(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> np.ndarray:
     # contributions of the 2d - 1 blocks before it as well.
     stride = 1
     for power in _doublings(step.tobytes(), step.shape[0], (nb - 1).bit_length()):
-        states[stride:] += _matmul(states[:-stride], power.T)
+        _matmul(states[:-stride], power.T, add_to=states[stride:])
         stride *= 2
-    y = _matmul(blocks, fir_t)
-    y += _matmul(states, free)
+    y = _matmul(states, free, add_to=_matmul(blocks, fir_t))
     return y.reshape(-1)[:n]
 
 

@@ -457,7 +457,7 @@ def preprocess(samples: np.ndarray, source_rate: int, params: FeatureParams) -> 
         x = dsp.sosfiltfilt(sos, x)
     rms = float(np.sqrt(np.mean(x * x)))
     if rms > 0:
-        x = x / rms
+        x /= rms  # x is this function's own copy
     return np.asarray(x, dtype=np.float32)
 
 
