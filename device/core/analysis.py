@@ -26,7 +26,7 @@ import numpy as np
 
 from device.core import dsp, segment
 from device.core.audio_io import Audio
-from device.core.features import resample
+from device.core.features import raw_rms, resample
 from device.core.segment import Segmentation
 
 ENVELOPE_RATE = 50  # Hz; the envelope has nothing faster than a heart sound (~50-100 ms)
@@ -92,6 +92,7 @@ PITCH_RUN_S = 0.1  # ...in runs of frames this long
 # of the loudest 30% of 40 ms frames; in the design data 99% of heart recordings stay under 0.4 (a few
 # children's musical murmurs and talking reach 0.8-0.95), the synthetic speech is over 0.98
 MAX_PITCHED_SHARE = 0.5
+PITCH_CHUNK = 256  # frames whose autocorrelations are computed together (pitched_share): 5 s, 330 KB
 # The segmenter was trained on children (CirCor); on adults with coronary disease (PhysioNet training-e) its
 # cycles fit worse, and its three rules (fit under MIN_SEG_FIT, a weak rhythm, few clear seconds) made 8 of
 # the 80 abnormal recordings of the design half unsure against 16 of 834 normal ones, 10 of those 16 for
@@ -292,27 +293,52 @@ def heart_sound_share(
     return float(np.mean(_standing_out(sounds) & (sounds.width <= SOUND_FRAMES) & usual))
 
 
+def frame_autocorrelations(frames: np.ndarray, lags: int) -> np.ndarray:
+    """Lags 0..lags-1 of each row's autocorrelation, (rows, lags), through a zero-padded FFT of twice its
+    length. Each row's numbers depend on that row alone."""
+    width = frames.shape[1]
+    spectra = np.fft.rfft(frames, 2 * width, axis=1)
+    power_spectra = np.zeros(spectra.shape, dtype=np.complex128)  # irfft converts a real one slowly
+    np.add(np.square(spectra.real), np.square(spectra.imag), out=power_spectra.real)
+    return np.fft.irfft(power_spectra, 2 * width, axis=1)[:, :lags]
+
+
+def frame_voicing(processed: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per 40 ms frame (every 20 ms): its power, and whether it is voiced (pitched_share).
+
+    PITCH_CHUNK frames at a time: arrays of a whole recording's overlapping frames (2 MB for 30 s) cost
+    more in fresh pages than the FFTs do. Every frame's numbers depend on its own samples alone.
+    """
+    hop, width = max(1, rate // 50), max(4, int(0.04 * rate))
+    n = max(0, (len(processed) - width) // hop)
+    lo, hi = int(rate / PITCH_HZ[1]), int(rate / PITCH_HZ[0])
+    if n == 0:
+        return np.zeros(0), np.zeros(0, dtype=bool)
+    overlap = width / (width - np.arange(hi + 2))  # the autocorrelation per overlapping sample
+    every = np.lib.stride_tricks.sliding_window_view(processed.astype(np.float64), width)[::hop][:n]
+    power, voiced = np.empty(n), np.empty(n, dtype=bool)
+    for start in range(0, n, PITCH_CHUNK):
+        frames = every[start : start + PITCH_CHUNK]
+        frames = frames - frames.mean(axis=1, keepdims=True)
+        power[start : start + len(frames)] = (frames**2).mean(axis=1)
+        ac = frame_autocorrelations(frames, hi + 2)
+        ac = ac / np.maximum(ac[:, :1], 1e-20) * overlap
+        band = ac[:, lo - 1 : hi + 2]
+        is_peak = (band[:, 1:-1] >= band[:, :-2]) & (band[:, 1:-1] > band[:, 2:])
+        best = np.where(is_peak, band[:, 1:-1], -1.0).max(axis=1)
+        voiced[start : start + len(frames)] = (best >= PITCH_CORRELATION) & (ac[:, 1 : hi + 1].min(axis=1) < 0)
+    return power, voiced
+
+
 def pitched_share(processed: np.ndarray, rate: int) -> float:
     """Share of the loudest 30% of 40 ms frames (every 20 ms) that lie in runs of PITCH_RUN_S or more of
     voiced frames: frames whose autocorrelation falls below zero and then peaks at a lag of one PITCH_HZ
     period at PITCH_CORRELATION or more (a held pitch, not merely a smooth low-frequency wave)."""
-    hop, width = max(1, rate // 50), max(4, int(0.04 * rate))
-    n = (len(processed) - width) // hop
+    power, voiced = frame_voicing(processed, rate)
+    n = len(power)
     if n < 10:
         return 0.0
-    frames = np.lib.stride_tricks.sliding_window_view(processed.astype(np.float64), width)[::hop][:n]
-    frames = frames - frames.mean(axis=1, keepdims=True)
-    power = (frames**2).mean(axis=1)
     loud = power >= np.percentile(power, 70)
-    lo, hi = int(rate / PITCH_HZ[1]), int(rate / PITCH_HZ[0])
-    spectra = np.fft.rfft(frames, 2 * width, axis=1)
-    power_spectra = (spectra.real**2 + spectra.imag**2).astype(np.complex128)  # irfft converts a real one slowly
-    ac = np.fft.irfft(power_spectra, 2 * width, axis=1)[:, : hi + 2]
-    ac = ac / np.maximum(ac[:, :1], 1e-20) * (width / (width - np.arange(hi + 2)))  # per overlapping sample
-    band = ac[:, lo - 1 : hi + 2]
-    is_peak = (band[:, 1:-1] >= band[:, :-2]) & (band[:, 1:-1] > band[:, 2:])
-    best = np.where(is_peak, band[:, 1:-1], -1.0).max(axis=1)
-    voiced = (best >= PITCH_CORRELATION) & (ac[:, 1 : hi + 1].min(axis=1) < 0)
     edges = np.flatnonzero(np.diff(np.concatenate([[0], voiced.astype(np.int8), [0]])))
     held = np.zeros(n, dtype=bool)
     min_run = max(1, round(PITCH_RUN_S * 50))
@@ -329,12 +355,11 @@ def assess(
     signal (and its segmentation, computed here when not given) for heart sounds and rate."""
     issues: list[str] = []
     reasons: list[str] = []
-    raw = audio.samples.astype(np.float64)
-    raw = raw - raw.mean()
-    rms = float(np.sqrt(np.mean(raw * raw)))
+    rms = raw_rms(audio.samples)
     level_db = 20 * np.log10(max(rms, 1e-12))
-    peak = float(np.max(np.abs(audio.samples))) if len(audio.samples) else 0.0
-    clipped = float(np.mean(np.abs(audio.samples) >= 0.99 * peak)) if peak >= 0.5 else 0.0
+    magnitude = np.abs(audio.samples)
+    peak = float(np.max(magnitude)) if len(audio.samples) else 0.0
+    clipped = float(np.mean(magnitude >= 0.99 * peak)) if peak >= 0.5 else 0.0
     if seg is None:
         x2k = processed if rate == segment.SAMPLE_RATE else resample(processed, rate, segment.SAMPLE_RATE)
         seg = segment.segment(x2k)

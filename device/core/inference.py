@@ -24,12 +24,11 @@ from device.core.audio_io import Audio, read_audio
 from device.core.errors import ClippedAudioError, ModelError, SilentAudioError, TooShortError
 from device.core.features import (
     FeatureParams,
-    analysis_windows,
     check_samples,
     check_signal,
     preprocess,
     resample,
-    window_features,
+    signal_features,
 )
 from device.core.local_threshold import LocalThreshold
 from device.core.local_threshold import load as load_local_threshold
@@ -208,16 +207,20 @@ class Classifier:
         scale, zero = self._in["quantization"]
         out_scale, out_zero = self._out["quantization"]
         dtype = self._in["dtype"]
-        probs = np.empty((len(features), len(self.info.labels)), dtype=np.float32)
-        for i, window in enumerate(features):
-            x = window[None]
-            if dtype != np.float32 and scale:
-                info = np.iinfo(dtype)
-                x = np.clip(np.round(x / scale + zero), info.min, info.max)
-            self._interp.set_tensor(self._in["index"], x.astype(dtype))
+        # quantised and dequantised for all windows at once (the same numbers as window by window); the
+        # model takes one window a call
+        x = features
+        if dtype != np.float32 and scale:
+            info = np.iinfo(dtype)
+            x = np.clip(np.round(x / scale + zero), info.min, info.max)
+        x = np.ascontiguousarray(x, dtype=dtype)
+        raw = np.empty((len(features), len(self.info.labels)), dtype=self._out["dtype"])
+        for i in range(len(x)):
+            self._interp.set_tensor(self._in["index"], x[i : i + 1])
             self._interp.invoke()
-            y = self._interp.get_tensor(self._out["index"])[0].astype(np.float32)
-            probs[i] = (y - out_zero) * out_scale if out_scale else y
+            raw[i] = self._interp.get_tensor(self._out["index"])[0]
+        y = raw.astype(np.float32)
+        probs: np.ndarray = (y - out_zero) * out_scale if out_scale else y
         return probs
 
     def analyse(self, audio: Audio) -> Analysis:
@@ -238,8 +241,7 @@ class Classifier:
                 reason = "clipping"
         x = preprocess(audio.samples, audio.sample_rate, self.params)
         # under 2 s: TooShortError propagates, nothing to say; 2-5 s: repeated to one window
-        windows = analysis_windows(x, self.params, audio.source)
-        features = window_features(windows, self.params)
+        features = signal_features(x, self.params, audio.source)
         probs = self.predict_windows(features)
         rate = self.params.sample_rate
         x2k = x if rate == segment.SAMPLE_RATE else resample(x, rate, segment.SAMPLE_RATE)
@@ -261,7 +263,7 @@ class Classifier:
         if features is None:
             try:
                 x = preprocess(audio.samples, audio.sample_rate, self.params)
-                features = window_features(analysis_windows(x, self.params, audio.source), self.params)
+                features = signal_features(x, self.params, audio.source)
             except TooShortError:
                 return {"label": "unknown", "probability": None}
         labels = self.info.labels

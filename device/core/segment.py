@@ -40,6 +40,7 @@ BAND_EDGES = (2, 3, 4, 5, 6, 8, 10, 13, 17, 22, 26)
 OFFSETS = (-24, -16, -12, -8, -6, -4, -3, -2, -1, 0, 1, 2, 3, 4, 6, 8, 12, 16, 24)
 STATES = ("S1", "systole", "S2", "diastole")
 N_FEATURES = len(BAND_EDGES)  # the bands and the total
+FFT_CHUNK = 256  # frames whose spectra are computed together (frame_features)
 MIN_BPM, MAX_BPM = 30.0, 220.0
 MIN_FRAMES = 4  # no state is decoded shorter than 80 ms: the decoder fills four frames per step
 MODEL_NAME = "segmenter"
@@ -80,9 +81,21 @@ def frame_features(x: np.ndarray) -> np.ndarray:
         return np.zeros((0, N_FEATURES), dtype=np.float32)
     pad = (NFFT - HOP) // 2
     xp = np.pad(np.asarray(x, dtype=np.float32), (pad, NFFT), mode="constant")
-    frames = np.lib.stride_tricks.sliding_window_view(xp, NFFT)[::HOP][:n] * _window()
-    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
-    cum = np.concatenate([np.zeros((n, 1)), np.cumsum(power[:, : BAND_EDGES[-1]], axis=1)], axis=1)
+    frames = np.lib.stride_tricks.sliding_window_view(xp, NFFT)[::HOP][:n]
+    # |FFT(float32 frame * window)|**2, float32, at the bins the bands use, FFT_CHUNK frames at a time
+    # in buffers made once (a whole recording's spectra at once cost more in fresh pages than the
+    # FFTs). numpy computes a float32 FFT in float64 and rounds it to complex64, but converts row by
+    # row on the way (6x slower than the FFT itself): converting the frames first gives the same numbers.
+    power = np.empty((n, BAND_EDGES[-1]), dtype=np.float32)
+    chunk = min(n, FFT_CHUNK)
+    windowed, as_double = np.empty((chunk, NFFT), dtype=np.float32), np.empty((chunk, NFFT))
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        np.multiply(frames[start : start + m], _window(), out=windowed[:m])
+        as_double[:m] = windowed[:m]
+        magnitude = np.abs(np.fft.rfft(as_double[:m], axis=1)[:, : BAND_EDGES[-1]].astype(np.complex64))
+        np.multiply(magnitude, magnitude, out=power[start : start + m])
+    cum = np.concatenate([np.zeros((n, 1)), np.cumsum(power, axis=1)], axis=1)
     edges = np.asarray(BAND_EDGES)
     bands = cum[:, edges[1:]] - cum[:, edges[:-1]]
     total = cum[:, edges[-1]] - cum[:, edges[0]]
@@ -97,8 +110,14 @@ def frame_features(x: np.ndarray) -> np.ndarray:
 def with_context(feats: np.ndarray) -> np.ndarray:
     """(frames, N_FEATURES * len(OFFSETS)): each frame with its neighbours at OFFSETS (edges repeated)."""
     n = len(feats)
-    idx = np.clip(np.arange(n)[:, None] + np.asarray(OFFSETS)[None, :], 0, max(n - 1, 0))
-    return np.asarray(feats[idx].reshape(n, -1), dtype=np.float32)
+    if n == 0:
+        return np.zeros((0, len(OFFSETS) * feats.shape[1]), dtype=np.float32)
+    # rows of the edge-padded frames taken by index (np.take: a quarter of the time of fancy indexing)
+    before, after = -OFFSETS[0], OFFSETS[-1]
+    padded = np.concatenate([np.repeat(feats[:1], before, axis=0), feats, np.repeat(feats[-1:], after, axis=0)])
+    rows = np.arange(n)[:, None] + (np.asarray(OFFSETS) + before)[None, :]
+    stacked: np.ndarray = np.take(padded.astype(np.float32, copy=False), rows, axis=0)
+    return stacked.reshape(n, -1)
 
 
 # -- the model -----------------------------------------------------------------------------------------
@@ -156,9 +175,13 @@ class SegmenterModel:
 
     def posteriors(self, feats: np.ndarray) -> np.ndarray:
         """(frames, 4) state probabilities of context-stacked features."""
-        h = (with_context(feats) - self.mean) / self.std
+        # in place where the arithmetic allows: each fresh array of a 30 s recording's frames is 1.3 MB
+        h = with_context(feats)
+        np.subtract(h, self.mean, out=h)
+        np.divide(h, self.std, out=h)
         for i, (w, b) in enumerate(self.layers):
-            h = h @ w + b
+            h = h @ w
+            h += b
             if i < len(self.layers) - 1:
                 np.maximum(h, 0, out=h)
         h = h - h.max(axis=1, keepdims=True)
@@ -256,42 +279,102 @@ def decode(log_b: np.ndarray, durations: list[np.ndarray], dmax: list[int]) -> t
     Every state lasts at least MIN_FRAMES, so the MIN_FRAMES segment ends of a step depend only on
     starts already scored, and are scored together: a Python step per MIN_FRAMES frames.
     """
-    t_len = len(log_b)
-    big = max(dmax)
-    total = t_len + big
-    cum = np.zeros((total + 1, 4))
+    return decode_many(log_b, [(durations, dmax)])[0]
+
+
+def decode_many(log_b: np.ndarray, models: list[tuple[list[np.ndarray], list[int]]]) -> list[tuple[np.ndarray, float]]:
+    """``decode`` of the same emissions under several duration models (durations, dmax) at once: the same
+    states and scores, bit for bit, for about the cost of one (the steps' numpy overhead is most of the
+    time). The windows span the longest model's durations; the others' longer durations are -inf, which
+    changes no maximum, and their segments cannot end in the extra frames past the recording."""
+    t_len, n_models = len(log_b), len(models)
+    width = 4 * n_models  # the models' states side by side: column 4 m + j is state j of model m
+    big = max(max(dmax) for _, dmax in models)
+    cum = np.zeros((t_len + big + 1, 4))
     cum[1 : t_len + 1] = np.cumsum(log_b, axis=0)
     cum[t_len + 1 :] = cum[t_len]
-    # logp_rev[j, k]: log-probability of duration big - k (so that it lines up with the window below)
-    logp = np.full((4, big), -np.inf)
-    for j in range(4):
-        logp[j, : dmax[j]] = durations[j]
-    logp_rev = logp[:, ::-1].copy()
+    # logp_rev[4 m + j, k]: log-probability of duration big - k (so that it lines up with the windows)
+    logp = np.full((width, big), -np.inf)
     # the first segment, from frame 0: any length up to the state's dmax, no duration penalty
-    first = np.full((total + 1, 4), -np.inf)
-    for j in range(4):
-        first[1 : dmax[j] + 1, j] = np.log(0.25)
-    # start[big + s, j]: score of the best path whose segment of state j starts at frame s, minus cum[s, j]
-    start = np.full((total + 1 + big, 4), -np.inf)
+    first = np.full((t_len + big + 1, width), -np.inf)
+    for m, (durations, dmax) in enumerate(models):
+        for j in range(4):
+            logp[4 * m + j, : dmax[j]] = durations[j]
+            first[1 : dmax[j] + 1, 4 * m + j] = np.log(0.25)
+    delta, windows = _forward(np.tile(cum, n_models), logp[:, ::-1], first, t_len)
+    columns = [slice(4 * m, 4 * m + 4) for m in range(n_models)]
+    return [_backtrace(delta[:, c], windows[:, c], logp[c, ::-1], first[:, c], t_len) for c in columns]
+
+
+def _forward(cum: np.ndarray, logp_rev: np.ndarray, first: np.ndarray, t_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best score of a segment of each state ending at each frame, delta (frames, states), and the
+    windows of segment-start scores each end looks back on (which duration won is recomputed for the few
+    segment ends the backtrace visits, not stored for every frame).
+
+    Each step is a few numpy calls on a few hundred numbers, so their overhead is most of the time: they
+    write into buffers made once, on 2-D arrays, and the state order is permuted with take (a fancy
+    index costs 4x more); the steps past the first segment and inside the recording (most of them) are
+    written out without the checks for the edges.
+    """
+    width, big = logp_rev.shape
+    total = len(cum) - 1
+    # start[big + s, 4 m + j]: score of the best path whose segment of state j starts at frame s, minus cum[s, j]
+    start = np.full((total + 1 + big, width), -np.inf)
     windows = np.lib.stride_tricks.sliding_window_view(start, big, axis=0)  # [t] = starts t-big .. t-1
-    delta = np.full((total + 1, 4), -np.inf)
-    prev = np.array([3, 0, 1, 2])
-    # forward: the best score of a segment of each state ending at each frame (which duration won is
-    # recomputed for the few segment ends the backtrace visits, not stored for every frame)
-    for t in range(1, total + 1, MIN_FRAMES):
+    delta = np.full((total + 1, width), -np.inf)
+    prev = np.array([4 * m + j for m in range(width // 4) for j in (3, 0, 1, 2)])
+    durations = np.ascontiguousarray(np.broadcast_to(logp_rev, (MIN_FRAMES, width, big)))
+    scratch, moved = np.empty((MIN_FRAMES, width, big)), np.empty((MIN_FRAMES, width))
+    add, subtract, take, reduce_max = np.add, np.subtract, np.take, np.maximum.reduce
+
+    def step(t: int) -> int:
+        """The segment ends t .. t + MIN_FRAMES - 1 and the segment starts among them; the next t."""
         u = min(t + MIN_FRAMES, total + 1)
-        best = (windows[t:u] + logp_rev).max(axis=2)
+        buf, best = scratch[: u - t], delta[t:u]
+        add(windows[t:u], durations[: u - t], out=buf)
+        reduce_max(buf, axis=2, out=best)
         if t <= big:  # the first segment can still end here
             np.maximum(best, first[t:u], out=best)
-        best += cum[t:u]
-        delta[t:u] = best
-        if t < t_len:  # nothing starts after the recording ends
-            v = min(u, t_len)
-            start[big + t : big + v] = best[: v - t, prev] - cum[t:v]
+        add(best, cum[t:u], out=best)
+        v = min(u, t_len)
+        take(best[: v - t], prev, axis=1, out=moved[: v - t])
+        subtract(moved[: v - t], cum[t:v], out=start[big + t : big + v])
+        return u
+
+    t = 1
+    while t < t_len and t <= big:
+        t = step(t)
+    whole = max(0, (t_len - t) // MIN_FRAMES)
+    for s in range(t, t + whole * MIN_FRAMES, MIN_FRAMES):
+        best, frame_cum = delta[s : s + MIN_FRAMES], cum[s : s + MIN_FRAMES]
+        add(windows[s : s + MIN_FRAMES], durations, out=scratch)
+        reduce_max(scratch, axis=2, out=best)
+        add(best, frame_cum, out=best)
+        take(best, prev, axis=1, out=moved)
+        subtract(moved, frame_cum, out=start[big + s : big + s + MIN_FRAMES])
+    t += whole * MIN_FRAMES
+    if t < t_len:
+        t = step(t)
+    # the segments ending past the recording: nothing starts there, so they are scored all at once
+    best = delta[t:]
+    reduce_max(windows[t : total + 1] + logp_rev, axis=2, out=best)
+    if t <= big:
+        np.maximum(best[: big + 1 - t], first[t : big + 1], out=best[: big + 1 - t])
+    add(best, cum[t:], out=best)
+    return delta, windows
+
+
+def _backtrace(
+    delta: np.ndarray, windows: np.ndarray, logp_rev: np.ndarray, first: np.ndarray, t_len: int
+) -> tuple[np.ndarray, float]:
+    """The best path's states from the best segment end at or past the recording's end, and its score;
+    which duration won is recomputed at each segment end the path visits."""
+    big = logp_rev.shape[1]
+    prev = (3, 0, 1, 2)
     ends = delta[t_len:]
     flat = int(np.argmax(ends))
     t_end, j = t_len + flat // 4, flat % 4
-    score = float(ends.flat[flat])
+    score = float(ends[flat // 4, j])
     states = np.empty(t_len, dtype=np.int8)
     while t_end > 0:
         cand = windows[t_end, j] + logp_rev[j]
@@ -299,7 +382,7 @@ def decode(log_b: np.ndarray, durations: list[np.ndarray], dmax: list[int]) -> t
         d = big - k if cand[k] >= first[t_end, j] else t_end
         s0 = t_end - d
         states[max(s0, 0) : min(t_end, t_len)] = j
-        t_end, j = s0, int(prev[j])
+        t_end, j = s0, prev[j]
     return states, score
 
 
@@ -351,7 +434,6 @@ def segment_posteriors(
     candidates = cycle_candidates(post, 1)
     cycle, strength = candidates[0] if candidates else (0.8, 0.0)
     log_b = np.log(np.clip(post / model.priors, 1e-8, None))
-    states, score = _decode_at(log_b, model, cycle)
     # Two cycles can repeat better than one when every other beat sounds different (a premature beat
     # with a soft S1 and no S2 after a normal one: e00152 repeats every 1.7 s). The autocorrelation
     # cannot tell; the decoder's likelihood at half the length can, but only where more than S1 and S2
@@ -359,10 +441,13 @@ def segment_posteriors(
     # stand 1 s of silence apart (PhysioNet b0070, b0114, b0311). Never double: at double the length
     # the score rose for correctly read fast infants too (CirCor patients).
     slow = sounds_per_s is not None and 60 / cycle < HALF_CHECK_BPM and cycle / 2 >= 60 / MAX_BPM
+    cycles = [cycle]
     if slow and sounds_per_s is not None and sounds_per_s() * cycle >= MIN_SOUNDS_HALF:
-        half_states, half_score = _decode_at(log_b, model, cycle / 2)
-        if half_score > score:
-            states, cycle = half_states, cycle / 2
+        cycles.append(cycle / 2)
+    # both lengths in one pass of the decoder when the half is tried: nearly the cost of one
+    (states, score), *half = decode_many(log_b, [model.durations.frames(c) for c in cycles])
+    if half and half[0][1] > score:
+        states, cycle = half[0][0], cycle / 2
     s1, s2 = _centres(states, 0), _centres(states, 2)
     bpm = heart_rate_from_s1(s1)
     frame_fit = post[np.arange(n), states]
@@ -378,11 +463,6 @@ def segment_posteriors(
         round(confident, 3),
         frame_fit,
     )
-
-
-def _decode_at(log_b: np.ndarray, model: SegmenterModel, cycle_s: float) -> tuple[np.ndarray, float]:
-    durations, dmax = model.durations.frames(cycle_s)
-    return decode(log_b, durations, dmax)
 
 
 def heart_rate_from_s1(s1: list[float]) -> float | None:

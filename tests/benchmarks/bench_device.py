@@ -127,7 +127,9 @@ if "scipy" in variant:
 if "librosa" in variant:
     import device.core.features, device.core.inference
     from tests.device import librosa_features
-    device.core.features.window_features = device.core.inference.window_features = librosa_features.window_features
+    device.core.features.window_features = librosa_features.window_features
+    device.core.inference.signal_features = lambda x, params, source="recording": librosa_features.window_features(
+        device.core.features.analysis_windows(x, params, source), params)
 from device.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -233,6 +233,39 @@ def test_voiced_sound_is_told_from_heart_sounds(samples_dir):
         assert pitched_share(x, PARAMS.sample_rate) < 0.5 * MAX_PITCHED_SHARE, path.name
 
 
+def _voicing_at_once(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """pitched_share's per-frame power and voicing as computed before session 16: all frames at once."""
+    frames = np.lib.stride_tricks.sliding_window_view(x.astype(np.float64), 80)[::40][: (len(x) - 80) // 40]
+    frames = frames - frames.mean(axis=1, keepdims=True)
+    power = (frames**2).mean(axis=1)
+    spectra = np.fft.rfft(frames, 160, axis=1)
+    ac = np.fft.irfft((spectra.real**2 + spectra.imag**2).astype(np.complex128), 160, axis=1)[:, :27]
+    ac = ac / np.maximum(ac[:, :1], 1e-20) * (80 / (80 - np.arange(27)))
+    band = ac[:, 5:27]
+    is_peak = (band[:, 1:-1] >= band[:, :-2]) & (band[:, 1:-1] > band[:, 2:])
+    best = np.where(is_peak, band[:, 1:-1], -1.0).max(axis=1)
+    return power, (best >= 0.5) & (ac[:, 1:26].min(axis=1) < 0)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 256, 100_000])
+def test_the_voicing_of_each_frame_does_not_depend_on_how_many_are_computed_together(samples_dir, monkeypatch, chunk):
+    """frame_voicing works PITCH_CHUNK frames at a time; every frame's power and voicing are those of all
+    frames at once (as before session 16), bit for bit, whatever the chunk."""
+    from device.core import analysis
+    from tests.benchmarks.eval_quality import speech_like
+
+    monkeypatch.setattr(analysis, "PITCH_CHUNK", chunk)
+    signals = [preprocess(speech_like(seed=0), 8000, PARAMS)]
+    signals += [
+        preprocess(a.samples, a.sample_rate, PARAMS) for a in map(read_audio, sorted(samples_dir.glob("*.flac")))
+    ]
+    for x in signals:
+        power, voiced = analysis.frame_voicing(x, PARAMS.sample_rate)
+        expected_power, expected_voiced = _voicing_at_once(x)
+        assert np.array_equal(power, expected_power) and np.array_equal(voiced, expected_voiced)
+    assert analysis.frame_voicing(signals[0], PARAMS.sample_rate)[1].mean() > 0.3  # speech: mostly voiced
+
+
 def test_unsure_does_not_follow_disease_on_physionet(data_dir):
     """Every 4th PhysioNet recording through the gate: abnormal recordings may be unsure a little more
     often than normal ones (more of them are noisy), not several times as often. The weak-rhythm rule

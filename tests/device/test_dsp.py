@@ -117,6 +117,38 @@ def test_sosfiltfilt_matches_scipy(samples_dir, order):
         dsp.sosfiltfilt(sos, x[: dsp.sosfiltfilt_padlen(sos)])
 
 
+def _sosfilt_whole_products(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> np.ndarray:
+    """dsp.sosfilt as it was before session 16: each product of the whole length made, then added."""
+    fir_t, free, to_state, step = dsp._plan(tuple((sos / sos[:, 3:4]).ravel().tolist()))
+    n, nb = len(x), -(-len(x) // dsp._BLOCK)
+    blocks = np.zeros((nb, dsp._BLOCK))
+    blocks.reshape(-1)[:n] = x
+    states = np.empty((nb, len(step)))
+    states[0] = zi.ravel()
+    states[1:] = dsp._matmul(blocks[:-1], to_state)
+    power, stride = step, 1
+    while stride < nb:
+        states[stride:] += dsp._matmul(states[:-stride], power.T)
+        power = power @ power
+        stride *= 2
+    y = dsp._matmul(blocks, fir_t)
+    y += dsp._matmul(states, free)
+    return y.reshape(-1)[:n]
+
+
+@pytest.mark.parametrize("limit", [1 << 17, 256])
+def test_the_block_scan_adds_its_products_in_place_bit_for_bit(samples_dir, monkeypatch, limit):
+    """sosfilt adds each product into the states a chunk of rows at a time, from the last chunk, reading
+    rows it is about to change in the scan: the numbers of whole products added afterwards, bit for bit,
+    also with chunks of a few rows (many of them, each overlapping the rows the next one reads)."""
+    monkeypatch.setattr(dsp, "_BLAS_ONE_THREAD", limit)
+    sos = dsp.butter(4, (25.0, 700.0), "bandpass", 2000)
+    x = read_audio(samples_dir / "a0296.flac").samples.astype(np.float64)
+    zi = dsp.sosfilt_zi(sos) * x[0]
+    for n in (5, 33, 4000, len(x)):
+        assert np.array_equal(dsp.sosfilt(sos, x[:n], zi), _sosfilt_whole_products(sos, x[:n], zi)), n
+
+
 @pytest.mark.parametrize(("up", "down"), [(1, 2), (20, 441), (40, 441), (1, 2), (1, 4), (1, 24), (2, 1), (3, 2)])
 def test_resample_poly_matches_scipy(samples_dir, up, down):
     x = read_audio(samples_dir / "e00008.flac").samples.astype(np.float64)[:20_000]

@@ -8,7 +8,15 @@ import soundfile as sf
 
 from device.core.audio_io import Audio, read_audio
 from device.core.errors import ClippedAudioError, ConfigError, SilentAudioError, TooShortError
-from device.core.features import FeatureParams, extract, extract_file, preprocess
+from device.core.features import (
+    FeatureParams,
+    analysis_windows,
+    extract,
+    extract_file,
+    preprocess,
+    signal_features,
+    window_features,
+)
 
 PARAMS = FeatureParams()
 
@@ -20,6 +28,35 @@ def test_it_gives_one_feature_matrix_per_window(samples_dir):
     assert feats.features.dtype == np.float32
     assert np.all(np.isfinite(feats.features))
     np.testing.assert_allclose(feats.window_starts_s, np.arange(expected_windows) * PARAMS.hop_s)
+
+
+SHIPPED = FeatureParams(band_high_hz=700.0, fmax=800.0, cmvn="recording")  # screening and murmur 0.5.0 / 0.2.0
+SHARING = {
+    "shipped": SHIPPED,
+    "sound_type (2 s windows, 1 s hop)": FeatureParams(window_s=2.0, hop_s=1.0),
+    "log-mel, per-window CMVN": dataclasses.replace(SHIPPED, kind="logmel", cmvn=True),
+    "4 kHz, n_fft 400": dataclasses.replace(SHIPPED, sample_rate=4000, n_fft=400, band_high_hz=1500.0, fmax=2000.0),
+    "hop of 3.3 s, frames every 33 samples": dataclasses.replace(SHIPPED, hop_s=3.3, hop_length=33),
+    "hop not a whole number of frames (not shared)": dataclasses.replace(SHIPPED, hop_s=2.49),
+    "windows that do not overlap (not shared)": dataclasses.replace(SHIPPED, hop_s=5.0),
+}
+
+
+@pytest.mark.parametrize("name", SHARING)
+def test_the_features_of_a_signal_are_those_of_its_windows_bit_for_bit(samples_dir, name):
+    """signal_features computes the STFT frames that overlapping windows share once; every window's
+    features must still be window_features' own (which are librosa's: test_features_vs_librosa.py), for
+    one window (tiled from 3 s, or 5-7.5 s), two, and every length of the shipped samples."""
+    params = SHARING[name]
+    for path in sorted(samples_dir.glob("*.flac")):
+        audio = read_audio(path)
+        x = preprocess(audio.samples, audio.sample_rate, params)
+        for seconds in (3.0, 7.4, 7.6, 10.0, None):
+            cut = x if seconds is None else x[: int(seconds * params.sample_rate)]
+            expected = window_features(analysis_windows(cut, params), params)
+            got = signal_features(cut, params)
+            assert got.shape == expected.shape and got.dtype == np.float32, (path.name, seconds)
+            assert np.array_equal(got, expected), (path.name, seconds, float(np.max(np.abs(got - expected))))
 
 
 def test_it_is_deterministic(samples_dir):

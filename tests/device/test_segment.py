@@ -15,6 +15,7 @@ from converter import segmenter as tr
 from device.core import segment as sg
 from device.core.audio_io import read_audio
 from device.core.features import FeatureParams, preprocess
+from tests.device import segment_reference as ref
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -120,6 +121,46 @@ def _posteriors(beats: list[list[int]], weights: list[float], seed: int) -> np.n
     post[np.arange(len(truth)), truth] += weight
     post[:, 3] += 0.8 - weight
     return np.asarray(post / post.sum(axis=1, keepdims=True))
+
+
+def _sample_signals(samples_dir: Path) -> dict[str, np.ndarray]:
+    """The shipped samples preprocessed as the device does, and a 0.9 s cut of one (a short recording)."""
+    params = FeatureParams(band_high_hz=700.0, fmax=800.0)
+    out = {}
+    for path in sorted(samples_dir.glob("*.flac")):
+        audio = read_audio(path)
+        out[path.stem] = preprocess(audio.samples, audio.sample_rate, params)
+    out["short"] = out["a0296"][:1800]
+    return out
+
+
+def test_the_band_energies_and_their_context_are_the_reference_ones_bit_for_bit(samples_dir):
+    for name, x in _sample_signals(samples_dir).items():
+        feats = sg.frame_features(x)
+        expected = ref.frame_features(x)
+        assert feats.dtype == expected.dtype and np.array_equal(feats, expected), name
+        context, expected_context = sg.with_context(feats), ref.with_context(feats)
+        assert context.shape == expected_context.shape and np.array_equal(context, expected_context), name
+
+
+def test_the_decoder_gives_the_reference_decoders_states_and_score_bit_for_bit(samples_dir, model):
+    """At the recording's own cycle and at fast, slow and very slow ones (long and short duration windows,
+    the first segment's rule ending inside and beyond the first step)."""
+    for name, x in _sample_signals(samples_dir).items():
+        post = model.posteriors(sg.frame_features(x))
+        log_b = np.log(np.clip(post / model.priors, 1e-8, None))
+        candidates = sg.cycle_candidates(post, 1)
+        for cycle in [c for c, _ in candidates] + [0.3, 0.8, 1.7, 2.4]:
+            durations, dmax = model.durations.frames(cycle)
+            states, score = sg.decode(log_b, durations, dmax)
+            expected_states, expected_score = ref.decode(log_b, durations, dmax)
+            assert np.array_equal(states, expected_states), (name, cycle)
+            assert score == expected_score, (name, cycle)
+            # with the half length in the same pass (as segment_posteriors tries it), in either order
+            half = model.durations.frames(cycle / 2)
+            for pair, which in (([(durations, dmax), half], 0), ([half, (durations, dmax)], 1)):
+                got_states, got_score = sg.decode_many(log_b, pair)[which]
+                assert np.array_equal(got_states, expected_states) and got_score == expected_score, (name, cycle)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
