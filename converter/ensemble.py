@@ -155,16 +155,18 @@ def make(
         "objective": objective,
         "pooled_threshold": thr,
     }
-    if transfer_threshold:
-        choice["transfer"] = _transfer(avg, task, run_dir, report, by_key, thr)
+    scored = held_out_scored(report) or score_test
+    # the test split's features, built once for both uses (no label is read to build them)
+    feats = _test_features(task, run_dir, report, by_key) if transfer_threshold or scored else None
+    if transfer_threshold and feats is not None:
+        choice["transfer"] = _transfer(avg, task, run_dir, report, feats, thr)
         if choice["transfer"]["moved"]:
             thr = choice["transfer"]["threshold"]
             choice["source"] = (
                 "the pooled out-of-fold CV threshold carried over to the final pair by the share of test-split "
                 "recordings the CV models flag at it (converter.operating_point)"
             )
-    scored = held_out_scored(report) or score_test
-    test_scores = test_scores_of(avg, task, run_dir, report, by_key, thr) if scored else None
+    test_scores = test_scores_of(avg, task, feats, thr) if scored and feats is not None else None
 
     avg.save(out / "model.h5")
     shutil.copy(run_dir / "split.json", out / "split.json")
@@ -211,8 +213,11 @@ def _test_features(
     return fs, kept, [test[i] for i in kept]
 
 
+TestFeatures = tuple[featurestore.FeatureSet, np.ndarray, list[ds.Recording]]
+
+
 def _transfer(
-    avg: Any, task: Task, run_dir: Path, report: dict[str, Any], by_key: dict[str, ds.Recording], thr: float
+    avg: Any, task: Task, run_dir: Path, report: dict[str, Any], feats: TestFeatures, thr: float
 ) -> dict[str, Any]:
     """converter.operating_point.transfer from the CV fold pairs (each fold's model and its comparator,
     averaged as in the CV figures) to ``avg``, on the test split's inputs."""
@@ -227,7 +232,7 @@ def _transfer(
             f"{run_dir}: {len(missing)} CV fold models missing (first: {missing[0]})",
             "train the run with steth train --save-folds, which keeps them in RUN/folds/",
         )
-    fs, kept, _ = _test_features(task, run_dir, report, by_key)
+    fs, kept, _ = feats
     pos, n_classes, k = task.labels.index(task.positive or ""), len(task.labels), models.keras()
     reference = []
     for a, b in pairs:
@@ -241,11 +246,9 @@ def _transfer(
     }
 
 
-def test_scores_of(
-    avg: Any, task: Task, run_dir: Path, report: dict[str, Any], by_key: dict[str, ds.Recording], thr: float
-) -> dict[str, Any]:
+def test_scores_of(avg: Any, task: Task, feats: TestFeatures, thr: float) -> dict[str, Any]:
     """The average on the run's held-out test split, at threshold ``thr``."""
-    fs, kept, kept_recs = _test_features(task, run_dir, report, by_key)
+    fs, kept, kept_recs = feats
     test_probs = record_probabilities(avg, fs, kept, len(task.labels))
     y_test = np.array([task.label_index(r) for r in kept_recs])
     return score(task, y_test, test_probs, np.array([r.subset for r in kept_recs]), thr, kept_recs)

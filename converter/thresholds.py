@@ -35,7 +35,7 @@ def pooled_threshold(y: np.ndarray, scores: np.ndarray, strata: np.ndarray) -> f
 OBJECTIVES = ("databases", "headline")
 
 
-def _macc_curve(y: np.ndarray, s: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+def macc_curve(y: np.ndarray, s: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """MAcc at every candidate threshold (positive at score >= t)."""
     pos, neg = np.sort(s[y == 1]), np.sort(s[y == 0])
     se = (len(pos) - np.searchsorted(pos, candidates, side="left")) / len(pos)
@@ -61,7 +61,7 @@ def headline_threshold(y: np.ndarray, scores: np.ndarray, physionet: np.ndarray,
     yp = np.array([y[patient == p].max() for p in ids])
     sp = np.array([s[patient == p].mean() for p in ids])
     candidates = np.unique(np.round(np.concatenate([s[physionet], sp]), 5))
-    curve = (_macc_curve(y[physionet], s[physionet], candidates) + _macc_curve(yp, sp, candidates)) / 2
+    curve = (macc_curve(y[physionet], s[physionet], candidates) + macc_curve(yp, sp, candidates)) / 2
     return float(candidates[int(np.argmax(curve))])
 
 

@@ -35,6 +35,7 @@ import numpy as np
 
 from converter import circor as cc
 from converter import datasets as ds
+from converter import thresholds
 from converter.metrics import binary_scores
 from converter.thresholds import pooled_threshold
 
@@ -91,22 +92,9 @@ def patients(o: Oof, m: np.ndarray, combine: Callable[[np.ndarray], float] = np.
     return yp, sp
 
 
-def _macc_curve(y: np.ndarray, s: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """MAcc at every candidate threshold (abnormal at score >= t)."""
-    pos, neg = np.sort(s[y == 1]), np.sort(s[y == 0])
-    se = (len(pos) - np.searchsorted(pos, candidates, side="left")) / len(pos)
-    sp = np.searchsorted(neg, candidates, side="left") / len(neg)
-    return np.asarray((se + sp) / 2)
-
-
 def headline_threshold(o: Oof, m: np.ndarray) -> float:
-    """T2 on recordings ``m``: maximise mean(PhysioNet MAcc all, CirCor per-patient MAcc, mean rule);
-    ties go to the lowest threshold (as converter.metrics.best_threshold)."""
-    phys = m & o.physionet
-    yp, sp = patients(o, m)
-    candidates = np.unique(np.round(np.concatenate([o.s[phys], sp]), 5))
-    curve = (_macc_curve(o.y[phys], o.s[phys], candidates) + _macc_curve(yp, sp, candidates)) / 2
-    return float(candidates[int(np.argmax(curve))])
+    """T2 on recordings ``m`` (converter.thresholds.headline_threshold, which steth ensemble ships)."""
+    return thresholds.headline_threshold(o.y[m], o.s[m], o.physionet[m], o.patient[m])
 
 
 def choose(o: Oof, procedure: str, fold: int, m: np.ndarray) -> float:
@@ -157,7 +145,7 @@ def physionet_ceiling(o: Oof) -> float:
     for k in sorted(set(o.fold.tolist())):
         m = (o.fold == k) & o.physionet
         candidates = np.unique(o.s[m])
-        out.append(float(_macc_curve(o.y[m], o.s[m], candidates).max()))
+        out.append(float(thresholds.macc_curve(o.y[m], o.s[m], candidates).max()))
     return float(np.mean(out))
 
 
