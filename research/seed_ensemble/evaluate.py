@@ -16,9 +16,8 @@ from typing import Any
 import numpy as np
 
 from converter import datasets as ds
-from converter.ensemble import _oof, threshold_of
+from converter.ensemble import _oof, nested_cv
 from converter.tasks import task_of_run
-from converter.train import cv_source_means, score
 
 SCOPES = ("physionet2016/all", "physionet2016/not_e", "circor2022/patient")
 
@@ -37,14 +36,8 @@ def pair(run: Path) -> dict[str, Any]:
 def nested(
     task: Any, recs: list[ds.Recording], ref: dict[str, Any], p: np.ndarray, folds: np.ndarray
 ) -> dict[str, Any]:
-    entries = []
-    for f in sorted(set(folds.tolist())):
-        h = folds == f
-        other = [r for r, x in zip(recs, h, strict=True) if not x]
-        thr = threshold_of("databases", task, other, ref["y"][~h], p[~h], ref["db"][~h])
-        here = [r for r, x in zip(recs, h, strict=True) if x]
-        entries.append({"fold": f, "threshold": thr, "scores": score(task, ref["y"][h], p[h], ref["db"][h], thr, here)})
-    m = cv_source_means(entries)
+    """`steth ensemble`'s nested CV (databases objective) of scores ``p`` on the partition ``folds``."""
+    m = nested_cv(task, recs, ref["y"], p, ref["db"], folds)["means"]
     return {s: {"macc": m[s]["macc"], "auc": m[s]["auc"]} for s in SCOPES}
 
 

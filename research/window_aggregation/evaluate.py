@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from converter import featurestore, models
-from converter.ensemble import _oof, threshold_of
+from converter.ensemble import _oof, nested_cv
 from converter.tasks import task_of_run
-from converter.train import COMPARATOR, cv_source_means, fold_model_path, score
+from converter.train import COMPARATOR, fold_model_path
 from device.core.features import FeatureParams
 
 EPS = 1e-6
@@ -86,16 +86,7 @@ def evaluate(d: dict[str, Any]) -> dict[str, Any]:
     for name, agg in AGGREGATIONS.items():
         s = np.array([agg(w) if len(w) else 0.5 for w in windows])
         probs = np.column_stack([1 - s, s])
-        entries = []
-        for f in sorted(set(folds.tolist())):
-            here = folds == f
-            other = [r for r, h in zip(recs, here, strict=True) if not h]
-            thr = threshold_of("databases", task, other, y[~here], probs[~here], strata[~here])
-            fold_recs = [r for r, h in zip(recs, here, strict=True) if h]
-            entries.append(
-                {"fold": f, "threshold": thr, "scores": score(task, y[here], probs[here], strata[here], thr, fold_recs)}
-            )
-        means = cv_source_means(entries)
+        means = nested_cv(task, recs, y, probs, strata, folds)["means"]
         out[name] = {scope: means.get(scope, {}) for scope in SCOPES}
     return out
 
