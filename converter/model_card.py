@@ -793,7 +793,10 @@ reported beside it.
   training-d, left out, was ranked worse (AUC 0.64 vs 0.68; docs/experiments.md). What lies above 400
   Hz differs between stethoscopes: on a new one, check with `steth evaluate` first.
 - The probabilities are calibrated so that 0.5 is the decision threshold; they are not
-  population-calibrated risks.
+  population-calibrated risks. The model is trained with equal labels inside every database, so its
+  score carries no clinic's prevalence (training-a is 73% abnormal, training-e 9%). A prevalence told
+  from the sound of the recording lifted PhysioNet CV MAcc by 0.04 but cost a stethoscope it had never
+  heard 0.07-0.23 (research/site_prior): a site's own prevalence enters only through `steth calibrate`.
 - Sensitivity outside training-e is well below what a diagnostic test needs (see the held-out table):
   a *normal* answer does not rule out heart disease. The decision threshold moves from run to run (see
   Decision threshold), trading sensitivity against specificity.
