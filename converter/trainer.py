@@ -50,8 +50,13 @@ class TrainSettings:
     cell_clip: float = 0.0
     # weight decay on the LSTM's kernels (0: none): int8 followed the float model more closely (models._lstm)
     lstm_l2: float = 0.0
+    # labels of the draws within a database: "balanced" (equal, the default: the score carries no database's
+    # prevalence) or "natural" (the database's own mix; research/label_mix)
+    label_mix: str = "balanced"
 
     def __post_init__(self) -> None:
+        if self.label_mix not in LABEL_MIXES:
+            raise ConfigError(f"label_mix={self.label_mix!r} must be one of {', '.join(LABEL_MIXES)}")
         if self.domain_from not in models.DOMAIN_SOURCES:
             raise ConfigError(f"domain_from={self.domain_from!r} must be one of {', '.join(models.DOMAIN_SOURCES)}")
         if not 0 <= self.average_last <= self.epochs:
@@ -76,6 +81,9 @@ class TrainSettings:
         return out
 
 
+LABEL_MIXES = ("balanced", "natural")
+
+
 def database_shares(strata: np.ndarray, scale: dict[str, float] | None = None) -> dict[str, float]:
     """Each database's share of the training draws (not normalised): the square root of its number of
     recordings, times ``scale``'s factor where it names the database."""
@@ -94,8 +102,10 @@ class WindowSampler:
         strata: np.ndarray,
         records: np.ndarray,
         scale: dict[str, float] | None = None,
+        label_mix: str = "balanced",
     ) -> None:
         self.sets = sets
+        self.label_mix = label_mix
         self.y, self.strata = y, strata
         self.scale = scale or {}
         self.records = np.asarray(records)
@@ -126,7 +136,9 @@ class WindowSampler:
             labels = sorted(set(self.y[in_group]))
             for lab in labels:
                 pool = in_group[self.y[in_group] == lab]
-                count = max(1, int(n * shares[str(g)] / total / len(labels)))
+                # balanced: each label an equal part of the database's draws; natural: its own share
+                part = 1 / len(labels) if self.label_mix == "balanced" else len(pool) / len(in_group)
+                count = max(1, int(n * shares[str(g)] / total * part))
                 for r in pool[rng.integers(0, len(pool), count)]:
                     si, wins = self.windows[int(r)][rng.integers(0, len(self.windows[int(r)]))]
                     xs.append(self.sets[si].features[wins[rng.integers(0, len(wins))]])
@@ -237,7 +249,7 @@ def fit(
     rng = np.random.default_rng(settings.seed)
     k = models.keras()
     input_shape = train_sets[0].features.shape[1:]
-    sampler = WindowSampler(train_sets, y, strata, fit_records, settings.scales())
+    sampler = WindowSampler(train_sets, y, strata, fit_records, settings.scales(), settings.label_mix)
     n_domains = len(set(strata[sampler.records]))
     adversarial = settings.domain_adversarial > 0 and n_domains > 1
     trained = models.build(

@@ -1,4 +1,5 @@
-"""The training sampler: equal labels within each database, databases by sqrt(size), scaled on request."""
+"""The training sampler: equal labels within each database (or its own mix on request), databases by
+sqrt(size), scaled on request."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ from converter.trainer import TrainSettings, WindowSampler
 from device.core.errors import ConfigError
 
 
-def _sampler(scale: dict[str, float] | None = None) -> WindowSampler:
+def _sampler(scale: dict[str, float] | None = None, label_mix: str = "balanced") -> WindowSampler:
     # database "big" has 400 recordings, "small" 100; labels alternate; one window per recording,
     # whose single value is its recording's index (so a draw tells where it came from)
     n = 500
     strata = np.array(["big"] * 400 + ["small"] * 100)
     y = np.arange(n) % 2
     fs = FeatureSet(np.arange(n, dtype=np.float32).reshape(n, 1, 1), np.arange(n, dtype=np.int32), [], [])
-    return WindowSampler([fs], y, strata, np.arange(n), scale)
+    return WindowSampler([fs], y, strata, np.arange(n), scale, label_mix)
 
 
 def _big_share(scale: dict[str, float] | None) -> float:
@@ -35,6 +36,25 @@ def test_labels_stay_balanced_within_a_scaled_database():
     x, labels, _ = _sampler({"big": 0.25}).draw(6000, np.random.default_rng(1))
     big = x.ravel() < 400
     assert np.mean(labels[big]) == pytest.approx(0.5, abs=0.02)
+
+
+def test_a_natural_label_mix_keeps_each_databases_own_prevalence():
+    # "big": 1 abnormal in 4; "small": 3 in 4 (labels by index: a prevalence per database)
+    n = 500
+    strata = np.array(["big"] * 400 + ["small"] * 100)
+    y = np.r_[(np.arange(400) % 4 == 0), (np.arange(100) % 4 != 0)].astype(int)
+    fs = FeatureSet(np.arange(n, dtype=np.float32).reshape(n, 1, 1), np.arange(n, dtype=np.int32), [], [])
+    for mix, big_share, small_share in (("natural", 0.25, 0.75), ("balanced", 0.5, 0.5)):
+        x, labels, _ = WindowSampler([fs], y, strata, np.arange(n), None, mix).draw(8000, np.random.default_rng(2))
+        big = x.ravel() < 400
+        assert np.mean(labels[big]) == pytest.approx(big_share, abs=0.02), mix
+        assert np.mean(labels[~big]) == pytest.approx(small_share, abs=0.03), mix
+        assert np.mean(big) == pytest.approx(2 / 3, abs=0.01)  # databases still by sqrt(size)
+
+
+def test_an_unknown_label_mix_is_refused():
+    with pytest.raises(ConfigError, match="label_mix"):
+        TrainSettings(label_mix="prevalence")
 
 
 @pytest.mark.parametrize("spec", ["training-e", "training-e=-1", "=0.5", "training-e=x"])
