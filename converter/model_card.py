@@ -794,9 +794,11 @@ reported beside it.
   Hz differs between stethoscopes: on a new one, check with `steth evaluate` first.
 - The probabilities are calibrated so that 0.5 is the decision threshold; they are not
   population-calibrated risks. The model is trained with equal labels inside every database, so its
-  score carries no clinic's prevalence (training-a is 73% abnormal, training-e 9%). A prevalence told
-  from the sound of the recording lifted PhysioNet CV MAcc by 0.04 but cost a stethoscope it had never
-  heard 0.07-0.23 (research/site_prior): a site's own prevalence enters only through `steth calibrate`.
+  score carries no clinic's prevalence (training-a is 73% abnormal, training-e 9%). Letting the score
+  learn each database's prevalence lifts PhysioNet CV MAcc by about 0.04 (research/site_prior,
+  research/label_mix), but by recognising the database's sound, not by hearing the heart better (AUC
+  within most databases fell), and a kit's stethoscope is none of those databases: a site's own
+  prevalence enters only through `steth calibrate`.
 - Sensitivity outside training-e is well below what a diagnostic test needs (see the held-out table):
   a *normal* answer does not rule out heart disease. The decision threshold moves from run to run (see
   Decision threshold), trading sensitivity against specificity.
