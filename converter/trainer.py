@@ -92,8 +92,8 @@ def database_shares(strata: np.ndarray, scale: dict[str, float] | None = None) -
 
 
 class WindowSampler:
-    """Stratified window draws: equal labels within each database, databases by sqrt(size) (times
-    ``scale``'s factor for the databases it names)."""
+    """Stratified window draws: equal labels within each database (``label_mix="natural"``: the database's
+    own mix), databases by sqrt(size) (times ``scale``'s factor for the databases it names)."""
 
     def __init__(
         self,
@@ -137,8 +137,10 @@ class WindowSampler:
             for lab in labels:
                 pool = in_group[self.y[in_group] == lab]
                 # balanced: each label an equal part of the database's draws; natural: its own share
-                part = 1 / len(labels) if self.label_mix == "balanced" else len(pool) / len(in_group)
-                count = max(1, int(n * shares[str(g)] / total * part))
+                if self.label_mix == "balanced":
+                    count = max(1, int(n * shares[str(g)] / total / len(labels)))
+                else:
+                    count = max(1, int(n * shares[str(g)] / total * len(pool) / len(in_group)))
                 for r in pool[rng.integers(0, len(pool), count)]:
                     si, wins = self.windows[int(r)][rng.integers(0, len(self.windows[int(r)]))]
                     xs.append(self.sets[si].features[wins[rng.integers(0, len(wins))]])
