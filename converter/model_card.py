@@ -797,8 +797,9 @@ reported beside it.
   score carries no clinic's prevalence (training-a is 73% abnormal, training-e 9%). Letting the score
   learn each database's prevalence lifts PhysioNet CV MAcc by about 0.04 (research/site_prior,
   research/label_mix), but by recognising the database's sound, not by hearing the heart better (AUC
-  within most databases fell), and a kit's stethoscope is none of those databases: a site's own
-  prevalence enters only through `steth calibrate`.
+  within most databases fell), and a kit's stethoscope is none of those databases. Within one site a
+  prevalence would only move the threshold; what a kit needs is its own threshold for its own score
+  shift, which `steth calibrate` sets from the kit's labelled recordings.
 - Sensitivity outside training-e is well below what a diagnostic test needs (see the held-out table):
   a *normal* answer does not rule out heart disease. The decision threshold moves from run to run (see
   Decision threshold), trading sensitivity against specificity.
