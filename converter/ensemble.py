@@ -45,6 +45,26 @@ def _oof(path: Path) -> dict[str, Any]:
     return {**d, "p": np.asarray(probs, dtype=np.float64)}
 
 
+def oof_pair(run_dir: Path) -> dict[str, Any]:
+    """A run's out-of-fold class probabilities of the candidate (oof.json), the comparator
+    (oof_comparator.json) and their mean (what `steth ensemble` ships), with the recordings they cover,
+    their labels ``y``, ``database`` and ``fold`` (arrays)."""
+    cand, comp = _oof(run_dir / "oof.json"), _oof(run_dir / "oof_comparator.json")
+    if cand["records"] != comp["records"] or cand["fold"] != comp["fold"]:
+        raise ModelError(
+            "oof.json and oof_comparator.json do not cover the same recordings and folds", "rerun steth train"
+        )
+    return {
+        "records": list(cand["records"]),
+        "y": np.asarray(cand["y"]),
+        "database": np.asarray(cand["database"]),
+        "fold": np.asarray(cand["fold"]),
+        "candidate": cand["p"],
+        "comparator": comp["p"],
+        "average": (cand["p"] + comp["p"]) / 2,
+    }
+
+
 def threshold_of(
     objective: str, task: Task, recs: list[ds.Recording], y: np.ndarray, probs: np.ndarray, strata: np.ndarray
 ) -> float:
@@ -126,22 +146,18 @@ def make(
     out = out or run_dir / "ensemble"
     out.mkdir(parents=True, exist_ok=True)
 
-    cand, comp = _oof(run_dir / "oof.json"), _oof(run_dir / "oof_comparator.json")
-    if cand["records"] != comp["records"] or cand["fold"] != comp["fold"]:
-        raise ModelError(
-            "oof.json and oof_comparator.json do not cover the same recordings and folds", "rerun steth train"
-        )
+    pair = oof_pair(run_dir)
     by_key = {r.key: r for r in task.loader(data_dir)}  # data sets' own labels, as steth train scores them
-    missing = [key for key in cand["records"] if key not in by_key]
+    missing = [key for key in pair["records"] if key not in by_key]
     if missing:
         raise ModelError(
-            f"{len(missing)} of the run's {len(cand['records'])} development recordings are not in {data_dir} "
+            f"{len(missing)} of the run's {len(pair['records'])} development recordings are not in {data_dir} "
             f"(first: {missing[0]})",
             "give the data folder the run was trained on (--data-dir or $STETH_DATA_DIR)",
         )
-    recs = [by_key[key] for key in cand["records"]]
-    y, strata, folds = np.asarray(cand["y"]), np.asarray(cand["database"]), np.asarray(cand["fold"])
-    probs = {"candidate": cand["p"], "comparator": comp["p"], "average": (cand["p"] + comp["p"]) / 2}
+    recs = [by_key[key] for key in pair["records"]]
+    y, strata, folds = pair["y"], pair["database"], pair["fold"]
+    probs = {name: pair[name] for name in MEMBERS}
     cv = {name: nested_cv(task, recs, y, p, strata, folds, objective) for name, p in probs.items()}
     # steth train's own ship rule and margin, with the average in the candidate's place
     margin = float(report["config"].get("ship_margin", RunConfig().ship_margin))

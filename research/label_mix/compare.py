@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from converter import datasets as ds
-from converter.ensemble import _oof, nested_cv
+from converter.ensemble import nested_cv, oof_pair
 from converter.metrics import roc_auc
 from converter.tasks import task_of_run
 
@@ -36,12 +36,10 @@ def headline_cv_of(run: Path, data_dir: Path) -> dict[str, dict[str, float]]:
     MAcc averaged over databases ("databases", the shipped objective) cannot see the prevalence's gain."""
     report = json.loads((run / "report.json").read_text())
     task = task_of_run(report)
-    c, m = _oof(run / "oof.json"), _oof(run / "oof_comparator.json")
+    o = oof_pair(run)
     by_key = {r.key: r for r in task.loader(data_dir)}
-    recs = [by_key[k] for k in c["records"]]
-    probs = (c["p"] + m["p"]) / 2
-    y, db, folds = np.asarray(c["y"]), np.asarray(c["database"]), np.asarray(c["fold"])
-    means = nested_cv(task, recs, y, probs, db, folds, "headline")["means"]
+    recs = [by_key[k] for k in o["records"]]
+    means = nested_cv(task, recs, o["y"], o["average"], o["database"], o["fold"], "headline")["means"]
     return {s: {"macc": means[s]["macc"], "auc": means[s]["auc"]} for s in SCOPES}
 
 
@@ -58,13 +56,10 @@ def lodo_of(run: Path) -> dict[str, dict[str, float]]:
 def within_db_auc(run: Path) -> dict[str, Any]:
     """The average's out-of-fold AUC inside each database, PhysioNet's pooled AUC, and each database's
     mean score: a learnt prevalence raises the pooled figure and spreads the means, not the within ones."""
-    c, m = (json.loads((run / f).read_text()) for f in ("oof.json", "oof_comparator.json"))
-    pos = c["labels"].index("abnormal")
-    ((pc,), (pm,)) = c["probabilities"].values(), m["probabilities"].values()
-    s = (np.asarray(pc)[:, pos] + np.asarray(pm)[:, pos]) / 2
-    y = (np.asarray(c["y"]) == pos).astype(int)
-    db = np.asarray(c["database"])
-    phys = np.array([k.startswith("physionet2016/") for k in c["records"]])
+    o = oof_pair(run)
+    pos = list(json.loads((run / "oof.json").read_text())["labels"]).index("abnormal")
+    s, y, db = o["average"][:, pos], (o["y"] == pos).astype(int), o["database"]
+    phys = np.array([k.startswith("physionet2016/") for k in o["records"]])
     return {
         "physionet_pooled_auc": roc_auc(y[phys], s[phys]),
         "auc": {str(d): roc_auc(y[db == d], s[db == d]) for d in sorted(set(db)) if len(set(y[db == d])) > 1},

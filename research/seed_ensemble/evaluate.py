@@ -16,21 +16,15 @@ from typing import Any
 import numpy as np
 
 from converter import datasets as ds
-from converter.ensemble import _oof, nested_cv
+from converter.ensemble import nested_cv, oof_pair
 from converter.tasks import task_of_run
 
 SCOPES = ("physionet2016/all", "physionet2016/not_e", "circor2022/patient")
 
 
 def pair(run: Path) -> dict[str, Any]:
-    c, m = _oof(run / "oof.json"), _oof(run / "oof_comparator.json")
-    return {
-        "keys": c["records"],
-        "p": (c["p"] + m["p"]) / 2,
-        "y": np.asarray(c["y"]),
-        "db": np.asarray(c["database"]),
-        "fold": np.asarray(c["fold"]),
-    }
+    o = oof_pair(run)
+    return {"keys": o["records"], "p": o["average"], "y": o["y"], "db": o["database"], "fold": o["fold"]}
 
 
 def nested(

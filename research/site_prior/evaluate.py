@@ -20,7 +20,7 @@ import numpy as np
 
 from converter import circor as cc
 from converter import datasets as ds
-from converter.ensemble import _oof, threshold_of
+from converter.ensemble import oof_pair, threshold_of
 from converter.tasks import task_of_run
 from converter.train import cv_source_means, score
 from research.site_prior import fit as sp
@@ -37,18 +37,17 @@ def _two_col(s: np.ndarray) -> np.ndarray:
 def load(run: Path, data_dir: Path) -> dict[str, Any]:
     report = json.loads((run / "report.json").read_text())
     task = task_of_run(report)
-    cand, comp = _oof(run / "oof.json"), _oof(run / "oof_comparator.json")
+    pair = oof_pair(run)
     by_key = {r.key: r for r in task.loader(data_dir)}
-    recs = [by_key[k] for k in cand["records"]]
     pos = task.labels.index(task.positive or "")
     return {
         "task": task,
-        "recs": recs,
-        "y": np.asarray(cand["y"]),
-        "abn": (np.asarray(cand["y"]) == pos).astype(int),
-        "s": (cand["p"][:, pos] + comp["p"][:, pos]) / 2,
-        "strata": np.asarray(cand["database"]),
-        "folds": np.asarray(cand["fold"]),
+        "recs": [by_key[k] for k in pair["records"]],
+        "y": pair["y"],
+        "abn": (pair["y"] == pos).astype(int),
+        "s": pair["average"][:, pos],
+        "strata": pair["database"],
+        "folds": pair["fold"],
     }
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from converter import featurestore, models
-from converter.ensemble import _oof, nested_cv
+from converter.ensemble import nested_cv, oof_pair
 from converter.tasks import task_of_run
 from converter.train import COMPARATOR, fold_model_path
 from device.core.features import FeatureParams
@@ -53,10 +53,10 @@ def window_probabilities(run: Path, data_dir: Path) -> dict[str, Any]:
     recs = task.loader(data_dir)
     params = FeatureParams.from_dict(report["feature_params"])
     eval_set = featurestore.build(recs, params, name=task.name + "-eval")
-    cand = _oof(run / "oof.json")
+    oof = oof_pair(run)
     index = {r.key: i for i, r in enumerate(recs)}
-    rec_idx = np.array([index[k] for k in cand["records"]])
-    folds = np.asarray(cand["fold"])
+    rec_idx = np.array([index[k] for k in oof["records"]])
+    folds = oof["fold"]
     pos = task.labels.index(task.positive or "")
     k = models.keras()
     arch = report.get("chosen_arch", "conv_lstm")
@@ -69,18 +69,16 @@ def window_probabilities(run: Path, data_dir: Path) -> dict[str, Any]:
         owners = eval_set.owner[wins]
         for j in here:
             windows[j] = p[owners == rec_idx[j]]
-    return {"task": task, "recs": [recs[i] for i in rec_idx], "cand": cand, "windows": windows}
+    return {"task": task, "recs": [recs[i] for i in rec_idx], "oof": oof, "windows": windows}
 
 
 def evaluate(d: dict[str, Any]) -> dict[str, Any]:
-    task, recs, cand, windows = d["task"], d["recs"], d["cand"], d["windows"]
-    y, strata, folds = np.asarray(cand["y"]), np.asarray(cand["database"]), np.asarray(cand["fold"])
+    task, recs, oof, windows = d["task"], d["recs"], d["oof"], d["windows"]
+    y, strata, folds = oof["y"], oof["database"], oof["fold"]
     has = np.array([len(w) > 0 for w in windows])
     out: dict[str, Any] = {"n": len(recs), "without_windows": int((~has).sum())}
     # the check that these are the run's own out-of-fold scores: mean of windows = oof's average
-    comp = _oof(d["run"] / "oof_comparator.json")
-    pos = task.labels.index(task.positive or "")
-    avg = (cand["p"][:, pos] + comp["p"][:, pos]) / 2
+    avg = oof["average"][:, task.labels.index(task.positive or "")]
     mean_w = np.array([w.mean() if len(w) else 0.5 for w in windows])
     out["max_diff_from_oof"] = float(np.max(np.abs(mean_w - avg)))
     for name, agg in AGGREGATIONS.items():
@@ -100,7 +98,6 @@ def main(argv: list[str] | None = None) -> int:
     from converter import datasets as ds
 
     d = window_probabilities(args.run, ds.resolve_data_dir(args.data_dir))
-    d["run"] = args.run
     res = evaluate(d)
     print(
         f"{args.run}: {res['n']} recordings, {res['without_windows']} without windows, "
