@@ -29,7 +29,7 @@ import numpy as np
 
 from converter import datasets as ds
 from converter.metrics import best_threshold, binary_scores, roc_auc
-from converter.thresholds import pooled_threshold
+from converter.thresholds import macc_curve, pooled_threshold
 from converter.trainer import TrainSettings
 
 FIGURES = ("macc", "auc", "sensitivity", "specificity")
@@ -81,11 +81,7 @@ def mean_of(a: Oof, b: Oof) -> Oof:
 def ceiling_macc(y: np.ndarray, s: np.ndarray) -> float:
     """The highest MAcc any threshold reaches on these scores (every distinct score tried as the cut:
     converter.metrics.best_threshold rounds its candidates, which can miss the best cut by a recording)."""
-    pos, neg = np.sort(s[y == 1]), np.sort(s[y == 0])
-    cuts = np.append(np.unique(s), np.inf)
-    se = (len(pos) - np.searchsorted(pos, cuts, side="left")) / len(pos)
-    sp = np.searchsorted(neg, cuts, side="left") / len(neg)
-    return float(np.max((se + sp) / 2))
+    return float(np.max(macc_curve(y, s, np.append(np.unique(s), np.inf))))
 
 
 def nested(oof: Oof, threshold_pool: str = "all") -> dict[str, Any]:
