@@ -368,25 +368,31 @@ def _interior_frames(params: FeatureParams) -> tuple[int, int] | None:
     return first, end
 
 
+def _frames_mel(frames: np.ndarray, params: FeatureParams, out: np.ndarray) -> None:
+    """out (n_mels, len(frames)) = the mel power of these (rows, n_fft) frames, as many at a time as the
+    workspace holds."""
+    plan, chunk = _mel_plan(params), _STFT_CHUNK * params.frames_per_window
+    for start in range(0, len(frames), chunk):
+        power = _frame_power(frames[start : start + chunk], params, plan.bins)
+        _mel_bands(power.T, 0, plan, out[:, start : start + chunk])
+
+
 def _shared_mel_power(x: np.ndarray, n: int, params: FeatureParams, interior: tuple[int, int], mel: np.ndarray) -> None:
     """_mel_power of the n windows ``frame_windows(x, params)`` into mel, bit for bit, with each STFT frame
     that overlapping windows share computed once (half the frames when windows overlap by half).
 
     A window's interior frames are frames of x itself; only the few frames at each window's edges, which
     reach into its zero padding, are the window's own. Each frame goes through the same arithmetic
-    (_frame_power, _mel_bands) as in _mel_power, and a frame's numbers depend on its samples alone.
+    (_frames_mel: _frame_power, _mel_bands) as in _mel_power, and a frame's numbers depend on its samples alone.
     """
     first, end = interior  # _interior_frames(params)
     hl, n_fft, win, frames = params.hop_length, params.n_fft, params.window_samples, params.frames_per_window
-    half, shift, plan = n_fft // 2, params.hop_samples // hl, _mel_plan(params)
+    half, shift = n_fft // 2, params.hop_samples // hl
     # interior: frame g of x starts at sample g * hl - half; window i's frame f is g = i * shift + f
     count = (n - 1) * shift + end - first
     signal_frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[first * hl - half :: hl][:count]
     shared = np.empty((params.n_mels, count), dtype=np.float32)
-    chunk = _STFT_CHUNK * frames  # the workspace's size
-    for start in range(0, count, chunk):
-        power = _frame_power(signal_frames[start : start + chunk], params, plan.bins)
-        _mel_bands(power.T, 0, plan, shared[:, start : start + chunk])
+    _frames_mel(signal_frames, params, shared)
     per_window = np.lib.stride_tricks.sliding_window_view(shared, end - first, axis=1)[:, ::shift][:, :n]
     mel[:, :, first:end] = per_window.transpose(1, 0, 2)
     # the edge frames: each window's first and last samples beside the centring's zeros
@@ -403,9 +409,7 @@ def _shared_mel_power(x: np.ndarray, n: int, params: FeatureParams, interior: tu
     n_edge = first + frames - end
     edge_frames = np.concatenate([head_frames, tail_frames], axis=1).reshape(n * n_edge, n_fft)
     edge_mel = np.empty((params.n_mels, n * n_edge), dtype=np.float32)
-    for start in range(0, n * n_edge, chunk):
-        power = _frame_power(edge_frames[start : start + chunk], params, plan.bins)
-        _mel_bands(power.T, 0, plan, edge_mel[:, start : start + chunk])
+    _frames_mel(edge_frames, params, edge_mel)
     by_window = edge_mel.reshape(params.n_mels, n, n_edge).transpose(1, 0, 2)
     mel[:, :, :first] = by_window[:, :, :first]
     mel[:, :, end:] = by_window[:, :, first:]
