@@ -795,7 +795,7 @@ reported beside it.
 - The probabilities are calibrated so that 0.5 is the decision threshold; they are not
   population-calibrated risks. The model is trained with equal labels inside every database, so its
   score carries no clinic's prevalence (training-a is 73% abnormal, training-e 9%). Letting the score
-  learn each database's prevalence lifts PhysioNet CV MAcc by about 0.04 (research/site_prior,
+  learn each database's prevalence lifts PhysioNet CV MAcc by 0.02-0.04 (research/site_prior,
   research/label_mix), but by recognising the database's sound, not by hearing the heart better (AUC
   within most databases fell), and a kit's stethoscope is none of those databases. Within one site a
   prevalence would only move the threshold; what a kit needs is its own threshold for its own score
